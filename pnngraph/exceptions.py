@@ -1,0 +1,108 @@
+"""Typed errors of pnngraph: one small hierarchy, each exception carrying its fields.
+
+Every error a user can provoke with bad input derives from :class:`PnngraphError` and from the
+matching builtin (``ValueError``, ``TypeError``, ``RuntimeError``), so callers may catch either::
+
+    >>> from pnngraph.exceptions import ConfigError
+    >>> try:
+    ...     raise ConfigError("learning_rate", "a positive number", -1.0)
+    ... except ValueError as err:
+    ...     print(err)
+    learning_rate: expected a positive number, got -1.0
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+
+class PnngraphError(Exception):
+    """Base of every error pnngraph raises on purpose."""
+
+
+class ConfigError(PnngraphError, ValueError):
+    """An option or argument has a bad value.
+
+    Fields: ``name`` (the option), ``expected`` (what would be accepted), ``got`` (what came).
+    """
+
+    def __init__(self, name: str, expected: str, got: Any) -> None:
+        self.name = name
+        self.expected = expected
+        self.got = got
+        super().__init__(f"{name}: expected {expected}, got {got!r}")
+
+
+class UnknownNameError(ConfigError):
+    """A name (activation, loss, optimizer, strategy, scheduler, ...) is not one pnngraph knows."""
+
+    def __init__(self, kind: str, name: Any, choices: Iterable[str]) -> None:
+        self.kind = kind
+        self.choices = tuple(sorted(choices))
+        super().__init__(kind, "one of " + ", ".join(repr(c) for c in self.choices), name)
+
+
+class ShapeError(PnngraphError, ValueError):
+    """An array's shape does not fit a layer.
+
+    Fields: ``layer_index`` and ``layer_name`` (``None`` for the model's input), ``expected`` and
+    ``got`` (shapes or descriptions of them, batch dimension left out).
+    """
+
+    def __init__(
+        self,
+        expected: Any,
+        got: Any,
+        *,
+        layer_index: int | None = None,
+        layer_name: str | None = None,
+        detail: str = "",
+    ) -> None:
+        self.layer_index = layer_index
+        self.layer_name = layer_name
+        self.expected = expected
+        self.got = got
+        where = "model input" if layer_index is None else f"layer {layer_index} ({layer_name})"
+        tail = f": {detail}" if detail else ""
+        super().__init__(f"{where}: expected input {expected}, got {got}{tail}")
+
+
+class DataError(PnngraphError, ValueError):
+    """Training or evaluation data is unusable (empty, NaN, bad labels, mismatched lengths, ...).
+
+    Fields: ``what`` (the array or file concerned) and ``problem``.
+    """
+
+    def __init__(self, what: str, problem: str) -> None:
+        self.what = what
+        self.problem = problem
+        super().__init__(f"{what}: {problem}")
+
+
+class ModelFileError(PnngraphError, ValueError):
+    """A file is not a pnngraph model or checkpoint, or is damaged. Fields: ``path``, ``reason``."""
+
+    def __init__(self, path: Any, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: not a pnngraph model file ({reason})")
+
+
+class TrainingError(PnngraphError, RuntimeError):
+    """Training failed while running, e.g. the loss became NaN.
+
+    Fields: ``step`` and ``shard`` where it happened (``None`` when unknown), ``problem``.
+    """
+
+    def __init__(self, problem: str, *, step: int | None = None, shard: int | None = None) -> None:
+        self.problem = problem
+        self.step = step
+        self.shard = shard
+        where = []
+        if step is not None:
+            where.append(f"step {step}")
+        if shard is not None:
+            where.append(f"shard {shard}")
+        prefix = (", ".join(where) + ": ") if where else ""
+        super().__init__(prefix + problem)

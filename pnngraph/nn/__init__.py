@@ -1,0 +1,49 @@
+"""The model library: layers, losses, optimizers, Sequential and the serial reference trainer."""
+
+from pnngraph.nn.backend import Backend, get_backend
+from pnngraph.nn.conv import Conv2D, MaxPool2D
+from pnngraph.nn.layers import (
+    GELU,
+    Context,
+    Dense,
+    Dropout,
+    Flatten,
+    Layer,
+    ReLU,
+    Sigmoid,
+    Tanh,
+    activation,
+)
+from pnngraph.nn.losses import Loss, MeanSquaredError, SoftmaxCrossEntropy, get_loss
+from pnngraph.nn.model import Sequential
+from pnngraph.nn.optimizers import SGD, Adam, Optimizer, get_optimizer
+from pnngraph.nn.train import TrainResult, batch_indices, train_serial
+
+__all__ = [
+    "GELU",
+    "SGD",
+    "Adam",
+    "Backend",
+    "Context",
+    "Conv2D",
+    "Dense",
+    "Dropout",
+    "Flatten",
+    "Layer",
+    "Loss",
+    "MaxPool2D",
+    "MeanSquaredError",
+    "Optimizer",
+    "ReLU",
+    "Sequential",
+    "Sigmoid",
+    "SoftmaxCrossEntropy",
+    "Tanh",
+    "TrainResult",
+    "activation",
+    "batch_indices",
+    "get_backend",
+    "get_loss",
+    "get_optimizer",
+    "train_serial",
+]

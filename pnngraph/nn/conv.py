@@ -1,0 +1,233 @@
+"""Convolution and pooling over NCHW batches, by im2col built from strided slices.
+
+The array API has no ``as_strided`` and no ``pad``, so the column matrix is assembled from the
+``kh * kw`` strided slices of the (zero-padded) input, one per kernel offset::
+
+    x      (N, C, H, W)         --pad-->  (N, C, H + 2p, W + 2p)
+    slice for offset (i, j):  xpad[:, :, i : i + s*(OH-1) + 1 : s, j : j + s*(OW-1) + 1 : s]
+    stack over offsets    ->  (N, C, K, OH, OW)          K = kh * kw, offset k = i * kw + j
+    cols                  ->  (N * OH * OW, C * K)       rows are output pixels
+    y = cols @ W.reshape(F, C * K).T + b  ->  (N, F, OH, OW)
+
+The backward pass scatters the column gradient back through the same slices (col2im).
+
+>>> import numpy as np
+>>> from pnngraph.nn.backend import get_backend
+>>> from pnngraph.nn.layers import Context
+>>> xp = get_backend("numpy").xp
+>>> conv = Conv2D(1, 4, 3, padding=1)
+>>> p = conv.init_params((1, 8, 8), np.random.default_rng(0), np.float64)
+>>> conv.forward(xp, p, np.ones((2, 1, 8, 8)), Context())[0].shape
+(2, 4, 8, 8)
+>>> MaxPool2D(2).output_shape((4, 8, 8))
+(4, 4, 4)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from pnngraph.exceptions import ConfigError, ShapeError
+from pnngraph.nn.backend import Array, device_of
+from pnngraph.nn.layers import Context, Layer, Params, Shape
+
+
+def _out_size(size: int, kernel: int, stride: int, padding: int) -> int:
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def _windows(xp: Any, xpad: Array, kh: int, kw: int, stride: int, oh: int, ow: int) -> Array:
+    """Stack the kernel-offset slices of ``xpad``: (N, C, kh * kw, OH, OW)."""
+    hs, ws = stride * (oh - 1) + 1, stride * (ow - 1) + 1
+    slices = [
+        xpad[:, :, i : i + hs : stride, j : j + ws : stride] for i in range(kh) for j in range(kw)
+    ]
+    return xp.stack(slices, axis=2)
+
+
+def _scatter(
+    xp: Any, dwin: Array, shape: Shape, kh: int, kw: int, stride: int, dtype: Any
+) -> Array:
+    """Adjoint of :func:`_windows`: add each offset's slice gradient into an array of ``shape``."""
+    oh, ow = dwin.shape[3], dwin.shape[4]
+    hs, ws = stride * (oh - 1) + 1, stride * (ow - 1) + 1
+    dx = xp.zeros(shape, dtype=dtype, device=device_of(dwin))
+    for i in range(kh):
+        for j in range(kw):
+            region = (slice(None), slice(None), slice(i, i + hs, stride), slice(j, j + ws, stride))
+            dx[region] = dx[region] + dwin[:, :, i * kw + j, ...]
+    return dx
+
+
+def _pad(xp: Any, x: Array, p: int) -> Array:
+    if p == 0:
+        return x
+    n, c, h, w = x.shape
+    out = xp.zeros((n, c, h + 2 * p, w + 2 * p), dtype=x.dtype, device=device_of(x))
+    out[:, :, p : p + h, p : p + w] = x
+    return out
+
+
+def conv2d_forward(
+    xp: Any, params: Params, x: Array, stride: int, padding: int
+) -> tuple[Array, Any]:
+    W, b = params["W"], params["b"]
+    f, c, kh, kw = W.shape
+    n, _, h, w = x.shape
+    oh, ow = _out_size(h, kh, stride, padding), _out_size(w, kw, stride, padding)
+    win = _windows(xp, _pad(xp, x, padding), kh, kw, stride, oh, ow)  # (N, C, K, OH, OW)
+    cols = xp.reshape(xp.permute_dims(win, (0, 3, 4, 1, 2)), (n * oh * ow, c * kh * kw))
+    wmat = xp.reshape(W, (f, c * kh * kw))
+    y = cols @ xp.matrix_transpose(wmat) + b  # (N*OH*OW, F)
+    y = xp.permute_dims(xp.reshape(y, (n, oh, ow, f)), (0, 3, 1, 2))
+    return y, (cols, tuple(x.shape))
+
+
+def conv2d_backward(
+    xp: Any, params: Params, cache: Any, dy: Array, stride: int, padding: int
+) -> tuple[Array, Params]:
+    cols, (n, c, h, w) = cache
+    W = params["W"]
+    f, _, kh, kw = W.shape
+    oh, ow = dy.shape[2], dy.shape[3]
+    dyr = xp.reshape(xp.permute_dims(dy, (0, 2, 3, 1)), (n * oh * ow, f))
+    wmat = xp.reshape(W, (f, c * kh * kw))
+    dW = xp.reshape(xp.matrix_transpose(dyr) @ cols, W.shape)
+    db = xp.sum(dyr, axis=0)
+    dcols = xp.reshape(dyr @ wmat, (n, oh, ow, c, kh * kw))
+    dwin = xp.permute_dims(dcols, (0, 3, 4, 1, 2))  # (N, C, K, OH, OW)
+    padded = (n, c, h + 2 * padding, w + 2 * padding)
+    dxpad = _scatter(xp, dwin, padded, kh, kw, stride, dy.dtype)
+    dx = dxpad[:, :, padding : padding + h, padding : padding + w] if padding else dxpad
+    return dx, {"W": dW, "b": db}
+
+
+def maxpool2d_forward(xp: Any, x: Array, size: int, stride: int) -> tuple[Array, Any]:
+    h, w = x.shape[2], x.shape[3]
+    oh, ow = _out_size(h, size, stride, 0), _out_size(w, size, stride, 0)
+    win = _windows(xp, x, size, size, stride, oh, ow)
+    arg = xp.argmax(win, axis=2)  # first maximum: the one gradient goes to
+    return xp.max(win, axis=2), (arg, tuple(x.shape))
+
+
+def maxpool2d_backward(xp: Any, cache: Any, dy: Array, size: int, stride: int) -> Array:
+    arg, shape = cache
+    dwin = xp.stack([xp.where(arg == k, dy, 0.0) for k in range(size * size)], axis=2)
+    return _scatter(xp, dwin, shape, size, size, stride, dy.dtype)
+
+
+def _positive_int(label: str, v: Any, minimum: int = 1) -> int:
+    if not isinstance(v, int | np.integer) or isinstance(v, bool) or v < minimum:
+        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ConfigError(label, what, v)
+    return int(v)
+
+
+def _pair(label: str, v: Any) -> tuple[int, int]:
+    if isinstance(v, tuple | list) and len(v) == 2:
+        return _positive_int(label, v[0]), _positive_int(label, v[1])
+    k = _positive_int(label, v)
+    return k, k
+
+
+class Conv2D(Layer):
+    """2-D convolution over NCHW input: ``in_channels`` -> ``out_channels``.
+
+    ``kernel_size`` is an int or (kh, kw); ``stride`` and zero ``padding`` are ints. Weights are He
+    normal with fan-in ``in_channels * kh * kw``; biases start at zero.
+    """
+
+    kind = "conv"
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        *,
+        stride: int = 1,
+        padding: int = 0,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(name)
+        self.in_channels = _positive_int("Conv2D in_channels", in_channels)
+        self.out_channels = _positive_int("Conv2D out_channels", out_channels)
+        self.kernel_size = _pair("Conv2D kernel_size", kernel_size)
+        self.stride = _positive_int("Conv2D stride", stride)
+        self.padding = _positive_int("Conv2D padding", padding, minimum=0)
+
+    def output_shape(self, shape: Shape) -> Shape:
+        kh, kw = self.kernel_size
+        if len(shape) != 3 or shape[0] != self.in_channels:
+            raise ShapeError(f"(C={self.in_channels}, H, W)", shape)
+        _, h, w = shape
+        p = self.padding
+        if h + 2 * p < kh or w + 2 * p < kw:
+            raise ShapeError(f"H, W >= kernel {kh}x{kw} after padding {p}", shape)
+        return (
+            self.out_channels,
+            _out_size(h, kh, self.stride, p),
+            _out_size(w, kw, self.stride, p),
+        )
+
+    def init_params(self, shape: Shape, rng: np.random.Generator, dtype: Any) -> Params:
+        kh, kw = self.kernel_size
+        fan_in = self.in_channels * kh * kw
+        W = rng.standard_normal((self.out_channels, self.in_channels, kh, kw))
+        return {
+            "W": (W * math.sqrt(2.0 / fan_in)).astype(dtype),
+            "b": np.zeros(self.out_channels, dtype=dtype),
+        }
+
+    def forward(self, xp: Any, params: Params, x: Array, ctx: Context) -> tuple[Array, Any]:
+        return conv2d_forward(xp, params, x, self.stride, self.padding)
+
+    def backward(self, xp: Any, params: Params, cache: Any, dy: Array) -> tuple[Array, Params]:
+        return conv2d_backward(xp, params, cache, dy, self.stride, self.padding)
+
+    def flops(self, shape: Shape) -> float:
+        f, oh, ow = self.output_shape(shape)
+        kh, kw = self.kernel_size
+        return 2.0 * f * oh * ow * self.in_channels * kh * kw
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "in_channels": self.in_channels,
+            "out_channels": self.out_channels,
+            "kernel_size": list(self.kernel_size),
+            "stride": self.stride,
+            "padding": self.padding,
+            "name": self.name,
+        }
+
+
+class MaxPool2D(Layer):
+    """Max pooling over ``size`` x ``size`` windows of NCHW input, step ``stride`` (or size)."""
+
+    kind = "maxpool"
+
+    def __init__(self, size: int = 2, *, stride: int | None = None, name: str | None = None):
+        super().__init__(name)
+        self.size = _positive_int("MaxPool2D size", size)
+        self.stride = self.size if stride is None else _positive_int("MaxPool2D stride", stride)
+
+    def output_shape(self, shape: Shape) -> Shape:
+        if len(shape) != 3 or shape[1] < self.size or shape[2] < self.size:
+            raise ShapeError(f"(C, H, W) with H, W >= {self.size}", shape)
+        c, h, w = shape
+        return (c, _out_size(h, self.size, self.stride, 0), _out_size(w, self.size, self.stride, 0))
+
+    def forward(self, xp: Any, params: Params, x: Array, ctx: Context) -> tuple[Array, Any]:
+        return maxpool2d_forward(xp, x, self.size, self.stride)
+
+    def backward(self, xp: Any, params: Params, cache: Any, dy: Array) -> tuple[Array, Params]:
+        return maxpool2d_backward(xp, cache, dy, self.size, self.stride), {}
+
+    def flops(self, shape: Shape) -> float:
+        return float(math.prod(self.output_shape(shape))) * self.size * self.size
+
+    def config(self) -> dict[str, Any]:
+        return {"size": self.size, "stride": self.stride, "name": self.name}

@@ -1,0 +1,151 @@
+"""Losses: the value and the gradient with respect to the model's output, in one function.
+
+A loss sees one shard of a global batch of ``n_global`` samples and returns the *sum* of its
+per-sample losses divided by ``n_global``, with the matching gradient. Summing these over shards
+gives the global mean loss and its gradient, whatever the shard sizes::
+
+    value_and_grad(xp, outputs, targets, n_global) -> (loss, doutputs)
+
+``loss`` is a 0-d array of the backend (no host synchronisation inside a step).
+
+>>> import numpy as np
+>>> from pnngraph.nn.backend import get_backend
+>>> xp = get_backend("numpy").xp
+>>> loss, grad = SoftmaxCrossEntropy().value_and_grad(xp, np.zeros((2, 4)), np.array([0, 3]), 2)
+>>> round(float(loss), 6) == round(float(np.log(4)), 6)
+True
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+
+from pnngraph.exceptions import DataError, UnknownNameError
+from pnngraph.nn.backend import Array, device_of
+
+
+class Loss:
+    """Base of the losses: ``value_and_grad`` and the check of targets at the boundary."""
+
+    name: ClassVar[str] = "loss"
+    task: ClassVar[str] = "classification"
+
+    def value_and_grad(
+        self, xp: Any, outputs: Array, targets: Array, n_global: int
+    ) -> tuple[Array, Array]:
+        raise NotImplementedError
+
+    def check_targets(self, y: np.ndarray, output_shape: tuple[int, ...]) -> np.ndarray:
+        """Validate host targets for a model with per-sample ``output_shape``; return them cast."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+def softmax_cross_entropy(
+    xp: Any, logits: Array, labels: Array, n_global: int
+) -> tuple[Array, Array]:
+    """Mean-over-``n_global`` softmax cross-entropy of integer ``labels`` and its logit gradient.
+
+    Shifting each row by its maximum makes it exact for any finite logits: a constant added to
+    every logit changes neither value nor gradient.
+    """
+    n, c = logits.shape
+    z = logits - xp.max(logits, axis=1, keepdims=True)
+    ez = xp.exp(z)
+    total = xp.sum(ez, axis=1, keepdims=True)
+    onehot = xp.astype(
+        xp.reshape(labels, (n, 1)) == xp.reshape(xp.arange(c, device=device_of(logits)), (1, c)),
+        logits.dtype,
+    )
+    per_sample = xp.log(total) - xp.sum(onehot * z, axis=1, keepdims=True)
+    loss = xp.sum(per_sample) / n_global
+    grad = (ez / total - onehot) / n_global
+    return loss, grad
+
+
+def mean_squared_error(
+    xp: Any, outputs: Array, targets: Array, n_global: int
+) -> tuple[Array, Array]:
+    """Sum of squared errors over output features, averaged over ``n_global`` samples.
+
+    Per sample the loss is ``0.5 * sum((y - t)**2)``, so its gradient is ``y - t``.
+    """
+    diff = outputs - xp.reshape(targets, outputs.shape)
+    return 0.5 * xp.sum(diff * diff) / n_global, diff / n_global
+
+
+class SoftmaxCrossEntropy(Loss):
+    """Softmax followed by cross-entropy against integer class labels (numerically stable)."""
+
+    name = "cross_entropy"
+
+    def value_and_grad(
+        self, xp: Any, outputs: Array, targets: Array, n_global: int
+    ) -> tuple[Array, Array]:
+        return softmax_cross_entropy(xp, outputs, targets, n_global)
+
+    def check_targets(self, y: np.ndarray, output_shape: tuple[int, ...]) -> np.ndarray:
+        if len(output_shape) != 1:
+            raise DataError("model output", f"cross-entropy needs (classes,), got {output_shape}")
+        return check_labels(y, output_shape[0])
+
+
+class MeanSquaredError(Loss):
+    """Half the squared error summed over outputs, averaged over samples."""
+
+    name = "mse"
+    task = "regression"
+
+    def value_and_grad(
+        self, xp: Any, outputs: Array, targets: Array, n_global: int
+    ) -> tuple[Array, Array]:
+        return mean_squared_error(xp, outputs, targets, n_global)
+
+    def check_targets(self, y: np.ndarray, output_shape: tuple[int, ...]) -> np.ndarray:
+        y = np.asarray(y)
+        if not np.issubdtype(y.dtype, np.number) or np.issubdtype(y.dtype, np.complexfloating):
+            raise DataError("y", f"expected real numbers, got dtype {y.dtype}")
+        per = int(np.prod(output_shape))
+        if y.ndim == 0 or int(np.prod(y.shape[1:])) != per:
+            raise DataError("y", f"expected {per} target values per sample, got shape {y.shape}")
+        if not np.all(np.isfinite(y)):
+            raise DataError("y", f"{int(np.sum(~np.isfinite(y)))} values are NaN or inf")
+        return y.astype(np.float64, copy=False)
+
+
+def check_labels(y: Any, n_classes: int) -> np.ndarray:
+    """Integer class labels in [0, n_classes) as int64; DataError naming the first bad one."""
+    y = np.asarray(y)
+    if y.ndim != 1:
+        raise DataError("y", f"expected a 1-D array of class labels, got shape {y.shape}")
+    if y.dtype == bool or not np.issubdtype(y.dtype, np.number):
+        raise DataError("y", f"expected integer class labels, got dtype {y.dtype}")
+    if not np.issubdtype(y.dtype, np.integer):
+        bad = ~np.isfinite(y) | (y != np.round(y))
+        if np.any(bad):
+            i = int(np.argmax(bad))
+            raise DataError("y", f"expected integer class labels, got {y[i].item()!r} at index {i}")
+    out = y.astype(np.int64)
+    bad = (out < 0) | (out >= n_classes)
+    if np.any(bad):
+        i = int(np.argmax(bad))
+        raise DataError(
+            "y", f"label {out[i]} at index {i} is outside [0, {n_classes}) for {n_classes} classes"
+        )
+    return out
+
+
+LOSSES: dict[str, type[Loss]] = {"cross_entropy": SoftmaxCrossEntropy, "mse": MeanSquaredError}
+
+
+def get_loss(loss: str | Loss) -> Loss:
+    """A :class:`Loss` instance from a name ("cross_entropy", "mse") or an instance."""
+    if isinstance(loss, Loss):
+        return loss
+    if loss not in LOSSES:
+        raise UnknownNameError("loss", loss, LOSSES)
+    return LOSSES[loss]()

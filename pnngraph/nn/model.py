@@ -1,0 +1,331 @@
+"""Sequential models: an ordered list of layers, checked against an input shape, with parameters.
+
+Parameters are a list with one dict name -> array per layer (empty for parameter-free layers), so a
+contiguous slice of it is the parameters of a pipeline stage. Running a model is a pair of pure
+functions over that list::
+
+    forward(xp, params, x, ctx, start, stop)        -> (y, caches)
+    backward(xp, params, caches, dy, start, stop)   -> (dx, grads)
+
+Files are ``.npz`` (arrays) holding a JSON document (architecture, shapes); nothing is pickled.
+
+>>> import numpy as np
+>>> from pnngraph.nn.layers import Dense, ReLU
+>>> model = Sequential([Dense(4, 8), ReLU(), Dense(8, 3)], input_shape=(4,), seed=0)
+>>> model.n_params
+67
+>>> [layer.name for layer in model.layers]
+['dense0', 'relu1', 'dense2']
+>>> model.predict(np.zeros((2, 4))).shape
+(2, 3)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from pnngraph.exceptions import ConfigError, DataError, ModelFileError, ShapeError
+from pnngraph.nn.backend import Array, get_backend, namespace, to_numpy
+from pnngraph.nn.conv import Conv2D, MaxPool2D
+from pnngraph.nn.layers import (
+    ACTIVATIONS,
+    Context,
+    Dense,
+    Dropout,
+    Flatten,
+    Layer,
+    Shape,
+)
+from pnngraph.nn.losses import Loss, get_loss
+
+LAYER_TYPES: dict[str, type[Layer]] = {
+    **ACTIVATIONS,
+    **{c.kind: c for c in (Dense, Flatten, Dropout, Conv2D, MaxPool2D)},
+}
+FORMAT = "pnngraph-model"
+FORMAT_VERSION = 1
+DTYPES = ("float32", "float64")
+
+ParamList = list[dict[str, Any]]
+
+
+def layer_from_config(kind: str, config: dict[str, Any]) -> Layer:
+    """Rebuild a layer from its ``kind`` and :meth:`Layer.config`."""
+    if kind not in LAYER_TYPES:
+        raise ConfigError("layer kind", "one of " + ", ".join(sorted(LAYER_TYPES)), kind)
+    config = dict(config)
+    cls = LAYER_TYPES[kind]
+    if cls in ACTIVATIONS.values() or cls is Flatten:
+        return cls(name=config.get("name"))
+    if cls is Conv2D and "kernel_size" in config:
+        config["kernel_size"] = tuple(config["kernel_size"])
+    return cls(**config)
+
+
+def forward_layers(
+    xp: Any, layers: Sequence[Layer], params: ParamList, x: Array, ctx: Context
+) -> tuple[Array, list[Any]]:
+    """Run ``layers`` in order; ``params`` has one dict per layer. Returns output and caches."""
+    caches = []
+    for layer, p in zip(layers, params, strict=True):
+        x, cache = layer.forward(xp, p, x, ctx)
+        caches.append(cache)
+    return x, caches
+
+
+def backward_layers(
+    xp: Any, layers: Sequence[Layer], params: ParamList, caches: list[Any], dy: Array
+) -> tuple[Array, ParamList]:
+    """Backward through ``layers`` in reverse: the input gradient and per-layer gradients."""
+    grads: ParamList = [{}] * len(layers)
+    for j in range(len(layers) - 1, -1, -1):
+        dy, grads[j] = layers[j].backward(xp, params[j], caches[j], dy)
+    return dy, grads
+
+
+class Sequential:
+    """Layers applied in order; parameters initialised (seeded) once an input shape is known.
+
+    Parameters
+    ----------
+    layers : sequence of Layer
+    input_shape : tuple of int, optional
+        Shape of one sample (no batch dimension). Given here or later to :meth:`build`.
+    seed : int
+        Seed of the parameter initialisation; layer ``i`` draws from ``default_rng([seed, i])``.
+    dtype : {"float64", "float32"}
+    """
+
+    def __init__(
+        self,
+        layers: Sequence[Layer],
+        *,
+        input_shape: Sequence[int] | None = None,
+        seed: int = 0,
+        dtype: str = "float64",
+    ) -> None:
+        layers = list(layers)
+        if not layers:
+            raise ConfigError("layers", "at least one layer", layers)
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Layer):
+                raise ConfigError(f"layers[{i}]", "a pnngraph Layer", type(layer).__name__)
+        if dtype not in DTYPES:
+            raise ConfigError("dtype", " or ".join(DTYPES), dtype)
+        seen: set[str] = set()
+        for i, layer in enumerate(layers):
+            layer.position = i
+            if layer.name == layer.kind:
+                layer.name = f"{layer.kind}{i}"
+            if layer.name in seen:
+                raise ConfigError(f"layers[{i}].name", "a name unique in the model", layer.name)
+            seen.add(layer.name)
+        self.layers = layers
+        self.seed = int(seed)
+        self.dtype = dtype
+        self.input_shape: Shape | None = None
+        self.shapes: list[Shape] = []
+        self.params: ParamList = []
+        if input_shape is not None:
+            self.build(input_shape)
+
+    # ------------------------------------------------------------------------------ building
+    def build(self, input_shape: Sequence[int]) -> Sequential:
+        """Check every layer against per-sample ``input_shape`` and initialise the parameters.
+
+        Raises :class:`ShapeError` naming the first layer (index and name) that does not fit.
+        """
+        shape = tuple(int(d) for d in input_shape)
+        if not shape or any(d < 1 for d in shape):
+            raise ShapeError("a non-empty shape of positive sizes", shape)
+        shapes = [shape]
+        for i, layer in enumerate(self.layers):
+            try:
+                shapes.append(layer.output_shape(shapes[-1]))
+            except ShapeError as err:
+                raise ShapeError(
+                    err.expected, err.got, layer_index=i, layer_name=layer.name
+                ) from None
+        self.input_shape, self.shapes = shape, shapes
+        self.params = [
+            layer.init_params(shapes[i], np.random.default_rng([self.seed, i]), self.dtype)
+            for i, layer in enumerate(self.layers)
+        ]
+        return self
+
+    def _require_built(self) -> Shape:
+        if self.input_shape is None:
+            raise ConfigError("model", "a built model (give input_shape or call build())", None)
+        return self.input_shape
+
+    @property
+    def output_shape(self) -> Shape:
+        self._require_built()
+        return self.shapes[-1]
+
+    @property
+    def n_params(self) -> int:
+        return sum(int(np.prod(a.shape)) for layer in self.params for a in layer.values())
+
+    def layer_flops(self) -> list[float]:
+        """Forward FLOPs per sample of each layer."""
+        self._require_built()
+        return [layer.flops(self.shapes[i]) for i, layer in enumerate(self.layers)]
+
+    # ------------------------------------------------------------------------------ running
+    def forward(
+        self,
+        xp: Any,
+        params: ParamList,
+        x: Array,
+        ctx: Context,
+        start: int = 0,
+        stop: int | None = None,
+    ) -> tuple[Array, list[Any]]:
+        """Run layers ``start:stop``; ``params`` holds exactly those layers' parameters."""
+        return forward_layers(xp, self.layers[start:stop], params, x, ctx)
+
+    def backward(
+        self,
+        xp: Any,
+        params: ParamList,
+        caches: list[Any],
+        dy: Array,
+        start: int = 0,
+        stop: int | None = None,
+    ) -> tuple[Array, ParamList]:
+        """Backward through layers ``start:stop``: the input gradient and per-layer gradients."""
+        return backward_layers(xp, self.layers[start:stop], params, caches, dy)
+
+    def check_inputs(self, X: Any, what: str = "X") -> np.ndarray:
+        """``X`` as a host array of the model's dtype, after checking its shape and values."""
+        shape = self._require_built()
+        X = np.asarray(X)
+        if X.ndim == 0 or X.shape[0] == 0:
+            raise DataError(what, f"expected at least one sample, got shape {X.shape}")
+        if X.dtype == object or not np.issubdtype(X.dtype, np.number):
+            raise DataError(what, f"expected numbers, got dtype {X.dtype}")
+        if X.shape[1:] != shape:
+            if X.ndim == 2 and len(shape) > 1 and X.shape[1] == math.prod(shape):
+                X = X.reshape((X.shape[0], *shape))
+            else:
+                raise ShapeError(shape, tuple(X.shape[1:]), detail=f"{what} has shape {X.shape}")
+        X = X.astype(self.dtype, copy=False)
+        bad = ~np.isfinite(X)
+        if bad.any():
+            row = int(np.argmax(bad.reshape(X.shape[0], -1).any(axis=1)))
+            raise DataError(what, f"{int(bad.sum())} values are NaN or inf (first in sample {row})")
+        return X
+
+    def predict(self, X: Any, *, batch_size: int = 1024, backend: str = "numpy") -> np.ndarray:
+        """Model outputs for ``X`` (evaluation mode: no dropout), as a host array."""
+        X = self.check_inputs(X)
+        be = get_backend(backend)
+        params = be.tree_asarray(self.params)
+        outs = []
+        for lo in range(0, X.shape[0], batch_size):
+            y, _ = self.forward(be.xp, params, be.asarray(X[lo : lo + batch_size]), Context())
+            outs.append(be.to_numpy(y))
+        return np.concatenate(outs)
+
+    def evaluate(
+        self, X: Any, y: Any, *, loss: str | Loss = "cross_entropy", batch_size: int = 1024
+    ) -> dict[str, float]:
+        """Mean loss over ``(X, y)`` and, for classification, the accuracy."""
+        loss_fn = get_loss(loss)
+        out = self.predict(X, batch_size=batch_size)
+        targets = loss_fn.check_targets(np.asarray(y), self.output_shape)
+        if len(targets) != len(out):
+            raise DataError("y", f"expected {len(out)} labels (one per sample), got {len(targets)}")
+        value, _ = loss_fn.value_and_grad(namespace(out), out, targets, len(out))
+        result = {"loss": float(value)}
+        if loss_fn.task == "classification":
+            result["accuracy"] = float(np.mean(np.argmax(out, axis=1) == targets))
+        return result
+
+    # ------------------------------------------------------------------------------ files
+    def config(self) -> dict[str, Any]:
+        """JSON-able description: architecture, input shape, dtype and seed."""
+        return {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "input_shape": None if self.input_shape is None else list(self.input_shape),
+            "dtype": self.dtype,
+            "seed": self.seed,
+            "layers": [{"kind": layer.kind, **layer.config()} for layer in self.layers],
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Sequential:
+        layers = []
+        for spec in config["layers"]:
+            spec = dict(spec)
+            layers.append(layer_from_config(spec.pop("kind"), spec))
+        return cls(
+            layers,
+            input_shape=config.get("input_shape"),
+            seed=config.get("seed", 0),
+            dtype=config.get("dtype", "float64"),
+        )
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write architecture and parameters to one ``.npz`` file (no pickled objects)."""
+        self._require_built()
+        arrays = {
+            f"param/{i}/{k}": to_numpy(v)
+            for i, layer in enumerate(self.params)
+            for k, v in layer.items()
+        }
+        arrays["__pnngraph__"] = np.frombuffer(json.dumps(self.config()).encode(), np.uint8)
+        with open(path, "wb") as fh:
+            np.savez(fh, allow_pickle=False, **arrays)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Sequential:
+        """Read a model written by :meth:`save`; :class:`ModelFileError` for anything else."""
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                files = dict(data.items())
+        except FileNotFoundError:
+            raise ModelFileError(path, "no such file") from None
+        except Exception as err:
+            raise ModelFileError(path, f"not an .npz archive: {err}") from None
+        if "__pnngraph__" not in files:
+            raise ModelFileError(path, "it holds no pnngraph metadata")
+        try:
+            config = json.loads(files.pop("__pnngraph__").tobytes().decode())
+            if config.get("format") != FORMAT:
+                raise ModelFileError(path, f"unknown format {config.get('format')!r}")
+            model = cls.from_config(config)
+        except ModelFileError:
+            raise
+        except Exception as err:
+            raise ModelFileError(path, f"bad metadata: {err}") from None
+        expected = {
+            f"param/{i}/{k}": v.shape
+            for i, layer in enumerate(model.params)
+            for k, v in layer.items()
+        }
+        got = {k: v.shape for k, v in files.items()}
+        if got != expected:
+            raise ModelFileError(path, f"parameters {sorted(got)} do not match the architecture")
+        model.params = [
+            {k: files[f"param/{i}/{k}"] for k in layer} for i, layer in enumerate(model.params)
+        ]
+        return model
+
+    def copy(self) -> Sequential:
+        """A model with the same layers' configuration and copied parameters."""
+        other = Sequential.from_config(self.config())
+        other.params = [{k: np.array(to_numpy(v)) for k, v in p.items()} for p in self.params]
+        return other
+
+    def __repr__(self) -> str:
+        inner = ",\n  ".join(repr(layer) for layer in self.layers)
+        return f"Sequential([\n  {inner}\n], input_shape={self.input_shape})"

@@ -1,0 +1,179 @@
+"""Optimizers with explicit state, so an update can run as a task and its state can travel.
+
+``params`` and ``grads`` are lists with one dict name -> array per layer (the layout of
+:class:`pnngraph.nn.model.Sequential`); any sublist of layers (a pipeline stage) works the same way,
+since every rule is elementwise. ``state`` is a plain dict of such lists plus a step counter::
+
+    state = opt.init(params)
+    params, state = opt.update(params, grads, state)
+
+>>> import numpy as np
+>>> opt = SGD(0.1, momentum=0.9)
+>>> params = [{"w": np.array([1.0])}]
+>>> state = opt.init(params)
+>>> params, state = opt.update(params, [{"w": np.array([2.0])}], state)
+>>> params[0]["w"], state["step"]
+(array([0.8]), 1)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+from pnngraph.exceptions import ConfigError, UnknownNameError
+from pnngraph.nn.backend import Array, namespace
+
+ParamList = list[dict[str, Array]]
+State = dict[str, Any]
+
+
+def _zeros_like(params: ParamList) -> ParamList:
+    return [{k: namespace(v).zeros_like(v) for k, v in layer.items()} for layer in params]
+
+
+def _check_number(name: str, v: Any, *, low: float, high: float = math.inf, strict: bool) -> float:
+    ok = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    ok = ok and (v > low if strict else v >= low) and v < high
+    if not ok:
+        bound = f"> {low}" if strict else f">= {low}"
+        rng = f"a finite number {bound}" + (f" and < {high}" if high != math.inf else "")
+        raise ConfigError(name, rng, v)
+    return float(v)
+
+
+class Optimizer:
+    """Base: ``init(params) -> state`` and ``update(params, grads, state) -> (params, state)``."""
+
+    name: ClassVar[str] = "optimizer"
+
+    def init(self, params: ParamList) -> State:
+        raise NotImplementedError
+
+    def update(self, params: ParamList, grads: ParamList, state: State) -> tuple[ParamList, State]:
+        raise NotImplementedError
+
+    def config(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+        return f"{type(self).__name__}({args})"
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with optional momentum, Nesterov momentum and weight decay.
+
+    With ``g = grad + weight_decay * p`` and velocity ``v = momentum * v + g``, the step is
+    ``p -= lr * v`` (or ``p -= lr * (g + momentum * v)`` with Nesterov), as in PyTorch.
+    """
+
+    name = "sgd"
+
+    def __init__(
+        self,
+        lr: float = 0.01,
+        *,
+        momentum: float = 0.0,
+        nesterov: bool = False,
+        weight_decay: float = 0.0,
+    ) -> None:
+        self.lr = _check_number("learning rate", lr, low=0.0, strict=True)
+        self.momentum = _check_number("momentum", momentum, low=0.0, high=1.0, strict=False)
+        self.nesterov = bool(nesterov)
+        self.weight_decay = _check_number("weight_decay", weight_decay, low=0.0, strict=False)
+        if self.nesterov and self.momentum == 0.0:
+            raise ConfigError("nesterov", "a momentum > 0 with nesterov=True", momentum)
+
+    def init(self, params: ParamList) -> State:
+        velocity = _zeros_like(params) if self.momentum else None
+        return {"step": 0, "velocity": velocity}
+
+    def update(self, params: ParamList, grads: ParamList, state: State) -> tuple[ParamList, State]:
+        lr, mu, wd = self.lr, self.momentum, self.weight_decay
+        new_params: ParamList = []
+        new_velocity: ParamList = []
+        for i, (layer, glayer) in enumerate(zip(params, grads, strict=True)):
+            out, vout = {}, {}
+            for k, p in layer.items():
+                g = glayer[k] + wd * p if wd else glayer[k]
+                if mu:
+                    v = mu * state["velocity"][i][k] + g
+                    vout[k] = v
+                    g = g + mu * v if self.nesterov else v
+                out[k] = p - lr * g
+            new_params.append(out)
+            new_velocity.append(vout)
+        return new_params, {"step": state["step"] + 1, "velocity": new_velocity if mu else None}
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba, 2015) with bias correction; ``weight_decay`` adds L2 to the gradient."""
+
+    name = "adam"
+
+    def __init__(
+        self,
+        lr: float = 1e-3,
+        *,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+    ) -> None:
+        self.lr = _check_number("learning rate", lr, low=0.0, strict=True)
+        self.beta1 = _check_number("beta1", beta1, low=0.0, high=1.0, strict=False)
+        self.beta2 = _check_number("beta2", beta2, low=0.0, high=1.0, strict=False)
+        self.eps = _check_number("eps", eps, low=0.0, strict=True)
+        self.weight_decay = _check_number("weight_decay", weight_decay, low=0.0, strict=False)
+
+    def init(self, params: ParamList) -> State:
+        return {"step": 0, "m": _zeros_like(params), "v": _zeros_like(params)}
+
+    def update(self, params: ParamList, grads: ParamList, state: State) -> tuple[ParamList, State]:
+        t = state["step"] + 1
+        b1, b2, wd = self.beta1, self.beta2, self.weight_decay
+        c1, c2 = 1.0 - b1**t, 1.0 - b2**t
+        new_params: ParamList = []
+        new_m: ParamList = []
+        new_v: ParamList = []
+        for i, (layer, glayer) in enumerate(zip(params, grads, strict=True)):
+            out, mout, vout = {}, {}, {}
+            for k, p in layer.items():
+                xp = namespace(p)
+                g = glayer[k] + wd * p if wd else glayer[k]
+                m = b1 * state["m"][i][k] + (1.0 - b1) * g
+                v = b2 * state["v"][i][k] + (1.0 - b2) * (g * g)
+                out[k] = p - self.lr * (m / c1) / (xp.sqrt(v / c2) + self.eps)
+                mout[k], vout[k] = m, v
+            new_params.append(out)
+            new_m.append(mout)
+            new_v.append(vout)
+        return new_params, {"step": t, "m": new_m, "v": new_v}
+
+
+OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": SGD, "adam": Adam}
+
+
+def get_optimizer(optimizer: str | Optimizer, **options: Any) -> Optimizer:
+    """An optimizer from a name ("sgd", "adam") and its options, or an instance as it is."""
+    if isinstance(optimizer, Optimizer):
+        if options:
+            raise ConfigError("optimizer options", "none with an Optimizer instance", options)
+        return optimizer
+    if optimizer not in OPTIMIZERS:
+        raise UnknownNameError("optimizer", optimizer, OPTIMIZERS)
+    return OPTIMIZERS[optimizer](**options)
+
+
+def split_state(state: State, start: int, stop: int) -> State:
+    """The part of ``state`` that belongs to layers ``start:stop`` (a pipeline stage)."""
+    return {k: (v[start:stop] if isinstance(v, list) else v) for k, v in state.items()}
+
+
+def join_states(states: list[State]) -> State:
+    """Inverse of :func:`split_state` over consecutive stages (their step counters agree)."""
+    out: State = {}
+    for k, v in states[0].items():
+        out[k] = [x for s in states for x in s[k]] if isinstance(v, list) else v
+    return out

@@ -1,0 +1,19 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pnngraph.nn.backend import get_backend
+
+BACKENDS = ["numpy", "emulated"]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    """Each model test runs on numpy and on the emulated device (array-api-strict)."""
+    return get_backend(request.param)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)

@@ -1,0 +1,141 @@
+"""Every layer and loss against float64 central finite differences, numpy and emulated device."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pnngraph.nn import (
+    GELU,
+    Context,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    MaxPool2D,
+    ReLU,
+    Sequential,
+    Sigmoid,
+    Tanh,
+)
+from pnngraph.nn.losses import mean_squared_error, softmax_cross_entropy
+
+H = 1e-6
+CTX = Context(training=True, step=3, index=np.arange(5) + 40, seed=7)
+
+
+def rel_error(a: np.ndarray, b: np.ndarray) -> float:
+    scale = max(np.linalg.norm(a), np.linalg.norm(b), 1e-12)
+    return float(np.linalg.norm(a - b) / scale)
+
+
+def numeric_grad(f, x: np.ndarray) -> np.ndarray:
+    """Central differences of scalar ``f`` at every element of ``x`` (float64)."""
+    g = np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        old = x[i]
+        x[i] = old + H
+        up = f()
+        x[i] = old - H
+        down = f()
+        x[i] = old
+        g[i] = (up - down) / (2 * H)
+    return g
+
+
+def away_from_kinks(rng, shape):
+    """Values with |v| >= 0.1 so ReLU's kink is never crossed by a step of H."""
+    v = rng.uniform(0.1, 1.0, shape)
+    return v * rng.choice([-1.0, 1.0], shape)
+
+
+LAYERS = {
+    "dense": (lambda: Dense(4, 3), (4,)),
+    "dense-glorot": (lambda: Dense(3, 5, init="glorot"), (3,)),
+    "relu": (ReLU, (6,)),
+    "tanh": (Tanh, (6,)),
+    "sigmoid": (Sigmoid, (6,)),
+    "gelu": (GELU, (6,)),
+    "flatten": (Flatten, (2, 3, 2)),
+    "dropout": (lambda: Dropout(0.4), (7,)),
+    "conv": (lambda: Conv2D(2, 3, 3), (2, 5, 5)),
+    "conv-stride-pad": (lambda: Conv2D(2, 2, (3, 2), stride=2, padding=1), (2, 6, 5)),
+    "conv-1x1": (lambda: Conv2D(3, 2, 1), (3, 3, 3)),
+    "maxpool": (lambda: MaxPool2D(2), (2, 4, 4)),
+    "maxpool-stride-overlap": (lambda: MaxPool2D(3, stride=2), (1, 7, 6)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LAYERS))
+def test_layer_gradients_match_finite_differences(name, backend, rng):
+    make, in_shape = LAYERS[name]
+    layer = make()
+    out_shape = layer.output_shape(in_shape)
+    params = layer.init_params(in_shape, rng, np.float64)
+    params = {k: v + rng.uniform(-0.5, 0.5, v.shape) for k, v in params.items()}
+    n = 5
+    if name.startswith("maxpool"):
+        # distinct values, spaced far more than H apart, so every window has a strict maximum
+        x = rng.permutation(n * int(np.prod(in_shape))).reshape((n, *in_shape)) * 0.01
+    else:
+        x = away_from_kinks(rng, (n, *in_shape))
+    r = rng.standard_normal((n, *out_shape))
+    xp = backend.xp
+
+    def loss() -> float:
+        p = {k: backend.asarray(v) for k, v in params.items()}
+        y, _ = layer.forward(xp, p, backend.asarray(x), CTX)
+        return float(np.sum(backend.to_numpy(y) * r))
+
+    p = {k: backend.asarray(v) for k, v in params.items()}
+    y, cache = layer.forward(xp, p, backend.asarray(x), CTX)
+    assert tuple(y.shape) == (n, *out_shape)
+    dx, grads = layer.backward(xp, p, cache, backend.asarray(r))
+    assert sorted(grads) == sorted(params)
+    assert rel_error(backend.to_numpy(dx), numeric_grad(loss, x)) < 1e-6
+    for k in params:
+        assert rel_error(backend.to_numpy(grads[k]), numeric_grad(loss, params[k])) < 1e-6
+
+
+@pytest.mark.parametrize("which", ["cross_entropy", "mse"])
+def test_loss_gradients_match_finite_differences(which, backend, rng):
+    n, c, n_global = 6, 4, 10  # a shard of 6 samples of a global batch of 10
+    out = rng.standard_normal((n, c)) * 3
+    if which == "cross_entropy":
+        fn, t = softmax_cross_entropy, rng.integers(0, c, n)
+    else:
+        fn, t = mean_squared_error, rng.standard_normal((n, c))
+
+    def loss() -> float:
+        v, _ = fn(backend.xp, backend.asarray(out), backend.asarray(t), n_global)
+        return float(backend.to_numpy(v))
+
+    _, g = fn(backend.xp, backend.asarray(out), backend.asarray(t), n_global)
+    assert rel_error(backend.to_numpy(g), numeric_grad(loss, out)) < 1e-6
+
+
+def test_whole_cnn_gradient_matches_finite_differences(backend, rng):
+    """The chain rule across layers, through Sequential.backward, on a small CNN."""
+    model = Sequential(
+        [Conv2D(1, 2, 3, padding=1), Tanh(), MaxPool2D(2), Flatten(), Dense(8, 3)],
+        input_shape=(1, 4, 4),
+        seed=3,
+    )
+    x = rng.standard_normal((3, 1, 4, 4))
+    labels = np.array([0, 2, 1])
+    xp = backend.xp
+
+    def loss() -> float:
+        params = backend.tree_asarray(model.params)
+        out, _ = model.forward(xp, params, backend.asarray(x), Context())
+        v, _ = softmax_cross_entropy(xp, out, backend.asarray(labels), 3)
+        return float(backend.to_numpy(v))
+
+    params = backend.tree_asarray(model.params)
+    out, caches = model.forward(xp, params, backend.asarray(x), Context())
+    _, dout = softmax_cross_entropy(xp, out, backend.asarray(labels), 3)
+    dx, grads = model.backward(xp, params, caches, dout)
+    assert rel_error(backend.to_numpy(dx), numeric_grad(loss, x)) < 1e-6
+    for layer_params, layer_grads in zip(model.params, grads, strict=True):
+        for k, v in layer_params.items():
+            assert rel_error(backend.to_numpy(layer_grads[k]), numeric_grad(loss, v)) < 1e-6
