@@ -7,6 +7,13 @@
 """
 
 from pnngraph import exceptions
+from pnngraph.compile import (
+    DataParallel,
+    Hybrid,
+    ModelAveraging,
+    Pipeline,
+    train_averaging_serial,
+)
 from pnngraph.nn import (
     GELU,
     SGD,
@@ -23,11 +30,12 @@ from pnngraph.nn import (
     Sigmoid,
     SoftmaxCrossEntropy,
     Tanh,
-    TrainResult,
+    TrainingResult,
     activation,
     get_backend,
     train_serial,
 )
+from pnngraph.run import TrainingGraph, build, fit
 
 __version__ = "0.1.0"
 
@@ -37,20 +45,28 @@ __all__ = [
     "Adam",
     "Context",
     "Conv2D",
+    "DataParallel",
     "Dense",
     "Dropout",
     "Flatten",
+    "Hybrid",
     "MaxPool2D",
     "MeanSquaredError",
+    "ModelAveraging",
+    "Pipeline",
     "ReLU",
     "Sequential",
     "Sigmoid",
     "SoftmaxCrossEntropy",
     "Tanh",
-    "TrainResult",
+    "TrainingGraph",
+    "TrainingResult",
     "__version__",
     "activation",
+    "build",
     "exceptions",
+    "fit",
     "get_backend",
+    "train_averaging_serial",
     "train_serial",
 ]

@@ -17,7 +17,7 @@ from pnngraph.nn.layers import (
 from pnngraph.nn.losses import Loss, MeanSquaredError, SoftmaxCrossEntropy, get_loss
 from pnngraph.nn.model import Sequential
 from pnngraph.nn.optimizers import SGD, Adam, Optimizer, get_optimizer
-from pnngraph.nn.train import TrainResult, batch_indices, train_serial
+from pnngraph.nn.train import TrainingResult, batch_indices, train_serial
 
 __all__ = [
     "GELU",
@@ -39,7 +39,7 @@ __all__ = [
     "Sigmoid",
     "SoftmaxCrossEntropy",
     "Tanh",
-    "TrainResult",
+    "TrainingResult",
     "activation",
     "batch_indices",
     "get_backend",

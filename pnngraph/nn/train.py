@@ -78,13 +78,20 @@ def resolve_steps(n_samples: int, batch_size: int, steps: int | None, epochs: in
 
 
 @dataclass
-class TrainResult:
-    """What a training run returns: the trained model, optimizer state and per-step losses."""
+class TrainingResult:
+    """What a training run returns, serial or parallel.
+
+    ``model`` holds the trained parameters (host arrays), ``opt_state`` the optimizer state
+    (for model averaging, the first replica's), ``losses`` the global mean loss of every step,
+    ``step_seconds`` the wall time of each step where it was measured (else empty), and
+    ``states`` the raw final stage or replica states a parallel run can continue from.
+    """
 
     model: Sequential
     opt_state: State
     losses: np.ndarray
     step_seconds: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    states: Any = None
 
     @property
     def params(self) -> ParamList:
@@ -136,7 +143,7 @@ def train_serial(
     start_step: int = 0,
     opt_state: State | None = None,
     **optimizer_options: Any,
-) -> TrainResult:
+) -> TrainingResult:
     """Train ``model`` on ``(X, y)`` one mini-batch at a time, deterministically.
 
     Parameters
@@ -162,7 +169,7 @@ def train_serial(
 
     Returns
     -------
-    TrainResult
+    TrainingResult
         Same inputs, same seed: bitwise-identical parameters.
     """
     X_arr, y_arr, loss_fn, opt, bs = prepare(
@@ -199,4 +206,4 @@ def train_serial(
             callback(s, losses[i])
     trained = model.copy()
     trained.params = be.tree_to_numpy(params)
-    return TrainResult(trained, be.tree_to_numpy(state), losses, seconds)
+    return TrainingResult(trained, be.tree_to_numpy(state), losses, seconds)

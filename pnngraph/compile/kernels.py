@@ -1,0 +1,252 @@
+"""Kernels: the plain functions that the training graph's tasks run.
+
+Every function here is module-level and pure (its result depends only on its arguments), so a task
+survives a pickle round trip and a rerun gives the same bits. Stage state flows from one step's
+update to the next step's tasks as a :class:`StageState`::
+
+    StageState(params, opt_state, losses)     params: one dict per layer of the stage
+                                              losses: global loss of every step so far
+                                                      (kept by the last stage only)
+
+What one task of each kind computes (K = 1 fuses forward, loss and backward into ``grad``)::
+
+    grad(spec, state, X, Y, index)        -> Partial(grads, loss)     one shard, whole model
+    forward(spec, state, x_in, X, index)  -> (y, caches)              one stage, one micro-batch
+    loss_backward(spec, state, x_in, ...) -> (dx, grads, loss)        last stage
+    backward(spec, state, fwd, upstream)  -> (dx, grads, 0.0)         earlier stages
+    aggregate(*parts)                     -> Partial(sum of grads, sum of losses)   fixed order
+    update(spec, state, *parts)           -> StageState               sum, then optimizer step
+    train_steps(spec, state, X, Y, ...)   -> StageState               several whole steps, S = K = 1
+    local_steps(spec, params, state, ...) -> StageState               model averaging, one replica
+    average(weights, *states)             -> StageState               weighted parameter mean
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from pnngraph.exceptions import TrainingError
+from pnngraph.nn.backend import Backend, get_backend, to_numpy, tree_map
+from pnngraph.nn.layers import Context, Layer
+from pnngraph.nn.losses import Loss
+from pnngraph.nn.model import ParamList, backward_layers, forward_layers
+from pnngraph.nn.optimizers import Optimizer, State
+
+
+class StageState(NamedTuple):
+    """Parameters, optimizer state and the losses of all steps so far, of one stage."""
+
+    params: ParamList
+    opt_state: State
+    losses: tuple[float, ...]
+
+
+class Partial(NamedTuple):
+    """Gradient contribution of one shard or micro-batch (already scaled by 1 / N_global)."""
+
+    grads: ParamList
+    loss: float
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """What every task of one stage needs besides its data: layers, loss, optimizer, seed.
+
+    ``loss`` is set on the last stage only. ``backend`` names the array library the task runs on.
+    """
+
+    layers: tuple[Layer, ...]
+    start: int
+    loss: Loss | None
+    optimizer: Optimizer
+    seed: int
+    backend: str = "numpy"
+
+    @property
+    def stop(self) -> int:
+        return self.start + len(self.layers)
+
+
+def _backend(spec: StageSpec) -> Backend:
+    return get_backend(spec.backend)
+
+
+def _adopt(be: Backend, tree: Any) -> Any:
+    """Arrays of ``tree`` on backend ``be`` (host numpy arrays are moved; numpy is a no-op)."""
+    if be.name == "numpy":
+        return tree_map(lambda v: to_numpy(v) if hasattr(v, "shape") else v, tree)
+    return be.tree_asarray(be.tree_to_numpy(tree))
+
+
+def _check_loss(value: float, step: int, shard: int) -> float:
+    if not math.isfinite(value):
+        raise TrainingError(f"the loss became {value}", step=step, shard=shard)
+    return value
+
+
+def _inputs(be: Backend, X: Any, index: np.ndarray) -> Any:
+    return be.asarray(np.asarray(X)[index])
+
+
+def grad(
+    spec: StageSpec,
+    state: StageState,
+    X: Any,
+    Y: Any,
+    index: np.ndarray,
+    n_global: int,
+    step: int,
+    shard: int,
+) -> Partial:
+    """Forward, loss and backward of the whole model on the rows ``index`` of ``(X, Y)``."""
+    assert spec.loss is not None
+    be = _backend(spec)
+    params = _adopt(be, state.params)
+    ctx = Context(training=True, step=step, index=index, seed=spec.seed)
+    out, caches = forward_layers(be.xp, spec.layers, params, _inputs(be, X, index), ctx)
+    value, dout = spec.loss.value_and_grad(be.xp, out, _inputs(be, Y, index), n_global)
+    _, grads = backward_layers(be.xp, spec.layers, params, caches, dout)
+    return Partial(grads, _check_loss(float(value), step, shard))
+
+
+def forward(
+    spec: StageSpec,
+    state: StageState,
+    x_in: Any,
+    X: Any,
+    index: np.ndarray,
+    step: int,
+) -> tuple[Any, list[Any]]:
+    """Forward of one non-last stage on one micro-batch; ``x_in`` is the previous stage's output
+    (or ``None`` for the first stage, which reads rows ``index`` of ``X``)."""
+    be = _backend(spec)
+    x = _inputs(be, X, index) if x_in is None else _adopt(be, x_in[0])
+    ctx = Context(training=True, step=step, index=index, seed=spec.seed)
+    return forward_layers(be.xp, spec.layers, _adopt(be, state.params), x, ctx)
+
+
+def loss_backward(
+    spec: StageSpec,
+    state: StageState,
+    x_in: Any,
+    X: Any,
+    Y: Any,
+    index: np.ndarray,
+    n_global: int,
+    step: int,
+    shard: int,
+) -> tuple[Any, ParamList, float]:
+    """Forward, loss and backward of the last stage on one micro-batch."""
+    assert spec.loss is not None
+    be = _backend(spec)
+    params = _adopt(be, state.params)
+    x = _inputs(be, X, index) if x_in is None else _adopt(be, x_in[0])
+    ctx = Context(training=True, step=step, index=index, seed=spec.seed)
+    out, caches = forward_layers(be.xp, spec.layers, params, x, ctx)
+    value, dout = spec.loss.value_and_grad(be.xp, out, _inputs(be, Y, index), n_global)
+    dx, grads = backward_layers(be.xp, spec.layers, params, caches, dout)
+    return dx, grads, _check_loss(float(value), step, shard)
+
+
+def backward(
+    spec: StageSpec, state: StageState, fwd: tuple[Any, list[Any]], upstream: tuple[Any, ...]
+) -> tuple[Any, ParamList, float]:
+    """Backward of a non-last stage, from its forward caches and the next stage's input grad."""
+    be = _backend(spec)
+    dx, grads = backward_layers(
+        be.xp, spec.layers, _adopt(be, state.params), fwd[1], _adopt(be, upstream[0])
+    )
+    return dx, grads, 0.0
+
+
+def _parts(parts: tuple[Any, ...]) -> list[Partial]:
+    out = []
+    for p in parts:
+        out.append(p if isinstance(p, Partial) else Partial(p[1], p[2]))
+    return out
+
+
+def aggregate(*parts: Any) -> Partial:
+    """Sum gradient contributions in the order given: the graph fixes it, so sums repeat exactly."""
+    ps = _parts(parts)
+    grads = ps[0].grads
+    for p in ps[1:]:
+        grads = [{k: g[k] + h[k] for k in g} for g, h in zip(grads, p.grads, strict=True)]
+    loss = ps[0].loss
+    for p in ps[1:]:
+        loss += p.loss
+    return Partial(grads, loss)
+
+
+def update(spec: StageSpec, state: StageState, *parts: Any) -> StageState:
+    """Sum this step's contributions (in order) and apply one optimizer step to the stage."""
+    be = _backend(spec)
+    total = aggregate(*parts)
+    params, opt_state = spec.optimizer.update(
+        _adopt(be, state.params), _adopt(be, total.grads), _adopt(be, state.opt_state)
+    )
+    losses = (*state.losses, total.loss) if spec.loss is not None else state.losses
+    return StageState(params, opt_state, losses)
+
+
+def train_steps(
+    spec: StageSpec,
+    state: StageState,
+    X: Any,
+    Y: Any,
+    indices: tuple[np.ndarray, ...],
+    first_step: int,
+) -> StageState:
+    """Several whole training steps in one task (one shard, one stage): the serial loop."""
+    for i, index in enumerate(indices):
+        part = grad(spec, state, X, Y, index, len(index), first_step + i, 0)
+        state = update(spec, state, part)
+    return state
+
+
+def local_steps(
+    spec: StageSpec,
+    params_from: StageState,
+    state: StageState,
+    X: Any,
+    Y: Any,
+    indices: tuple[np.ndarray, ...],
+    weights: tuple[float, ...],
+    first_step: int,
+    replica: int,
+) -> StageState:
+    """Model averaging: one replica's local steps between two averages.
+
+    Starts from ``params_from``'s parameters (the last average, or its own state) and its own
+    optimizer state; each step's loss is a local mean, recorded times ``weights[i]``
+    (= shard size / global batch), so summing replicas' records gives the global loss.
+    """
+    current = StageState(params_from.params, state.opt_state, state.losses)
+    for i, index in enumerate(indices):
+        part = grad(spec, current, X, Y, index, len(index), first_step + i, replica)
+        new = update(spec, current, part)
+        losses = (*current.losses, part.loss * weights[i])
+        current = StageState(new.params, new.opt_state, losses)
+    return current
+
+
+def average(weights: tuple[float, ...], *states: StageState) -> StageState:
+    """Weighted mean of the replicas' parameters; losses summed step by step.
+
+    The optimizer state returned is the first replica's (each replica keeps its own).
+    """
+    params = []
+    for i, layer in enumerate(states[0].params):
+        mean = {}
+        for k in layer:
+            acc = weights[0] * states[0].params[i][k]
+            for w, s in zip(weights[1:], states[1:], strict=True):
+                acc = acc + w * s.params[i][k]
+            mean[k] = acc
+        params.append(mean)
+    losses = tuple(math.fsum(v) for v in zip(*(s.losses for s in states), strict=True))
+    return StageState(params, states[0].opt_state, losses)

@@ -1,0 +1,361 @@
+"""``pnngraph.build``: a training run as a Dask collection, and its result.
+
+``build`` validates the inputs, compiles the abstract graph (:mod:`pnngraph.compile.graph`) and
+returns a :class:`TrainingGraph`, which implements the Dask collection protocol, so any of these
+runs it and returns a :class:`~pnngraph.nn.train.TrainingResult`::
+
+    graph = pnngraph.build(model, (X, y), strategy=DataParallel(2), steps=100, batch_size=256)
+    result = client.compute(graph).result()      # a distributed cluster
+    result, = dask.compute(graph)                # threads; or scheduler="sync"
+
+The outputs are the final state of every stage (model averaging: the average, then each
+replica); parameters and optimizer state stay on the workers from one step to the next.
+
+>>> import numpy as np, dask
+>>> from pnngraph.nn import Dense, Sequential
+>>> from pnngraph.compile.strategies import DataParallel
+>>> X = np.random.default_rng(0).standard_normal((64, 3)); y = (X[:, 0] > 0).astype(int)
+>>> model = Sequential([Dense(3, 2)], input_shape=(3,))
+>>> graph = build(model, (X, y), strategy=DataParallel(2), steps=5, batch_size=16, lr=0.1)
+>>> result, = dask.compute(graph, scheduler="sync")
+>>> result.losses.shape
+(5,)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import dask.threaded
+import networkx as nx
+import numpy as np
+
+from pnngraph.compile.graph import Key, Source, compile_training
+from pnngraph.compile.kernels import StageState
+from pnngraph.compile.strategies import ModelAveraging, Strategy, as_strategy, stage_bounds
+from pnngraph.exceptions import ConfigError, DataError
+from pnngraph.nn.backend import to_numpy
+from pnngraph.nn.losses import Loss
+from pnngraph.nn.model import Sequential
+from pnngraph.nn.optimizers import Optimizer, State, join_states, split_state
+from pnngraph.nn.train import TrainingResult, prepare, resolve_steps
+from pnngraph.run.lowering import lower
+
+
+def _is_dask_array(a: Any) -> bool:
+    return hasattr(a, "__dask_graph__") and hasattr(a, "chunks")
+
+
+def _split_data(data: Any) -> tuple[Any, Any]:
+    if hasattr(data, "X") and hasattr(data, "y"):
+        return data.X, data.y
+    if isinstance(data, tuple | list) and len(data) == 2:
+        return data[0], data[1]
+    raise ConfigError("data", "an (X, y) pair or a Dataset", type(data).__name__)
+
+
+def initial_states(
+    model: Sequential,
+    optimizer: Optimizer,
+    bounds: Sequence[tuple[int, int]],
+    opt_state: State | None = None,
+) -> list[StageState]:
+    """One :class:`StageState` per stage from the model's parameters (and a full optimizer
+    state, when continuing a run)."""
+    full = optimizer.init(model.params) if opt_state is None else opt_state
+    return [
+        StageState(model.params[a:z], split_state(full, a, z), ()) for a, z in bounds
+    ]
+
+
+class TrainingGraph:
+    """A compiled training run: a Dask collection whose result is a ``TrainingResult``.
+
+    Attributes
+    ----------
+    abstract : networkx.DiGraph
+        The abstract graph (``to_networkx()`` returns it): nodes with kind, step, shard,
+        micro, stage, flops and bytes; edges with bytes.
+    token : str
+        Eight hex digits that name this build's keys.
+    """
+
+    __dask_optimize__ = None
+    __dask_scheduler__ = staticmethod(dask.threaded.get)
+
+    def __init__(
+        self,
+        abstract: nx.DiGraph,
+        model: Sequential,
+        *,
+        averaging: bool,
+        keep: Sequence[Any] = (),
+        workers: dict[Key, str] | None = None,
+        priorities: dict[Key, int] | None = None,
+    ) -> None:
+        self.abstract = abstract
+        self.token: str = abstract.graph["token"]
+        self.model = model
+        self.averaging = averaging
+        self._keep = list(keep)  # futures of scattered data: alive as long as the graph
+        self._keys: list[Key] = list(abstract.graph["outputs"])
+        self._name = f"training-{self.token}"
+        self._workers = workers
+        self._priorities = priorities
+        self._hlg: Any = None
+
+    def to_networkx(self) -> nx.DiGraph:
+        """The abstract graph, before lowering."""
+        return self.abstract
+
+    def __len__(self) -> int:
+        return self.abstract.number_of_nodes()
+
+    def __repr__(self) -> str:
+        kinds: dict[str, int] = {}
+        for _, kind in self.abstract.nodes(data="kind"):
+            kinds[kind] = kinds.get(kind, 0) + 1
+        summary = ", ".join(f"{v} {k}" for k, v in sorted(kinds.items()))
+        return f"<TrainingGraph {self.token}: {summary}>"
+
+    # ------------------------------------------------------------------ Dask collection protocol
+    def __dask_graph__(self) -> Any:
+        if self._hlg is None:
+            self._hlg = lower(
+                self.abstract, self._name, workers=self._workers, priorities=self._priorities
+            )
+        return self._hlg
+
+    def __dask_keys__(self) -> list[Key]:
+        return list(self._keys)
+
+    def __dask_layers__(self) -> tuple[str, ...]:
+        return (self._name,)
+
+    def __dask_tokenize__(self) -> str:
+        return self._name
+
+    def __dask_postcompute__(self) -> tuple[Any, tuple[Any, ...]]:
+        return finalize, (self.model, self.averaging)
+
+    def __dask_postpersist__(self) -> tuple[Any, tuple[Any, ...]]:
+        return self._rebuild, ()
+
+    def _rebuild(self, dsk: Any, *args: Any, rename: Any = None) -> TrainingGraph:
+        other = object.__new__(TrainingGraph)
+        other.__dict__.update(self.__dict__)
+        other._hlg = dsk
+        return other
+
+
+def finalize(results: Sequence[Any], model: Sequential, averaging: bool) -> TrainingResult:
+    """Assemble the final stage states (computed outputs) into a TrainingResult on the host."""
+    states = [StageState(*s) for s in results]
+    host = [
+        StageState(
+            [{k: to_numpy(v) for k, v in layer.items()} for layer in s.params],
+            _state_to_numpy(s.opt_state),
+            s.losses,
+        )
+        for s in states
+    ]
+    trained = model.copy()
+    if averaging:
+        trained.params = host[0].params
+        opt_state, losses = host[1].opt_state, host[0].losses
+    else:
+        trained.params = [layer for s in host for layer in s.params]
+        opt_state, losses = join_states([s.opt_state for s in host]), host[-1].losses
+    return TrainingResult(trained, opt_state, np.asarray(losses, dtype=float), states=host)
+
+
+def _state_to_numpy(state: State) -> State:
+    def conv(v: Any) -> Any:
+        if isinstance(v, list):
+            return [{k: to_numpy(a) for k, a in layer.items()} for layer in v]
+        return v
+
+    return {k: conv(v) for k, v in state.items()}
+
+
+def build(
+    model: Sequential,
+    data: Any,
+    *,
+    strategy: Strategy | str = "data",
+    steps: int | None = None,
+    epochs: int | None = None,
+    batch_size: int = 32,
+    optimizer: str | Optimizer = "sgd",
+    loss: str | Loss = "cross_entropy",
+    seed: int = 0,
+    shuffle: bool = True,
+    fan_in: int = 2,
+    fuse_steps: int | str = "auto",
+    start_step: int = 0,
+    opt_state: State | None = None,
+    client: Any = None,
+    **optimizer_options: Any,
+) -> TrainingGraph:
+    """Compile training ``model`` on ``data`` under ``strategy`` into a Dask collection.
+
+    Parameters
+    ----------
+    model : Sequential
+        Its parameters are the starting point.
+    data : (X, y) or Dataset
+        numpy arrays, or dask arrays (their blocks are loaded on the workers).
+    strategy : DataParallel, Pipeline, Hybrid, ModelAveraging, or "data", "pipeline", ...
+    steps, epochs : int
+        Exactly one.
+    batch_size, optimizer, loss, seed, shuffle, **optimizer_options
+        As for :func:`pnngraph.train_serial`; the result equals that trainer's to rounding.
+    fan_in : int
+        Gradients are summed in a fixed tree of this fan-in, in shard order.
+    fuse_steps : "auto" or int
+        Steps per task when the strategy has one shard and one stage ("auto": enough steps
+        for about 50 ms of work per task, so tiny models are not drowned in task overhead).
+    start_step, opt_state
+        Continue an earlier run (its model, its ``TrainingResult.opt_state``).
+    client : distributed.Client, optional
+        When given, numpy data are scattered to every worker once instead of travelling
+        inside the graph.
+
+    Returns
+    -------
+    TrainingGraph
+    """
+    strategy = as_strategy(strategy)
+    prepared = prepare_data(model, data, batch_size, loss, optimizer, optimizer_options)
+    keep: list[Any] = []
+    if prepared.sources is None:
+        X_arr, y_arr = prepared.X, prepared.y
+        if client is not None:
+            futures = client.scatter([X_arr, y_arr], broadcast=True, hash=False)
+            keep.extend(futures)
+            prepared.sources = (
+                Source(futures[0], X_arr.nbytes, external=True),
+                Source(futures[1], y_arr.nbytes, external=True),
+            )
+        else:
+            prepared.sources = (Source(X_arr, X_arr.nbytes), Source(y_arr, y_arr.nbytes))
+    total = resolve_steps(prepared.n_samples, prepared.batch_size, steps, epochs)
+    graph = compile_graph(
+        model, prepared, strategy=strategy, steps=total, seed=seed, shuffle=shuffle,
+        start_step=start_step, fan_in=fan_in, fuse_steps=fuse_steps, opt_state=opt_state,
+    )
+    graph._keep = keep
+    return graph
+
+
+@dataclass
+class Prepared:
+    """Validated inputs of a build: host data (or dask sources), loss, optimizer, batch size."""
+
+    X: Any
+    y: Any
+    n_samples: int
+    loss: Loss
+    optimizer: Optimizer
+    batch_size: int
+    sources: tuple[Source, Source] | None = None
+
+
+def prepare_data(
+    model: Sequential,
+    data: Any,
+    batch_size: int,
+    loss: str | Loss,
+    optimizer: str | Optimizer,
+    optimizer_options: dict[str, Any],
+) -> Prepared:
+    """Validate model, data and options at the boundary (dask data: shapes only)."""
+    X, y = _split_data(data)
+    if _is_dask_array(X) or _is_dask_array(y):
+        X_meta, y_meta = _dask_metadata(X, y)
+        _, _, loss_fn, opt, bs = prepare(
+            model, X_meta, y_meta, batch_size=batch_size, loss=loss, optimizer=optimizer,
+            optimizer_options=optimizer_options,
+        )
+        sources = (_dask_source(X), _dask_source(y))
+        return Prepared(X, y, int(X.shape[0]), loss_fn, opt, bs, sources)
+    X_arr, y_arr, loss_fn, opt, bs = prepare(
+        model, X, y, batch_size=batch_size, loss=loss, optimizer=optimizer,
+        optimizer_options=optimizer_options,
+    )
+    return Prepared(X_arr, y_arr, len(X_arr), loss_fn, opt, bs)
+
+
+def compile_graph(
+    model: Sequential,
+    prepared: Prepared,
+    *,
+    strategy: Strategy,
+    steps: int,
+    seed: int,
+    shuffle: bool,
+    start_step: int,
+    fan_in: int,
+    fuse_steps: int | str,
+    opt_state: State | None = None,
+    init_states: Sequence[Any] | None = None,
+    final: bool = True,
+) -> TrainingGraph:
+    """The TrainingGraph of ``steps`` steps from ``start_step``, starting from the model and
+    ``opt_state``, or from ``init_states`` (stage states or futures of them, as a previous
+    graph's outputs)."""
+    if not isinstance(start_step, int) or isinstance(start_step, bool) or start_step < 0:
+        raise ConfigError("start_step", "an integer >= 0", start_step)
+    assert prepared.sources is not None
+    averaging = isinstance(strategy, ModelAveraging)
+    if init_states is None:
+        bounds = (
+            [(0, len(model.layers))] if averaging else stage_bounds(model.layer_flops(), strategy)
+        )
+        states = initial_states(model, prepared.optimizer, bounds, opt_state)
+        if isinstance(strategy, ModelAveraging):
+            states = states * (1 + strategy.replicas)
+        init = [Source(s, _state_bytes(s)) for s in states]
+    else:
+        nbytes = sum(int(a.nbytes) for layer in model.params for a in layer.values())
+        init = [
+            s_ if isinstance(s_, Source) else
+            Source(s_, _state_bytes(s_)) if isinstance(s_, StageState) else
+            Source(s_, nbytes, external=True)
+            for s_ in init_states
+        ]
+    abstract = compile_training(
+        model, n_samples=prepared.n_samples, strategy=strategy, steps=steps,
+        batch_size=prepared.batch_size, optimizer=prepared.optimizer, loss=prepared.loss,
+        data=prepared.sources, init=init, seed=seed, shuffle=shuffle, start_step=start_step,
+        fan_in=fan_in, fuse_steps=fuse_steps, itemsize=np.dtype(model.dtype).itemsize,
+        final=final,
+    )
+    return TrainingGraph(abstract, model, averaging=averaging)
+
+
+def _state_bytes(state: StageState) -> int:
+    return sum(int(a.nbytes) for layer in state.params for a in layer.values())
+
+
+def _dask_metadata(X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Host stand-ins with the dask arrays' shapes, for validation without computing."""
+    if not (_is_dask_array(X) and _is_dask_array(y)):
+        raise ConfigError("data", "both X and y as dask arrays (or both as numpy)", "a mix")
+    if X.shape[0] != y.shape[0]:
+        raise DataError("X/y", f"X has {X.shape[0]} samples but y has {y.shape[0]}")
+    if any(np.isnan(d) for d in X.shape):
+        raise DataError("X", "unknown chunk sizes: call X.compute_chunk_sizes() first")
+    X_meta = np.zeros((1, *X.shape[1:]), dtype=X.dtype)
+    y_meta = np.zeros((1, *y.shape[1:]), dtype=y.dtype)
+    return X_meta, y_meta
+
+
+def _dask_source(a: Any) -> Source:
+    one = a.rechunk(a.shape)
+    key = one.__dask_keys__()
+    while isinstance(key, list):
+        key = key[0]
+    return Source((one, key), int(a.nbytes), external=True)
