@@ -156,8 +156,9 @@ def compile_training(
 
     ``init`` holds one source per stage (a :class:`kernels.StageState`); for model averaging,
     the averaged state followed by one state per replica; ``final`` false means the run goes
-    on after this graph (model averaging then does not average a period cut short). The graph's ``graph`` dict holds
-    ``outputs`` (final state keys, in the order of ``init``), ``token`` and ``layout``.
+    on after this graph (model averaging then does not average a period cut short). The
+    graph's ``graph`` dict holds ``outputs`` (final state keys, in the order of ``init``),
+    ``token`` and ``layout``.
     """
     if not isinstance(fan_in, int) or fan_in < 2:
         raise ConfigError("fan_in", "an integer >= 2", fan_in)

@@ -6,7 +6,6 @@ import pickle
 
 import dask
 import networkx as nx
-import numpy as np
 import pytest
 from dask.task_spec import Task
 from dask.utils import key_split
@@ -38,7 +37,7 @@ def test_abstract_graph_is_a_dag_with_costs():
     graph = build(make_mlp(), (X, y), strategy=Pipeline(3, 2), **KW)
     g = graph.to_networkx()
     assert isinstance(g, nx.DiGraph) and nx.is_directed_acyclic_graph(g)
-    for key, node in g.nodes(data=True):
+    for _key, node in g.nodes(data=True):
         assert node["kind"] in {"data", "init", "forward", "backward", "aggregate", "update"}
         assert node["bytes"] >= 0 and node["flops"] >= 0
         if node["kind"] in {"forward", "backward"}:
@@ -53,7 +52,7 @@ def test_abstract_graph_is_a_dag_with_costs():
 def test_gradient_tree_follows_the_fan_in():
     X, y = make_data("mlp")
     g = build(make_mlp(), (X, y), strategy=DataParallel(5), fan_in=2, **KW).to_networkx()
-    update = [k for k, kind in g.nodes(data="kind") if kind == "update"][0]
+    update = next(k for k, kind in g.nodes(data="kind") if kind == "update")
     tree = nx.ancestors(g, update)
     # 5 leaves, fan-in 2: (0,1) (2,3) 4 -> ((0,1),(2,3)) 4 -> update takes 2 inputs
     aggregates = [k for k in tree if g.nodes[k]["kind"] == "aggregate"]
