@@ -136,8 +136,9 @@ class Sequential:
             self.build(input_shape)
 
     # ------------------------------------------------------------------------------ building
-    def build(self, input_shape: Sequence[int]) -> Sequential:
-        """Check every layer against per-sample ``input_shape`` and initialise the parameters.
+    def build(self, input_shape: Sequence[int], *, init: bool = True) -> Sequential:
+        """Check every layer against per-sample ``input_shape`` and initialise the parameters
+        (``init=False`` leaves them empty, for a model whose parameters come from elsewhere).
 
         Raises :class:`ShapeError` naming the first layer (index and name) that does not fit.
         """
@@ -156,7 +157,7 @@ class Sequential:
         self.params = [
             layer.init_params(shapes[i], np.random.default_rng([self.seed, i]), self.dtype)
             for i, layer in enumerate(self.layers)
-        ]
+        ] if init else []
         return self
 
     def _require_built(self) -> Shape:
@@ -262,17 +263,16 @@ class Sequential:
         }
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> Sequential:
+    def from_config(cls, config: dict[str, Any], *, init: bool = True) -> Sequential:
+        """The model :meth:`config` describes; ``init=False`` skips creating parameters."""
         layers = []
         for spec in config["layers"]:
             spec = dict(spec)
             layers.append(layer_from_config(spec.pop("kind"), spec))
-        return cls(
-            layers,
-            input_shape=config.get("input_shape"),
-            seed=config.get("seed", 0),
-            dtype=config.get("dtype", "float64"),
-        )
+        model = cls(layers, seed=config.get("seed", 0), dtype=config.get("dtype", "float64"))
+        if config.get("input_shape") is not None:
+            model.build(config["input_shape"], init=init)
+        return model
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write architecture and parameters to one ``.npz`` file (no pickled objects)."""
@@ -320,9 +320,13 @@ class Sequential:
         ]
         return model
 
+    def skeleton(self) -> Sequential:
+        """The same architecture without parameters: small to send, ready to receive them."""
+        return Sequential.from_config(self.config(), init=False)
+
     def copy(self) -> Sequential:
         """A model with the same layers' configuration and copied parameters."""
-        other = Sequential.from_config(self.config())
+        other = self.skeleton()
         other.params = [{k: np.array(to_numpy(v)) for k, v in p.items()} for p in self.params]
         return other
 

@@ -35,13 +35,16 @@ import numpy as np
 from pnngraph.compile.graph import Key, Source, compile_training
 from pnngraph.compile.kernels import StageState
 from pnngraph.compile.strategies import ModelAveraging, Strategy, as_strategy, stage_bounds
-from pnngraph.exceptions import ConfigError, DataError
+from pnngraph.exceptions import ConfigError, DataError, UnknownNameError
 from pnngraph.nn.backend import to_numpy
 from pnngraph.nn.losses import Loss
 from pnngraph.nn.model import Sequential
 from pnngraph.nn.optimizers import Optimizer, State, join_states, split_state
 from pnngraph.nn.train import TrainingResult, prepare, resolve_steps
+from pnngraph.plan.static import static_placement
 from pnngraph.run.lowering import lower
+
+PLACEMENTS = ("static", "dask")
 
 
 def _is_dask_array(a: Any) -> bool:
@@ -106,6 +109,19 @@ class TrainingGraph:
         self._priorities = priorities
         self._hlg: Any = None
 
+    def place(self, client: Any) -> dict[Key, str]:
+        """Pin every computing node to a worker of ``client`` by the static rule; returns it."""
+        workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
+        stages = self.abstract.graph["layout"][1]
+        placement: dict[Key, str] = static_placement(self.abstract, workers, stages=stages)
+        self._workers, self._hlg = placement, None
+        return placement
+
+    @property
+    def placement(self) -> dict[Key, str] | None:
+        """Node -> worker address, when the graph is placed."""
+        return self._workers
+
     def to_networkx(self) -> nx.DiGraph:
         """The abstract graph, before lowering."""
         return self.abstract
@@ -138,7 +154,7 @@ class TrainingGraph:
         return self._name
 
     def __dask_postcompute__(self) -> tuple[Any, tuple[Any, ...]]:
-        return finalize, (self.model, self.averaging)
+        return finalize, (self.model.skeleton(), self.averaging)
 
     def __dask_postpersist__(self) -> tuple[Any, tuple[Any, ...]]:
         return self._rebuild, ()
@@ -161,7 +177,7 @@ def finalize(results: Sequence[Any], model: Sequential, averaging: bool) -> Trai
         )
         for s in states
     ]
-    trained = model.copy()
+    trained = model.skeleton()
     if averaging:
         trained.params = host[0].params
         opt_state, losses = host[1].opt_state, host[0].losses
@@ -197,6 +213,7 @@ def build(
     start_step: int = 0,
     opt_state: State | None = None,
     client: Any = None,
+    placement: str = "static",
     **optimizer_options: Any,
 ) -> TrainingGraph:
     """Compile training ``model`` on ``data`` under ``strategy`` into a Dask collection.
@@ -221,13 +238,18 @@ def build(
         Continue an earlier run (its model, its ``TrainingResult.opt_state``).
     client : distributed.Client, optional
         When given, numpy data are scattered to every worker once instead of travelling
-        inside the graph.
+        inside the graph, and tasks are placed on its workers.
+    placement : {"static", "dask"}
+        With a client: "static" pins (loosely) shard j of stage k to worker (j K + k) mod W
+        (:mod:`pnngraph.plan.static`); "dask" leaves every decision to Dask's scheduler.
 
     Returns
     -------
     TrainingGraph
     """
     strategy = as_strategy(strategy)
+    if placement not in PLACEMENTS:
+        raise UnknownNameError("placement", placement, PLACEMENTS)
     prepared = prepare_data(model, data, batch_size, loss, optimizer, optimizer_options)
     keep: list[Any] = []
     if prepared.sources is None:
@@ -245,8 +267,11 @@ def build(
     graph = compile_graph(
         model, prepared, strategy=strategy, steps=total, seed=seed, shuffle=shuffle,
         start_step=start_step, fan_in=fan_in, fuse_steps=fuse_steps, opt_state=opt_state,
+        client=client,
     )
-    graph._keep = keep
+    graph._keep.extend(keep)
+    if client is not None and placement == "static":
+        graph.place(client)
     return graph
 
 
@@ -302,14 +327,17 @@ def compile_graph(
     opt_state: State | None = None,
     init_states: Sequence[Any] | None = None,
     final: bool = True,
+    client: Any = None,
 ) -> TrainingGraph:
     """The TrainingGraph of ``steps`` steps from ``start_step``, starting from the model and
     ``opt_state``, or from ``init_states`` (stage states or futures of them, as a previous
-    graph's outputs)."""
+    graph's outputs). With a ``client``, fresh initial states are scattered to the cluster
+    rather than sent inside the graph."""
     if not isinstance(start_step, int) or isinstance(start_step, bool) or start_step < 0:
         raise ConfigError("start_step", "an integer >= 0", start_step)
     assert prepared.sources is not None
     averaging = isinstance(strategy, ModelAveraging)
+    keep: list[Any] = []
     if init_states is None:
         bounds = (
             [(0, len(model.layers))] if averaging else stage_bounds(model.layer_flops(), strategy)
@@ -317,7 +345,15 @@ def compile_graph(
         states = initial_states(model, prepared.optimizer, bounds, opt_state)
         if isinstance(strategy, ModelAveraging):
             states = states * (1 + strategy.replicas)
-        init = [Source(s, _state_bytes(s)) for s in states]
+        if client is not None:
+            futures = client.scatter(states, hash=False)
+            keep.extend(futures)
+            init = [
+                Source(f, _state_bytes(s), external=True)
+                for f, s in zip(futures, states, strict=True)
+            ]
+        else:
+            init = [Source(s, _state_bytes(s)) for s in states]
     else:
         nbytes = sum(int(a.nbytes) for layer in model.params for a in layer.values())
         init = [
@@ -333,7 +369,7 @@ def compile_graph(
         fan_in=fan_in, fuse_steps=fuse_steps, itemsize=np.dtype(model.dtype).itemsize,
         final=final,
     )
-    return TrainingGraph(abstract, model, averaging=averaging)
+    return TrainingGraph(abstract, model, averaging=averaging, keep=keep)
 
 
 def _state_bytes(state: StageState) -> int:

@@ -31,12 +31,12 @@ import numpy as np
 
 from pnngraph.compile.graph import Source
 from pnngraph.compile.strategies import Strategy, as_strategy
-from pnngraph.exceptions import ConfigError
+from pnngraph.exceptions import ConfigError, UnknownNameError
 from pnngraph.nn.losses import Loss
 from pnngraph.nn.model import Sequential
 from pnngraph.nn.optimizers import Optimizer
 from pnngraph.nn.train import TrainingResult, resolve_steps
-from pnngraph.run.collection import compile_graph, finalize, prepare_data
+from pnngraph.run.collection import PLACEMENTS, compile_graph, finalize, prepare_data
 
 
 def fit(
@@ -55,6 +55,7 @@ def fit(
     fan_in: int = 2,
     fuse_steps: int | str = "auto",
     client: Any = None,
+    placement: str = "static",
     progress: bool = True,
     **optimizer_options: Any,
 ) -> TrainingResult:
@@ -65,6 +66,8 @@ def fit(
     steps.
     """
     strategy = as_strategy(strategy)
+    if placement not in PLACEMENTS:
+        raise UnknownNameError("placement", placement, PLACEMENTS)
     prepared = prepare_data(model, data, batch_size, loss, optimizer, optimizer_options)
     total = resolve_steps(prepared.n_samples, prepared.batch_size, steps, epochs)
     per_epoch = -(-prepared.n_samples // prepared.batch_size)
@@ -95,8 +98,10 @@ def fit(
             graph = compile_graph(
                 model, prepared, strategy=strategy, steps=n, seed=seed, shuffle=shuffle,
                 start_step=lo, fan_in=fan_in, fuse_steps=fuse_steps, init_states=states,
-                final=lo + n >= total,
+                final=lo + n >= total, client=client,
             )
+            if client is not None and placement == "static":
+                graph.place(client)
             t0 = time.perf_counter()
             if client is not None:
                 futures = client.get(graph.__dask_graph__(), graph.__dask_keys__(), sync=False)
@@ -112,7 +117,7 @@ def fit(
             bar.__exit__(None, None, None)
     assert graph is not None and states is not None
     results = client.gather(states) if client is not None else states
-    result = finalize(results, model, graph.averaging)
+    result = finalize(results, model.skeleton(), graph.averaging)
     result.step_seconds = seconds
     del keep
     return result

@@ -9,6 +9,7 @@ import networkx as nx
 import pytest
 from dask.task_spec import Task
 from dask.utils import key_split
+from distributed import get_task_stream
 
 from pnngraph import DataParallel, Hybrid, ModelAveraging, Pipeline, build
 from pnngraph.exceptions import ConfigError, DataError, ShapeError, TrainingError, UnknownNameError
@@ -160,3 +161,18 @@ def test_nan_loss_stops_the_run_naming_step_and_shard():
     with pytest.raises(TrainingError, match="step \\d+, shard \\d+: the loss became") as info:
         dask.compute(graph, scheduler="sync")
     assert info.value.step is not None and info.value.shard in (0, 1)
+
+
+@pytest.mark.cluster
+def test_static_placement_is_applied(cluster_client):
+    X, y = make_data("mlp")
+    graph = build(make_mlp(), (X, y), strategy=Hybrid(DataParallel(2), Pipeline(2, 2)), steps=3,
+                  batch_size=20, client=cluster_client, optimizer="adam", lr=0.01)
+    plan = graph.placement
+    assert plan and len(set(plan.values())) == 2
+    with get_task_stream(client=cluster_client) as stream:
+        cluster_client.compute(graph).result()
+    ran = {record["key"]: record["worker"] for record in stream.data}
+    placed = {k: w for k, w in plan.items() if k in ran}
+    assert len(placed) == len(plan)
+    assert all(ran[k] == w for k, w in placed.items())
