@@ -51,6 +51,7 @@ from pnngraph.nn.optimizers import Optimizer
 from pnngraph.nn.train import batch_indices
 
 Key = str | tuple[Any, ...]
+"""A node of the training graph, which is also its Dask key: a tuple ``(name, indices...)``."""
 
 PARAM_LAYER_KINDS = ("dense", "conv")
 STEP_TARGET_SECONDS = 0.05  # fused step tasks aim at about this much work
@@ -62,6 +63,15 @@ class Ref:
     """An argument that is the output of the node ``key``."""
 
     key: Key
+
+
+@dataclass(frozen=True)
+class WorkerBackend:
+    """An argument that becomes the backend name ("numpy", "cupy", ...) of the worker the plan
+    puts the node on; "numpy" when there is no plan."""
+
+
+WORKER_BACKEND = WorkerBackend()
 
 
 @dataclass(frozen=True)
@@ -125,8 +135,8 @@ class _Builder:
             groups = [leaves[i : i + fan_in] for i in range(0, len(leaves), fan_in)]
             leaves = [
                 group[0] if len(group) == 1 else
-                self.add(key(level, q), "aggregate", kernels.aggregate, *group, bytes=nbytes,
-                         flops=flops, **attrs)
+                self.add(key(level, q), "aggregate", kernels.aggregate, WORKER_BACKEND, *group,
+                         bytes=nbytes, flops=flops, **attrs)
                 for q, group in enumerate(groups)
             ]
             level += 1
@@ -356,8 +366,9 @@ def _averaging(
         if seg_end % H == 0 or (final and seg_end == end):
             shares = tuple(n / len(period[-1]) for n in splits[-1])
             params_from = b.add(
-                (f"average-{label}-{token}", seg_end - 1), "average", kernels.average, shares,
-                *states, step=seg_end - 1, stage=0, flops=2.0 * R * nbytes / ctx["itemsize"],
+                (f"average-{label}-{token}", seg_end - 1), "average", kernels.average,
+                WORKER_BACKEND, shares, *states, step=seg_end - 1, stage=0,
+                flops=2.0 * R * nbytes / ctx["itemsize"],
                 bytes=nbytes * ctx["state_factor"])
         s = seg_end
     return [params_from, *states]

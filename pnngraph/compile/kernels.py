@@ -14,11 +14,16 @@ What one task of each kind computes (K = 1 fuses forward, loss and backward into
     forward(spec, state, x_in, X, index)  -> (y, caches)              one stage, one micro-batch
     loss_backward(spec, state, x_in, ...) -> (dx, grads, loss)        last stage
     backward(spec, state, fwd, upstream)  -> (dx, grads, 0.0)         earlier stages
-    aggregate(*parts)                     -> Partial(sum of grads, sum of losses)   fixed order
+    aggregate(backend, *parts)            -> Partial(sum of grads, sum of losses)   fixed order
     update(spec, state, *parts)           -> StageState               sum, then optimizer step
     train_steps(spec, state, X, Y, ...)   -> StageState               several whole steps, S = K = 1
     local_steps(spec, params, state, ...) -> StageState               model averaging, one replica
-    average(weights, *states)             -> StageState               weighted parameter mean
+    average(backend, weights, *states)    -> StageState               weighted parameter mean
+    to_host(value)                        -> value with every array copied to host numpy
+
+``spec.backend`` (or ``backend``) names the array library of the worker that runs the task: the
+lowering sets it from the plan. Host inputs are moved to it; device inputs are never moved off a
+device implicitly (the lowering inserts ``to_host`` tasks where a device output meets a CPU task).
 """
 
 from __future__ import annotations
@@ -76,10 +81,14 @@ def _backend(spec: StageSpec) -> Backend:
 
 
 def _adopt(be: Backend, tree: Any) -> Any:
-    """Arrays of ``tree`` on backend ``be`` (host numpy arrays are moved; numpy is a no-op)."""
+    """``tree`` with host numpy arrays moved to device backend ``be``.
+
+    Nothing is ever moved off a device here: a device array reaching a numpy task is a missing
+    device-to-host step in the graph, and must fail loudly (the emulated device makes it fail).
+    """
     if be.name == "numpy":
-        return tree_map(lambda v: to_numpy(v) if hasattr(v, "shape") else v, tree)
-    return be.tree_asarray(be.tree_to_numpy(tree))
+        return tree
+    return tree_map(lambda v: be.asarray(v) if isinstance(v, np.ndarray) else v, tree)
 
 
 def _check_loss(value: float, step: int, shard: int) -> float:
@@ -158,9 +167,24 @@ def backward(
     """Backward of a non-last stage, from its forward caches and the next stage's input grad."""
     be = _backend(spec)
     dx, grads = backward_layers(
-        be.xp, spec.layers, _adopt(be, state.params), fwd[1], _adopt(be, upstream[0])
+        be.xp, spec.layers, _adopt(be, state.params), _adopt(be, fwd[1]), _adopt(be, upstream[0])
     )
     return dx, grads, 0.0
+
+
+def to_host(value: Any) -> Any:
+    """``value`` (an output of any kernel) with every array copied to a host numpy array."""
+    if isinstance(value, StageState):
+        return StageState(tree_map(to_numpy, value.params), _host_state(value.opt_state),
+                          value.losses)
+    if isinstance(value, Partial):
+        return Partial(tree_map(to_numpy, value.grads), value.loss)
+    return tree_map(lambda v: to_numpy(v) if hasattr(v, "shape") else v, value)
+
+
+def _host_state(state: State) -> State:
+    return {k: (v if v is None or isinstance(v, int | float) else tree_map(to_numpy, v))
+            for k, v in state.items()}
 
 
 def _parts(parts: tuple[Any, ...]) -> list[Partial]:
@@ -170,9 +194,13 @@ def _parts(parts: tuple[Any, ...]) -> list[Partial]:
     return out
 
 
-def aggregate(*parts: Any) -> Partial:
-    """Sum gradient contributions in the order given: the graph fixes it, so sums repeat exactly."""
-    ps = _parts(parts)
+def aggregate(backend: str, *parts: Any) -> Partial:
+    """Sum gradient contributions in the order given: the graph fixes it, so sums repeat exactly.
+
+    ``backend`` is the array library of the worker running the sum; host inputs move there.
+    """
+    be = get_backend(backend)
+    ps = [Partial(_adopt(be, p.grads), p.loss) for p in _parts(parts)]
     grads = ps[0].grads
     for p in ps[1:]:
         grads = [{k: g[k] + h[k] for k in g} for g, h in zip(grads, p.grads, strict=True)]
@@ -185,7 +213,7 @@ def aggregate(*parts: Any) -> Partial:
 def update(spec: StageSpec, state: StageState, *parts: Any) -> StageState:
     """Sum this step's contributions (in order) and apply one optimizer step to the stage."""
     be = _backend(spec)
-    total = aggregate(*parts)
+    total = aggregate(spec.backend, *parts)
     params, opt_state = spec.optimizer.update(
         _adopt(be, state.params), _adopt(be, total.grads), _adopt(be, state.opt_state)
     )
@@ -234,11 +262,13 @@ def local_steps(
     return current
 
 
-def average(weights: tuple[float, ...], *states: StageState) -> StageState:
+def average(backend: str, weights: tuple[float, ...], *states: StageState) -> StageState:
     """Weighted mean of the replicas' parameters; losses summed step by step.
 
     The optimizer state returned is the first replica's (each replica keeps its own).
     """
+    be = get_backend(backend)
+    states = tuple(StageState(_adopt(be, s.params), s.opt_state, s.losses) for s in states)
     params = []
     for i, layer in enumerate(states[0].params):
         mean = {}

@@ -89,17 +89,27 @@ def _weights(name: str, shards: int | Sequence[float]) -> tuple[float, ...]:
 class DataParallel:
     """S shards of every batch, gradients summed by a fixed tree, one update.
 
-    ``shards`` is a count (equal shards) or a list of relative weights (unequal shards, e.g. in
-    proportion to each device's speed).
+    ``shards`` is a count (equal shards), a list of relative weights (unequal shards, e.g. in
+    proportion to each device's speed), or "auto": one shard per worker of the cluster the run
+    is planned for, weighted by the worker's measured speed (resolved by ``build``).
     """
 
     weights: tuple[float, ...]
 
-    def __init__(self, shards: int | Sequence[float] = 1) -> None:
-        object.__setattr__(self, "weights", _weights("shards", shards))
+    def __init__(self, shards: int | Sequence[float] | str = 1) -> None:
+        weights = () if shards == "auto" else _weights("shards", shards)  # type: ignore[arg-type]
+        object.__setattr__(self, "weights", weights)
+
+    @property
+    def auto(self) -> bool:
+        """Whether the shards are still to be sized from a cluster model."""
+        return not self.weights
 
     @property
     def shards(self) -> int:
+        if self.auto:
+            raise ConfigError("shards", "a cluster to size shards='auto' (build with a client)",
+                              "auto")
         return len(self.weights)
 
     @property

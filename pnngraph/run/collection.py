@@ -24,6 +24,7 @@ replica); parameters and optimizer state stay on the workers from one step to th
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,17 +35,28 @@ import numpy as np
 
 from pnngraph.compile.graph import Key, Source, compile_training
 from pnngraph.compile.kernels import StageState
-from pnngraph.compile.strategies import ModelAveraging, Strategy, as_strategy, stage_bounds
+from pnngraph.compile.strategies import (
+    DataParallel,
+    ModelAveraging,
+    Strategy,
+    as_strategy,
+    stage_bounds,
+)
 from pnngraph.exceptions import ConfigError, DataError, UnknownNameError
 from pnngraph.nn.backend import to_numpy
 from pnngraph.nn.losses import Loss
 from pnngraph.nn.model import Sequential
 from pnngraph.nn.optimizers import Optimizer, State, join_states, split_state
 from pnngraph.nn.train import TrainingResult, prepare, resolve_steps
+from pnngraph.plan.cluster import ClusterModel
+from pnngraph.plan.planner import SCHEDULERS, Plan, make_plan
 from pnngraph.plan.static import static_placement
+from pnngraph.run.calibrate import calibrate
 from pnngraph.run.lowering import lower
 
-PLACEMENTS = ("static", "dask")
+
+class PlacementWarning(UserWarning):
+    """The cluster changed between planning and running; the run goes on without some pins."""
 
 
 def _is_dask_array(a: Any) -> bool:
@@ -107,19 +119,55 @@ class TrainingGraph:
         self._name = f"training-{self.token}"
         self._workers = workers
         self._priorities = priorities
+        self._backends: dict[Key, str] | None = None
+        self._client: Any = None
+        self.plan: Plan | None = None
         self._hlg: Any = None
+        self._lowered_keys: list[Key] = list(self._keys)
 
-    def place(self, client: Any) -> dict[Key, str]:
-        """Pin every computing node to a worker of ``client`` by the static rule; returns it."""
-        workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
-        stages = self.abstract.graph["layout"][1]
-        placement: dict[Key, str] = static_placement(self.abstract, workers, stages=stages)
-        self._workers, self._hlg = placement, None
-        return placement
+    def place(
+        self,
+        *,
+        client: Any = None,
+        cluster: ClusterModel | None = None,
+        scheduler: str = "heft",
+        devices: str = "any",
+        shard_workers: Sequence[str] | None = None,
+    ) -> Plan | None:
+        """Place the graph's nodes on workers; returns the plan (``None`` when there is none).
+
+        ``scheduler`` is a name from :data:`pnngraph.plan.planner.SCHEDULERS`: a list
+        scheduler (needs ``cluster``, or a ``client`` to calibrate), ``"static"`` (the
+        shard/stage rule) or ``"dask"`` (no pins). ``shard_workers`` ties shard j's gradient
+        tasks to a worker (``DataParallel("auto")``).
+        """
+        if scheduler not in SCHEDULERS:
+            raise UnknownNameError("scheduler", scheduler, SCHEDULERS)
+        if cluster is None and client is not None and scheduler not in ("static", "dask"):
+            cluster = calibrate(client)
+        self._client = client
+        self._hlg = None
+        if cluster is None:
+            self.plan = None
+            self._backends = None
+            if client is None or scheduler == "dask":
+                self._workers = None
+                return None
+            workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
+            stages = self.abstract.graph["layout"][1]
+            self._workers = static_placement(self.abstract, workers, stages=stages)
+            return None
+        plan = make_plan(self.abstract, cluster, scheduler=scheduler, dtype=self.model.dtype,
+                         devices=devices, shard_workers=shard_workers)  # type: ignore[arg-type]
+        self.plan = plan
+        self._workers = dict(plan.placement) if plan.pinned else None
+        self._priorities = dict(plan.priorities) if plan.pinned else None
+        self._backends = dict(plan.backends)
+        return plan
 
     @property
     def placement(self) -> dict[Key, str] | None:
-        """Node -> worker address, when the graph is placed."""
+        """Node -> worker address the lowering pins it to (``None`` when unpinned)."""
         return self._workers
 
     def to_networkx(self) -> nx.DiGraph:
@@ -139,13 +187,35 @@ class TrainingGraph:
     # ------------------------------------------------------------------ Dask collection protocol
     def __dask_graph__(self) -> Any:
         if self._hlg is None:
-            self._hlg = lower(
-                self.abstract, self._name, workers=self._workers, priorities=self._priorities
+            self._hlg, self._lowered_keys = lower(
+                self.abstract, self._name, workers=self._live_pins(),
+                priorities=self._priorities, backends=self._backends, outputs=self._keys,
             )
         return self._hlg
 
+    def _live_pins(self) -> dict[Key, str] | None:
+        """The pins, less those to workers that left the cluster since planning (warned)."""
+        if not self._workers or self._client is None:
+            return self._workers
+        try:
+            alive = set(self._client.scheduler_info(n_workers=-1)["workers"])
+        except Exception:  # a closed client: keep the plan as it is
+            return self._workers
+        gone = sorted(set(self._workers.values()) - alive)
+        if not gone:
+            return self._workers
+        warnings.warn(
+            f"worker(s) {', '.join(gone)} left the cluster after planning; their tasks run "
+            "where Dask puts them",
+            PlacementWarning,
+            stacklevel=3,
+        )
+        return {k: w for k, w in self._workers.items() if w in alive}
+
     def __dask_keys__(self) -> list[Key]:
-        return list(self._keys)
+        if self._hlg is None:
+            self.__dask_graph__()
+        return list(self._lowered_keys)
 
     def __dask_layers__(self) -> tuple[str, ...]:
         return (self._name,)
@@ -213,7 +283,9 @@ def build(
     start_step: int = 0,
     opt_state: State | None = None,
     client: Any = None,
-    placement: str = "static",
+    scheduler: str | None = None,
+    cluster: ClusterModel | None = None,
+    devices: str = "any",
     **optimizer_options: Any,
 ) -> TrainingGraph:
     """Compile training ``model`` on ``data`` under ``strategy`` into a Dask collection.
@@ -225,6 +297,7 @@ def build(
     data : (X, y) or Dataset
         numpy arrays, or dask arrays (their blocks are loaded on the workers).
     strategy : DataParallel, Pipeline, Hybrid, ModelAveraging, or "data", "pipeline", ...
+        ``DataParallel("auto")`` makes one shard per worker, sized by the worker's speed.
     steps, epochs : int
         Exactly one.
     batch_size, optimizer, loss, seed, shuffle, **optimizer_options
@@ -237,42 +310,85 @@ def build(
     start_step, opt_state
         Continue an earlier run (its model, its ``TrainingResult.opt_state``).
     client : distributed.Client, optional
-        When given, numpy data are scattered to every worker once instead of travelling
-        inside the graph, and tasks are placed on its workers.
-    placement : {"static", "dask"}
-        With a client: "static" pins (loosely) shard j of stage k to worker (j K + k) mod W
-        (:mod:`pnngraph.plan.static`); "dask" leaves every decision to Dask's scheduler.
+        Data and initial state are scattered to its workers once, and the plan pins tasks to
+        them (loosely: a lost worker's tasks run elsewhere).
+    scheduler : str, optional
+        How nodes are placed: "heft" (default with a client or cluster), "peft", "cpop",
+        "best", "heft_lookahead", the baselines of :mod:`schedulers`, "static" (shard j of
+        stage k on worker (j K + k) mod W) or "dask" (no pins). List schedulers need a cluster
+        model: ``cluster``, or one measured by :func:`pnngraph.calibrate` on ``client``.
+    cluster : ClusterModel, optional
+        The cluster to plan for; ``graph.plan`` then holds placement and predicted timeline.
+    devices : {"any", "cpu", "gpu"}
+        Restrict the plan to CPU or to GPU workers.
 
     Returns
     -------
     TrainingGraph
     """
     strategy = as_strategy(strategy)
-    if placement not in PLACEMENTS:
-        raise UnknownNameError("placement", placement, PLACEMENTS)
+    if scheduler is None:
+        scheduler = "heft" if (client is not None or cluster is not None) else "dask"
+    if scheduler not in SCHEDULERS:
+        raise UnknownNameError("scheduler", scheduler, SCHEDULERS)
     prepared = prepare_data(model, data, batch_size, loss, optimizer, optimizer_options)
-    keep: list[Any] = []
-    if prepared.sources is None:
-        X_arr, y_arr = prepared.X, prepared.y
-        if client is not None:
-            futures = client.scatter([X_arr, y_arr], broadcast=True, hash=False)
-            keep.extend(futures)
-            prepared.sources = (
-                Source(futures[0], X_arr.nbytes, external=True),
-                Source(futures[1], y_arr.nbytes, external=True),
-            )
-        else:
-            prepared.sources = (Source(X_arr, X_arr.nbytes), Source(y_arr, y_arr.nbytes))
+    keep = attach_sources(prepared, client)
     total = resolve_steps(prepared.n_samples, prepared.batch_size, steps, epochs)
+    strategy, cluster, shard_workers = resolve_auto(
+        strategy, cluster, client, scheduler, model.dtype, devices
+    )
     graph = compile_graph(
         model, prepared, strategy=strategy, steps=total, seed=seed, shuffle=shuffle,
         start_step=start_step, fan_in=fan_in, fuse_steps=fuse_steps, opt_state=opt_state,
         client=client,
     )
     graph._keep.extend(keep)
-    if client is not None and placement == "static":
-        graph.place(client)
+    graph.place(client=client, cluster=cluster, scheduler=scheduler, devices=devices,
+                shard_workers=shard_workers)
     return graph
+
+
+def attach_sources(prepared: Prepared, client: Any) -> list[Any]:
+    """Give numpy data a place: scattered to every worker (with a client) or in the graph.
+    Returns the futures the caller must keep alive."""
+    if prepared.sources is not None:
+        return []
+    X, y = prepared.X, prepared.y
+    if client is None:
+        prepared.sources = (Source(X, X.nbytes), Source(y, y.nbytes))
+        return []
+    futures = client.scatter([X, y], broadcast=True, hash=False)
+    prepared.sources = (
+        Source(futures[0], X.nbytes, external=True),
+        Source(futures[1], y.nbytes, external=True),
+    )
+    return list(futures)
+
+
+def resolve_auto(
+    strategy: Strategy,
+    cluster: ClusterModel | None,
+    client: Any,
+    scheduler: str,
+    dtype: str,
+    devices: str,
+) -> tuple[Strategy, ClusterModel | None, list[str] | None]:
+    """``DataParallel("auto")`` -> one shard per usable worker, weighted by its GEMM speed.
+
+    Returns the concrete strategy, the cluster model (measured if it had to be) and the worker
+    of each shard (``None`` unless the shards were sized here).
+    """
+    if not (isinstance(strategy, DataParallel) and strategy.auto):
+        return strategy, cluster, None
+    if cluster is None:
+        if client is None:
+            raise ConfigError("shards", "a client or cluster model for shards='auto'", "auto")
+        cluster = calibrate(client)
+    workers = [w for w in cluster.workers if devices == "any" or (devices == "gpu") == w.gpu]
+    if not workers:
+        raise ConfigError("devices", f"workers of kind {devices!r} in the cluster", "none")
+    weights = [w.flops_per_s(dtype) for w in workers]
+    return DataParallel(weights), cluster, [w.address for w in workers]
 
 
 @dataclass

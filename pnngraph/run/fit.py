@@ -29,14 +29,21 @@ import click
 import dask.threaded
 import numpy as np
 
-from pnngraph.compile.graph import Source
 from pnngraph.compile.strategies import Strategy, as_strategy
 from pnngraph.exceptions import ConfigError, UnknownNameError
 from pnngraph.nn.losses import Loss
 from pnngraph.nn.model import Sequential
 from pnngraph.nn.optimizers import Optimizer
 from pnngraph.nn.train import TrainingResult, resolve_steps
-from pnngraph.run.collection import PLACEMENTS, compile_graph, finalize, prepare_data
+from pnngraph.plan.cluster import ClusterModel
+from pnngraph.plan.planner import SCHEDULERS
+from pnngraph.run.collection import (
+    attach_sources,
+    compile_graph,
+    finalize,
+    prepare_data,
+    resolve_auto,
+)
 
 
 def fit(
@@ -55,37 +62,34 @@ def fit(
     fan_in: int = 2,
     fuse_steps: int | str = "auto",
     client: Any = None,
-    placement: str = "static",
+    scheduler: str | None = None,
+    cluster: ClusterModel | None = None,
+    devices: str = "any",
     progress: bool = True,
     **optimizer_options: Any,
 ) -> TrainingResult:
-    """Train like :func:`pnngraph.build`, computing ``chunk_steps`` steps per graph.
+    """Train like :func:`pnngraph.build` (same options), computing ``chunk_steps`` steps per
+    graph. A cluster model measured for the first chunk serves every chunk.
 
     ``chunk_steps`` defaults to one epoch (at most 1000 steps). With ``progress`` a bar advances
     per chunk. ``TrainingResult.step_seconds`` holds each chunk's wall time spread over its
     steps.
     """
     strategy = as_strategy(strategy)
-    if placement not in PLACEMENTS:
-        raise UnknownNameError("placement", placement, PLACEMENTS)
+    if scheduler is None:
+        scheduler = "heft" if (client is not None or cluster is not None) else "dask"
+    if scheduler not in SCHEDULERS:
+        raise UnknownNameError("scheduler", scheduler, SCHEDULERS)
     prepared = prepare_data(model, data, batch_size, loss, optimizer, optimizer_options)
     total = resolve_steps(prepared.n_samples, prepared.batch_size, steps, epochs)
     per_epoch = -(-prepared.n_samples // prepared.batch_size)
     chunk = min(per_epoch, 1000) if chunk_steps is None else chunk_steps
     if not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 1:
         raise ConfigError("chunk_steps", "a positive integer", chunk_steps)
-    keep: list[Any] = []
-    if prepared.sources is None:
-        X, y = prepared.X, prepared.y
-        if client is not None:
-            futures = client.scatter([X, y], broadcast=True, hash=False)
-            keep.extend(futures)
-            prepared.sources = (
-                Source(futures[0], X.nbytes, external=True),
-                Source(futures[1], y.nbytes, external=True),
-            )
-        else:
-            prepared.sources = (Source(X, X.nbytes), Source(y, y.nbytes))
+    keep = attach_sources(prepared, client)
+    strategy, cluster, shard_workers = resolve_auto(
+        strategy, cluster, client, scheduler, model.dtype, devices
+    )
     states: list[Any] | None = None
     seconds = np.zeros(total)
     bar = click.progressbar(length=total, label="training") if progress else None
@@ -100,15 +104,17 @@ def fit(
                 start_step=lo, fan_in=fan_in, fuse_steps=fuse_steps, init_states=states,
                 final=lo + n >= total, client=client,
             )
-            if client is not None and placement == "static":
-                graph.place(client)
+            graph.place(client=client, cluster=cluster, scheduler=scheduler, devices=devices,
+                        shard_workers=shard_workers)
             t0 = time.perf_counter()
             if client is not None:
-                futures = client.get(graph.__dask_graph__(), graph.__dask_keys__(), sync=False)
+                keys: list[Any] = graph.__dask_keys__()
+                futures = client.get(graph.__dask_graph__(), keys, sync=False)
                 client.gather(futures, errors="raise") if lo + n >= total else _wait(futures)
                 states = list(futures)
             else:
                 states = list(dask.threaded.get(graph.__dask_graph__(), graph.__dask_keys__()))
+                # (the threaded scheduler ignores placement; host states go to the next chunk)
             seconds[lo : lo + n] = (time.perf_counter() - t0) / n
             if bar is not None:
                 bar.update(n)

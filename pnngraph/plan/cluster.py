@@ -1,0 +1,197 @@
+"""The cluster model: what the planner knows about the workers, in seconds and bytes per second.
+
+Plain data, saved as JSON. ``pnngraph.calibrate(client)`` measures it on a live cluster;
+:func:`simulated_cluster` describes one that need not exist (for planning ahead and for benchmarks
+of placement on hardware this machine lacks)::
+
+    ClusterModel
+      workers: WorkerModel(address, threads, backend, gemm_flops_per_s{dtype}, memory_bytes_per_s,
+                           host_device_bytes_per_s)
+      task_overhead_seconds    Dask's cost of one task (scheduling, messages)
+      hop_latency_seconds      a dependent task starts this long after its input is done
+      network_bytes_per_s      worker-to-worker bandwidth
+      history                  measured/predicted correction per (phase, worker), refined per run
+
+>>> cluster = simulated_cluster(cpus=2, gpus=1, gpu_speedup=20.0)
+>>> [w.backend for w in cluster.workers]
+['numpy', 'numpy', 'cupy']
+>>> ClusterModel.from_json(cluster.to_json()) == cluster
+True
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from pnngraph.exceptions import ConfigError
+
+DEFAULT_TASK_OVERHEAD_SECONDS = 0.7e-3  # measured here: a pinned independent task
+DEFAULT_HOP_LATENCY_SECONDS = 6e-3  # measured here: one dependent hop on the critical path
+DEFAULT_NETWORK_BYTES_PER_S = 1.5e9  # measured here: worker-to-worker over TCP
+
+
+@dataclass(frozen=True)
+class WorkerModel:
+    """One worker: where it is, what it runs on and how fast.
+
+    ``gemm_flops_per_s`` maps a dtype name ("float32", "float64") to matrix-multiply speed;
+    ``memory_bytes_per_s`` is elementwise bandwidth; ``host_device_bytes_per_s`` the host <->
+    device copy speed of a GPU worker (``None`` on CPU workers).
+    """
+
+    address: str
+    threads: int
+    backend: str
+    gemm_flops_per_s: Mapping[str, float]
+    memory_bytes_per_s: float
+    host_device_bytes_per_s: float | None = None
+
+    @property
+    def gpu(self) -> bool:
+        return self.backend != "numpy"
+
+    def flops_per_s(self, dtype: str) -> float:
+        """GEMM speed for ``dtype`` (the float32 figure when that dtype was not measured)."""
+        rates = self.gemm_flops_per_s
+        return float(rates.get(dtype, rates.get("float32", next(iter(rates.values())))))
+
+
+@dataclass(frozen=True)
+class ClusterModel:
+    """Workers and the costs of Dask itself; see the module docstring."""
+
+    workers: tuple[WorkerModel, ...]
+    task_overhead_seconds: float = DEFAULT_TASK_OVERHEAD_SECONDS
+    hop_latency_seconds: float = DEFAULT_HOP_LATENCY_SECONDS
+    network_bytes_per_s: float = DEFAULT_NETWORK_BYTES_PER_S
+    history: Mapping[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.workers:
+            raise ConfigError("cluster", "at least one worker", "no workers")
+        seen = set()
+        for w in self.workers:
+            if w.address in seen:
+                raise ConfigError("cluster workers", "unique addresses", w.address)
+            seen.add(w.address)
+            for rate in (*w.gemm_flops_per_s.values(), w.memory_bytes_per_s):
+                if not (math.isfinite(rate) and rate > 0):
+                    raise ConfigError(f"worker {w.address} speed", "a positive number", rate)
+        for name in ("task_overhead_seconds", "hop_latency_seconds"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v >= 0):
+                raise ConfigError(name, "a number >= 0", v)
+        if not (math.isfinite(self.network_bytes_per_s) and self.network_bytes_per_s > 0):
+            raise ConfigError("network_bytes_per_s", "a positive number", self.network_bytes_per_s)
+
+    @property
+    def addresses(self) -> list[str]:
+        return [w.address for w in self.workers]
+
+    def worker(self, address: str) -> WorkerModel:
+        for w in self.workers:
+            if w.address == address:
+                return w
+        raise ConfigError("worker", "one of " + ", ".join(self.addresses), address)
+
+    def correction(self, phase: str, address: str) -> float:
+        """Measured/predicted duration factor for ``phase`` tasks on ``address`` (1 if unknown)."""
+        return float(self.history.get(f"{phase}|{address}", 1.0))
+
+    def with_history(self, history: Mapping[str, float]) -> ClusterModel:
+        return replace(self, history=dict(history))
+
+    # -------------------------------------------------------------------------------- files
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ClusterModel:
+        try:
+            raw = json.loads(text)
+            workers = tuple(
+                WorkerModel(**{**w, "gemm_flops_per_s": dict(w["gemm_flops_per_s"])})
+                for w in raw.pop("workers")
+            )
+            return cls(workers=workers, **{**raw, "history": dict(raw.get("history", {}))})
+        except (KeyError, TypeError, ValueError) as err:
+            raise ConfigError("cluster model", "JSON from ClusterModel.to_json", err) from None
+
+
+def simulated_cluster(
+    cpus: int = 4,
+    gpus: int = 1,
+    *,
+    cpu_gflops: float = 100.0,
+    gpu_speedup: float = 20.0,
+    cpu_memory_gb_per_s: float = 10.0,
+    gpu_memory_gb_per_s: float = 1000.0,
+    pcie_gb_per_s: float = 12.0,
+    network_gb_per_s: float = 1.5,
+    gpu_backend: str = "cupy",
+    task_overhead_seconds: float = DEFAULT_TASK_OVERHEAD_SECONDS,
+    hop_latency_seconds: float = DEFAULT_HOP_LATENCY_SECONDS,
+) -> ClusterModel:
+    """A cluster on paper: ``cpus`` one-thread CPU workers and ``gpus`` GPU workers whose GEMM is
+    ``gpu_speedup`` times a CPU worker's, behind a PCIe-like host link. Addresses are
+    ``sim-cpu-0``, ..., ``sim-gpu-0``, ...; float64 runs at half the float32 speed."""
+    def rates(gflops: float) -> dict[str, float]:
+        return {"float32": gflops * 1e9, "float64": gflops * 0.5e9}
+
+    workers = [
+        WorkerModel(f"sim-cpu-{i}", 1, "numpy", rates(cpu_gflops), cpu_memory_gb_per_s * 1e9)
+        for i in range(cpus)
+    ] + [
+        WorkerModel(f"sim-gpu-{i}", 1, gpu_backend, rates(cpu_gflops * gpu_speedup),
+                    gpu_memory_gb_per_s * 1e9, pcie_gb_per_s * 1e9)
+        for i in range(gpus)
+    ]
+    return ClusterModel(
+        tuple(workers),
+        task_overhead_seconds=task_overhead_seconds,
+        hop_latency_seconds=hop_latency_seconds,
+        network_bytes_per_s=network_gb_per_s * 1e9,
+    )
+
+
+def robust_factor(ratios: Iterable[float]) -> float | None:
+    """Median of measured/predicted ratios after dropping outliers (beyond 3 MADs); ``None``
+    when fewer than three ratios remain.
+
+    >>> robust_factor([1.0, 1.1, 0.9, 1.05, 40.0])
+    1.025
+    """
+    values = [r for r in ratios if math.isfinite(r) and r > 0]
+    if len(values) < 3:
+        return None
+    med = statistics.median(values)
+    mad = statistics.median(abs(v - med) for v in values) or 1e-12
+    kept = [v for v in values if abs(v - med) <= 3 * 1.4826 * mad]
+    return statistics.median(kept) if len(kept) >= 3 else med
+
+
+def refine(
+    cluster: ClusterModel, samples: Sequence[tuple[str, str, float, float]], *, weight: float = 0.5
+) -> ClusterModel:
+    """Fold measured task durations into the history (StarPU-style, per phase and worker).
+
+    ``samples`` holds ``(phase, address, predicted_seconds, measured_seconds)``; each
+    (phase, worker) factor moves ``weight`` of the way to the robust ratio of this run.
+    """
+    groups: dict[str, list[float]] = {}
+    for phase, address, predicted, measured in samples:
+        if predicted > 0:
+            base = cluster.correction(phase, address)
+            groups.setdefault(f"{phase}|{address}", []).append(measured / (predicted / base))
+    history: dict[str, Any] = dict(cluster.history)
+    for key, ratios in groups.items():
+        factor = robust_factor(ratios)
+        if factor is not None:
+            old = float(history.get(key, factor))
+            history[key] = (1 - weight) * old + weight * factor
+    return cluster.with_history(history)

@@ -1,0 +1,202 @@
+"""Planning: the abstract training graph and a cluster model in, a placed and ordered plan out.
+
+The planner prices every computing node on every worker (roofline time from its FLOPs and bytes
+and the worker's measured speeds, plus Dask's per-task overhead, times the history correction of
+its phase on that worker) and every edge between two workers (latency plus bytes over the
+network; a GPU end adds the host <-> device copy). A scheduler from :mod:`schedulers` places and
+orders the nodes; the simulator then replays the placement with Dask's dependent-hop latency on
+every edge, which is the prediction of the run. Data and initial-state nodes are left out: they
+are broadcast to every worker before the run.
+
+    abstract graph --costs/comm--> scheduling graph --heft/peft/...--> Schedule
+                   --simulate(+hop latency)--> predicted timeline  ==>  Plan
+
+>>> from pnngraph.plan.cluster import simulated_cluster
+>>> import networkx as nx
+>>> g = nx.DiGraph()
+>>> g.add_node("a", kind="grad", flops=1e9, bytes=1e6)
+>>> g.add_node("b", kind="update", flops=1e6, bytes=1e6)
+>>> g.add_edge("a", "b", bytes=1e6)
+>>> plan = make_plan(g, simulated_cluster(cpus=2, gpus=0), scheduler="heft")
+>>> sorted(plan.placement.values()) == ["sim-cpu-0", "sim-cpu-0"]
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import networkx as nx
+
+import schedulers
+from pnngraph.compile.graph import Key
+from pnngraph.exceptions import ConfigError, UnknownNameError
+from pnngraph.plan.cluster import ClusterModel
+from pnngraph.plan.static import static_placement
+
+SCHEDULERS: tuple[str, ...] = (*schedulers.SCHEDULERS, "static", "dask")
+DEVICES = ("any", "cpu", "gpu")
+SOURCES = ("data", "init")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A placed, ordered training graph and its predicted timeline.
+
+    ``schedule`` is the scheduler's own timeline; ``predicted`` the simulated one with Dask's
+    hop latency (its makespan is the prediction). ``placement`` maps node -> worker address,
+    ``priorities`` node -> Dask priority (earlier start, higher), ``backends`` node -> array
+    library. With ``algorithm == "dask"`` nothing is pinned and the prediction models Dask's
+    own earliest-start rule.
+    """
+
+    algorithm: str
+    schedule: schedulers.Schedule
+    predicted: schedulers.Schedule
+    placement: dict[Key, str]
+    priorities: dict[Key, int]
+    backends: dict[Key, str]
+    pinned: bool = True
+
+    @property
+    def makespan(self) -> float:
+        """Predicted seconds for the whole graph."""
+        return self.predicted.makespan
+
+    def step_makespans(self) -> dict[int, float]:
+        """Predicted seconds per step (from the first start to the last finish of its nodes)."""
+        spans: dict[int, list[float]] = {}
+        for key, slot in self.predicted.slots.items():
+            step = key[1] if isinstance(key, tuple) and len(key) > 1 else None
+            if isinstance(step, int):
+                lo_hi = spans.setdefault(step, [slot.start, slot.finish])
+                lo_hi[0], lo_hi[1] = min(lo_hi[0], slot.start), max(lo_hi[1], slot.finish)
+        return {s: hi - lo for s, (lo, hi) in sorted(spans.items())}
+
+    def summary(self) -> str:
+        """A few lines: algorithm, predicted makespan, nodes per worker."""
+        per: dict[str, int] = {}
+        for w in self.placement.values():
+            per[w] = per.get(w, 0) + 1
+        lines = [f"plan: {self.algorithm}, predicted makespan {self.makespan:.4f} s"]
+        lines += [f"  {w}: {n} tasks" for w, n in sorted(per.items())]
+        return "\n".join(lines)
+
+
+def machine_for(cluster: ClusterModel, dtype: str) -> schedulers.Machine:
+    """The cluster as a :class:`schedulers.Machine` for arrays of ``dtype``."""
+    processors: dict[Hashable, schedulers.ProcessorSpec] = {
+        w.address: schedulers.ProcessorSpec(
+            "gpu" if w.gpu else "cpu",
+            {"default": w.flops_per_s(dtype)},
+            w.memory_bytes_per_s,
+            cluster.task_overhead_seconds,
+        )
+        for w in cluster.workers
+    }
+    network = schedulers.Link(cluster.network_bytes_per_s, 0.0)
+    links: dict[tuple[Hashable, Hashable], schedulers.Link] = {}
+    for a in cluster.workers:
+        for b in cluster.workers:
+            if a.address == b.address or not (a.gpu or b.gpu):
+                continue
+            seconds_per_byte = 1.0 / cluster.network_bytes_per_s
+            for w in (a, b):
+                if w.gpu and w.host_device_bytes_per_s:
+                    seconds_per_byte += 1.0 / w.host_device_bytes_per_s
+            links[(a.address, b.address)] = schedulers.Link(1.0 / seconds_per_byte, 0.0)
+    return schedulers.Machine(processors, network, links)
+
+
+def scheduling_graph(
+    abstract: nx.DiGraph, cluster: ClusterModel, *, dtype: str = "float64", devices: str = "any"
+) -> nx.DiGraph:
+    """The computing nodes of ``abstract`` with ``costs`` per worker and ``comm`` per edge."""
+    keep = [k for k, kind in abstract.nodes(data="kind") if kind not in SOURCES]
+    sub = nx.DiGraph()
+    for k in keep:
+        node = abstract.nodes[k]
+        sub.add_node(k, kind=node["kind"], flops=float(node["flops"]), bytes=float(node["bytes"]))
+    for u, v, d in abstract.edges(data=True):
+        if u in sub and v in sub:
+            sub.add_edge(u, v, bytes=float(d["bytes"]))
+    costed = schedulers.annotate_costs(sub, machine_for(cluster, dtype))
+    allowed = {
+        w.address for w in cluster.workers
+        if devices == "any" or (devices == "gpu") == w.gpu
+    }
+    for _, node in costed.nodes(data=True):
+        node["costs"] = {
+            proc: seconds * cluster.correction(node["kind"], proc)
+            for proc, seconds in node["costs"].items()
+            if proc in allowed
+        }
+    return costed
+
+
+def make_plan(
+    abstract: nx.DiGraph,
+    cluster: ClusterModel,
+    *,
+    scheduler: str = "heft",
+    dtype: str = "float64",
+    devices: Literal["any", "cpu", "gpu"] = "any",
+    shard_workers: Sequence[str] | None = None,
+    **options: Any,
+) -> Plan:
+    """Place and order ``abstract`` on ``cluster`` with ``scheduler`` and predict the run.
+
+    ``scheduler`` is any of :data:`schedulers.SCHEDULERS`, ``"static"`` (the shard/stage rule)
+    or ``"dask"`` (no pins; predicted with the earliest-start rule Dask follows). ``devices``
+    restricts the workers used ("cpu" or "gpu" only); ``shard_workers[j]`` is the only worker
+    shard j's gradient tasks may run on (shards sized for their worker's speed).
+    """
+    if scheduler not in SCHEDULERS:
+        raise UnknownNameError("scheduler", scheduler, SCHEDULERS)
+    if devices not in DEVICES:
+        raise UnknownNameError("devices", devices, DEVICES)
+    gpus = [w for w in cluster.workers if w.gpu]
+    if devices == "gpu" and not gpus:
+        raise ConfigError("devices", "a cluster with GPU workers for devices='gpu'",
+                          "no worker has a GPU")
+    if devices == "cpu" and len(gpus) == len(cluster.workers):
+        raise ConfigError("devices", "a cluster with CPU workers for devices='cpu'",
+                          "every worker has a GPU")
+    costed = scheduling_graph(abstract, cluster, dtype=dtype, devices=devices)
+    if shard_workers:
+        for key, node in costed.nodes(data=True):
+            shard = abstract.nodes[key].get("shard")
+            if node["kind"] == "grad" and shard is not None and shard < len(shard_workers):
+                w = shard_workers[shard]
+                node["costs"] = {w: node["costs"][w]} if w in node["costs"] else node["costs"]
+    processors = [
+        w.address for w in cluster.workers
+        if devices == "any" or (devices == "gpu") == w.gpu
+    ]
+    if scheduler == "static":
+        stages = abstract.graph.get("layout", (1, 1, 1))[1]
+        placement: Mapping[Any, Hashable] = static_placement(costed, processors, stages=stages)
+        schedule = schedulers.simulate(costed, placement, processors=processors)
+    else:
+        fn = schedulers.SCHEDULERS["greedy_start" if scheduler == "dask" else scheduler]
+        schedule = fn(costed, processors, **options)
+        placement = schedule.placement
+    predicted = schedulers.simulate(
+        costed, placement, schedule.order, edge_latency=cluster.hop_latency_seconds,
+        processors=processors,
+    )
+    by_start: list[Any] = sorted(predicted.slots, key=lambda k: (predicted.slots[k].start,
+                                                      predicted.slots[k].finish))
+    priorities: dict[Key, int] = {k: len(by_start) - i for i, k in enumerate(by_start)}
+    backend_of = {w.address: w.backend for w in cluster.workers}
+    return Plan(
+        algorithm=schedule.algorithm or scheduler,
+        schedule=schedule,
+        predicted=predicted,
+        placement={k: str(p) for k, p in placement.items()},
+        priorities=priorities,
+        backends={k: backend_of[str(p)] for k, p in placement.items()},
+        pinned=scheduler != "dask",
+    )

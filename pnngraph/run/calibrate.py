@@ -1,0 +1,216 @@
+"""Calibration: measure a live cluster into a :class:`~pnngraph.plan.cluster.ClusterModel`.
+
+What is measured, each in a bounded time (the whole call stays under ``budget_seconds``):
+
+- per worker, inside the worker: GEMM FLOP/s for float32 and float64 and elementwise bandwidth
+  (numpy; CuPy on GPU workers, with the host <-> device copy speed);
+- Dask's costs: seconds per pinned independent task, per dependent hop, and worker-to-worker
+  bandwidth (an 8 MB array produced on one worker and consumed on another).
+
+A worker is a GPU worker when it offers the resource ``GPU``; it computes with CuPy, or, with
+``gpu_backend="emulated"``, with the emulated device (array-api-strict), whose speeds are the
+host's times ``emulated_speedup``. Results are cached per cluster (its workers' addresses,
+threads and resources) as JSON under ``cache_dir`` (default ``~/.cache/pnngraph``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pnngraph.exceptions import ConfigError, UnknownNameError
+from pnngraph.plan.cluster import ClusterModel, WorkerModel
+
+GPU_BACKENDS = ("auto", "cupy", "emulated")
+
+
+def _best_seconds(fn: Any, repeats: int) -> float:
+    fn()  # warm up
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return max(best, 1e-9)
+
+
+def measure_host(n: int = 512, repeats: int = 3) -> dict[str, Any]:
+    """GEMM FLOP/s per dtype and elementwise bytes/s of this process, with numpy."""
+    rng = np.random.default_rng(0)
+    gemm = {}
+    for dtype in ("float32", "float64"):
+        a = rng.standard_normal((n, n)).astype(dtype)
+        b = rng.standard_normal((n, n)).astype(dtype)
+        gemm[dtype] = 2.0 * n**3 / _best_seconds(lambda a=a, b=b: a @ b, repeats)
+    x = np.ones(2_000_000)
+    y = np.ones(2_000_000)
+    memory = 3 * x.nbytes / _best_seconds(lambda: np.add(x, y), repeats)
+    return {"gemm_flops_per_s": gemm, "memory_bytes_per_s": memory, "host_device_bytes_per_s": None}
+
+
+def measure_cupy(n: int = 2048, repeats: int = 3) -> dict[str, Any]:
+    """The same figures on the current CUDA device, plus host <-> device copy bytes/s."""
+    import cupy as cp
+
+    def timed(fn: Any) -> float:
+        def run() -> None:
+            fn()
+            cp.cuda.Device().synchronize()
+
+        return _best_seconds(run, repeats)
+
+    gemm = {}
+    for dtype in ("float32", "float64"):
+        a = cp.random.standard_normal((n, n)).astype(dtype)
+        b = cp.random.standard_normal((n, n)).astype(dtype)
+        gemm[dtype] = 2.0 * n**3 / timed(lambda a=a, b=b: a @ b)
+    x = cp.ones(16_000_000)
+    memory = 3 * x.nbytes / timed(lambda: x + x)
+    host = np.ones(16_000_000)
+    copy = host.nbytes / timed(lambda: cp.asarray(host))
+    return {"gemm_flops_per_s": gemm, "memory_bytes_per_s": memory,
+            "host_device_bytes_per_s": copy}
+
+
+def _noop(*args: Any) -> int:
+    return 0
+
+
+def _make_bytes(n: int, salt: int) -> np.ndarray:
+    return np.full(n, salt, dtype=np.uint8)
+
+
+def _cache_file(cache_dir: Path, identity: str) -> Path:
+    return cache_dir / f"cluster-{identity}.json"
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "pnngraph"
+
+
+def cluster_identity(client: Any, gpu_backend: str, emulated_speedup: float) -> str:
+    """Hex digest naming a cluster: its workers' addresses, threads and resources."""
+    info = client.scheduler_info(n_workers=-1)["workers"]
+    desc = sorted(
+        (a, w["nthreads"], sorted((w.get("resources") or {}).items())) for a, w in info.items()
+    )
+    raw = json.dumps([desc, gpu_backend, emulated_speedup], sort_keys=True, default=str)
+    return hashlib.blake2b(raw.encode(), digest_size=8).hexdigest()
+
+
+def save_cluster_model(model: ClusterModel, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(model.to_json())
+    tmp.replace(path)
+
+
+def calibrate(
+    client: Any,
+    *,
+    gpu_backend: str = "auto",
+    emulated_speedup: float = 20.0,
+    budget_seconds: float = 30.0,
+    cache: bool = True,
+    cache_dir: str | os.PathLike[str] | None = None,
+    refresh: bool = False,
+) -> ClusterModel:
+    """Measure the cluster behind ``client`` (or read the cached measurement).
+
+    Parameters
+    ----------
+    gpu_backend : {"auto", "cupy", "emulated"}
+        What workers with the ``GPU`` resource compute with ("auto": CuPy).
+    emulated_speedup : float
+        With ``"emulated"``, how many times the host's speed the emulated GPU is assumed to be.
+    budget_seconds : float
+        Upper bound on the time spent measuring (sizes shrink to fit).
+    cache, cache_dir, refresh
+        Read and write the JSON cache; ``refresh`` measures again even when cached.
+
+    Raises
+    ------
+    ConfigError
+        When the cluster has no workers.
+    """
+    if gpu_backend not in GPU_BACKENDS:
+        raise UnknownNameError("gpu_backend", gpu_backend, GPU_BACKENDS)
+    info = client.scheduler_info(n_workers=-1)["workers"]
+    if not info:
+        raise ConfigError("cluster", "at least one worker to calibrate", "no workers")
+    identity = cluster_identity(client, gpu_backend, emulated_speedup)
+    path = _cache_file(Path(cache_dir) if cache_dir else default_cache_dir(), identity)
+    if cache and not refresh and path.exists():
+        try:
+            return ClusterModel.from_json(path.read_text())
+        except ConfigError:
+            pass  # a damaged cache is measured again
+    deadline = time.perf_counter() + budget_seconds
+    addresses = sorted(info)
+    per_worker = max(0.5, budget_seconds / (2 * len(addresses) + 4))
+    n = 384 if per_worker < 2 else 768
+    workers = []
+    for address in addresses:
+        gpu = "GPU" in (info[address].get("resources") or {})
+        backend = "numpy"
+        if gpu:
+            backend = "emulated" if gpu_backend == "emulated" else "cupy"
+        if backend == "cupy":
+            figures = client.run(measure_cupy, workers=[address])[address]
+        else:
+            figures = client.run(measure_host, n, workers=[address])[address]
+        if backend == "emulated":
+            figures["gemm_flops_per_s"] = {
+                k: v * emulated_speedup for k, v in figures["gemm_flops_per_s"].items()
+            }
+            figures["memory_bytes_per_s"] *= emulated_speedup
+            figures["host_device_bytes_per_s"] = 12e9
+        workers.append(WorkerModel(address, int(info[address]["nthreads"]), backend, **figures))
+    overhead, hop, bandwidth = _measure_dask(client, addresses, deadline)
+    model = ClusterModel(tuple(workers), task_overhead_seconds=overhead,
+                         hop_latency_seconds=hop, network_bytes_per_s=bandwidth)
+    if cache:
+        save_cluster_model(model, path)
+    return model
+
+
+def _measure_dask(client: Any, addresses: list[str], deadline: float) -> tuple[float, float, float]:
+    """(seconds per pinned task, seconds per dependent hop, worker-to-worker bytes/s)."""
+    a = addresses[0]
+    n_tasks = 100
+    t0 = time.perf_counter()
+    futures = [client.submit(_noop, i, workers=[a], pure=False) for i in range(n_tasks)]
+    client.gather(futures)
+    overhead = (time.perf_counter() - t0) / n_tasks
+    del futures
+    hops = 10
+    t0 = time.perf_counter()
+    f = client.submit(_noop, workers=[a], pure=False)
+    for _ in range(hops):
+        f = client.submit(_noop, f, workers=[a], pure=False)
+    f.result()
+    hop = max((time.perf_counter() - t0) / (hops + 1) - overhead, 0.0) + overhead
+    if len(addresses) < 2:
+        return overhead, hop, 1.5e9
+    b = addresses[1]
+    size = 8_000_000
+    samples = []
+    for salt in range(3):
+        if time.perf_counter() > deadline:
+            break
+        src = client.submit(_make_bytes, size, salt, workers=[a], pure=False)
+        src.result()
+        t0 = time.perf_counter()
+        client.submit(_noop, src, workers=[b], pure=False).result()
+        elapsed = time.perf_counter() - t0
+        samples.append(size / max(elapsed - hop, elapsed / 4))
+    bandwidth = statistics.median(samples) if samples else 1.5e9
+    return overhead, hop, bandwidth

@@ -1,0 +1,66 @@
+"""Local clusters for pnngraph: CPU workers plus GPU workers (real or emulated) on one machine.
+
+``local_cluster(cpu_workers=2, gpu_workers=1)`` starts a ``distributed.SpecCluster`` whose GPU
+workers offer the resource ``GPU=1`` (each sees one device through ``CUDA_VISIBLE_DEVICES``), so
+calibration and planning tell them apart. Without a GPU, ``gpu_workers`` can still be started
+and calibrated with ``gpu_backend="emulated"``: they compute on the emulated device, which
+refuses any array that was not explicitly moved to it, so a missing transfer fails as it would
+on CuPy. Everything binds to 127.0.0.1 unless ``host`` says otherwise.
+
+To join GPU workers to an existing cluster: ``dask worker tcp://SCHEDULER:8786 --nthreads 1
+--resources GPU=1`` on each GPU machine (one per device, with ``CUDA_VISIBLE_DEVICES``), or
+dask-cuda's ``dask cuda worker tcp://SCHEDULER:8786 --resources GPU=1``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from distributed import Nanny, Scheduler, SpecCluster, Worker
+
+from pnngraph.exceptions import ConfigError
+
+
+def local_cluster(
+    cpu_workers: int = 2,
+    gpu_workers: int = 0,
+    *,
+    threads_per_worker: int = 1,
+    processes: bool = True,
+    host: str = "127.0.0.1",
+    dashboard_address: str | None = "127.0.0.1:8787",
+    memory_limit: str | int = "auto",
+    **options: Any,
+) -> SpecCluster:
+    """Start ``cpu_workers`` CPU workers and ``gpu_workers`` GPU workers (``GPU=1`` each).
+
+    Worker names are ``cpu-0``, ``cpu-1``, ..., ``gpu-0``, ...; GPU worker i sees device i.
+    ``processes=False`` runs workers as threads of this process (faster to start, no pickling).
+    """
+    for name, n in (("cpu_workers", cpu_workers), ("gpu_workers", gpu_workers)):
+        if not isinstance(n, int) or n < 0:
+            raise ConfigError(name, "an integer >= 0", n)
+    if cpu_workers + gpu_workers == 0:
+        raise ConfigError("workers", "at least one worker", 0)
+    if not isinstance(threads_per_worker, int) or threads_per_worker < 1:
+        raise ConfigError("threads_per_worker", "a positive integer", threads_per_worker)
+    cls = Nanny if processes else Worker
+    base = {"nthreads": threads_per_worker, "host": host, "memory_limit": memory_limit}
+    workers: dict[str, dict[str, Any]] = {
+        f"cpu-{i}": {"cls": cls, "options": dict(base)} for i in range(cpu_workers)
+    }
+    for i in range(gpu_workers):
+        opts = {**base, "resources": {"GPU": 1}}
+        if processes:
+            opts["env"] = {"CUDA_VISIBLE_DEVICES": str(i)}
+        workers[f"gpu-{i}"] = {"cls": cls, "options": opts}
+    scheduler = {
+        "cls": Scheduler,
+        "options": {
+            "host": host,
+            # the scheduler's HTTP server runs even without a dashboard: give it a free port
+            "dashboard_address": dashboard_address or f"{host}:0",
+            "dashboard": dashboard_address is not None,
+        },
+    }
+    return SpecCluster(workers=workers, scheduler=scheduler, **options)
