@@ -20,6 +20,10 @@ import os
 import statistics
 import sys
 import time
+from pathlib import Path
+
+# bench/ holds a script named schedulers.py: the repository root must come first on the path
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main() -> None:

@@ -35,7 +35,7 @@ from pnngraph.nn import (
     get_backend,
     train_serial,
 )
-from pnngraph.run import TrainingGraph, build, fit
+from pnngraph.run import TrainingGraph, build, fit, load_checkpoint
 
 __version__ = "0.1.0"
 
@@ -67,6 +67,7 @@ __all__ = [
     "exceptions",
     "fit",
     "get_backend",
+    "load_checkpoint",
     "train_averaging_serial",
     "train_serial",
 ]

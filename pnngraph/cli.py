@@ -1,13 +1,19 @@
-"""The ``pnngraph`` command line.
+"""The ``pnngraph`` command line: train, plan, calibrate, report.
 
-``pnngraph train`` trains a model (a preset name or a JSON architecture file) on a dataset
-(``digits``, ``spirals``, ``teacher``, an ``.npz`` file or a directory of MNIST IDX files) and
-prints per-epoch loss and accuracy. Exit codes: 0 success, 2 bad usage, 1 the run failed.
-Errors are one line; ``--debug`` shows the traceback.
+``pnngraph train`` trains a model (a preset or a JSON architecture) on a dataset (``digits``,
+``spirals``, ``teacher``, an ``.npz`` file or a directory of MNIST IDX files) on an embedded
+local cluster (or the cluster at ``--scheduler-address``), one graph per epoch, and writes a run
+directory: ``model.npz``, ``checkpoints/``, ``report.html`` and ``run.json``.
+``pnngraph plan`` builds and schedules without running, on a live cluster or on one described in
+a YAML file. ``pnngraph calibrate`` measures a cluster. ``pnngraph report RUN_DIR`` re-renders.
+
+Exit codes: 0 success, 2 bad usage, 1 the run failed. Errors are one line on stderr;
+``--debug`` shows the traceback.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import time
@@ -19,28 +25,108 @@ import click
 import numpy as np
 
 from pnngraph.exceptions import ConfigError, PnngraphError
-from pnngraph.nn.model import Sequential
-from pnngraph.nn.optimizers import get_optimizer
-from pnngraph.nn.presets import PRESETS, preset
-from pnngraph.nn.train import steps_per_epoch, train_serial
+
+STRATEGIES = ("auto", "serial", "data", "pipeline", "hybrid", "averaging")
+SCHEDULER_CHOICES = (
+    "heft", "peft", "cpop", "best", "heft_lookahead", "greedy_start", "round_robin",
+    "fastest_single", "random", "static", "dask",
+)  # fmt: skip
+TINY_STEP_FLOPS = 1e8  # below this a step is ~10 ms: one fused shard beats any split
 
 
 def _fail_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn pnngraph's typed errors into one-line messages with exit codes (2 usage, 1 run)."""
+    """One-line errors and exit codes: 2 for bad usage, 1 for a failed run, 130 interrupted."""
 
+    @functools.wraps(fn)
     def wrapper(*args: Any, debug: bool = False, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (PnngraphError, FileNotFoundError, OSError) as err:
+        except click.exceptions.ClickException:
+            raise
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+        except Exception as err:
             if debug:
                 raise
-            usage = isinstance(err, ValueError | FileNotFoundError)
-            click.echo(f"Error: {type(err).__name__}: {err}", err=True)
+            # typed input errors (ConfigError, DataError, ShapeError, ...) are bad usage
+            usage = isinstance(err, FileNotFoundError) or (
+                isinstance(err, PnngraphError) and isinstance(err, ValueError)
+            )
+            message = " ".join(str(err).split())
+            click.echo(f"Error: {type(err).__name__}: {message}", err=True)
             sys.exit(2 if usage else 1)
 
-    wrapper.__name__ = fn.__name__
-    wrapper.__doc__ = fn.__doc__
-    return click.option("--debug", is_flag=True, help="Show the full traceback on errors.")(wrapper)
+    return click.option("--debug", is_flag=True, help="Show the full traceback on errors.")(
+        wrapper
+    )
+
+
+def _cluster_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--scheduler-address", default=None,
+                     help="Join a running cluster (tcp://host:8786) instead of starting one."),
+        click.option("--timeout", default=30.0, show_default=True, type=float,
+                     help="Seconds to wait for the scheduler at --scheduler-address."),
+        click.option("--workers", default=2, show_default=True, type=click.IntRange(min=0),
+                     help="CPU workers of the embedded cluster."),
+        click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1),
+                     help="Threads per worker of the embedded cluster."),
+        click.option("--gpu-workers", default=0, show_default=True, type=click.IntRange(min=0),
+                     help="GPU workers (resource GPU=1) of the embedded cluster."),
+        click.option("--emulate-gpu", is_flag=True,
+                     help="GPU workers compute on the emulated device (no GPU needed)."),
+        click.option("--host", default="127.0.0.1", show_default=True,
+                     help="Interface the embedded cluster and its dashboard bind to."),
+        click.option("--dashboard-address", default="127.0.0.1:0", show_default=True,
+                     help="Dashboard of the embedded cluster (port 0: any free port)."),
+        click.option("--tls-ca-file", default=None, type=click.Path(exists=True),
+                     help="With --tls-cert and --tls-key: join a tls:// scheduler."),
+        click.option("--tls-cert", default=None, type=click.Path(exists=True),
+                     help="Client certificate (PEM) for TLS."),
+        click.option("--tls-key", default=None, type=click.Path(exists=True),
+                     help="Client private key (PEM) for TLS."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _security(tls_ca_file: str | None, tls_cert: str | None, tls_key: str | None) -> Any:
+    given = [x for x in (tls_ca_file, tls_cert, tls_key) if x]
+    if not given:
+        return None
+    if len(given) != 3:
+        raise ConfigError("--tls-*", "all of --tls-ca-file, --tls-cert and --tls-key", given)
+    from distributed.security import Security
+
+    return Security(tls_ca_file=tls_ca_file, tls_client_cert=tls_cert, tls_client_key=tls_key,
+                    require_encryption=True)
+
+
+def _client(opts: dict[str, Any]) -> Any:
+    from pnngraph.run.session import open_client
+
+    if opts["scheduler_address"] is None and opts["workers"] + opts["gpu_workers"] == 0:
+        raise ConfigError("--workers", "at least one worker (or --gpu-workers)", 0)
+    return open_client(
+        opts["scheduler_address"], workers=opts["workers"], threads=opts["threads"],
+        gpu_workers=opts["gpu_workers"], host=opts["host"],
+        dashboard_address=opts["dashboard_address"],
+        security=_security(opts["tls_ca_file"], opts["tls_cert"], opts["tls_key"]),
+        timeout=opts["timeout"],
+    )
+
+
+def _calibrate(client: Any, emulate_gpu: bool) -> Any:
+    from pnngraph.run.calibrate import calibrate
+
+    return calibrate(client, gpu_backend="emulated" if emulate_gpu else "auto")
+
+
+def _received_bytes(dask_worker: Any) -> int:
+    """Bytes this worker has fetched from other workers (its recent transfer log)."""
+    return int(sum(t.get("total", 0) for t in dask_worker.transfer_incoming_log))
 
 
 @click.group()
@@ -49,7 +135,45 @@ def main() -> None:
     """Train neural networks in parallel as scheduled Dask task graphs."""
 
 
-def _load_model(spec: str, input_shape: tuple[int, ...], n_outputs: int, **opts: Any) -> Sequential:
+# ----------------------------------------------------------------------------- model and data
+def _model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--data", default="digits", show_default=True,
+                     help="digits, spirals, teacher, an .npz file or an MNIST IDX directory."),
+        click.option("--model", "model_spec", default="mlp", show_default=True,
+                     help="A preset (mlp, cnn) or a JSON architecture file."),
+        click.option("--hidden", default="64", show_default=True,
+                     help="Hidden widths of the mlp preset, comma-separated."),
+        click.option("--dtype", default="float64", show_default=True,
+                     type=click.Choice(["float64", "float32"])),
+        click.option("--seed", default=0, show_default=True, type=int),
+        click.option("--test-fraction", default=0.2, show_default=True, type=float),
+        click.option("--strategy", default="auto", show_default=True, type=click.Choice(STRATEGIES),
+                     help="auto: one fused shard for tiny models, else one shard per worker."),
+        click.option("--shards", default=None,
+                     help="Data-parallel shards: a count, 'auto' (by worker speed) or weights."),
+        click.option("--stages", default=2, show_default=True, type=click.IntRange(min=1)),
+        click.option("--microbatches", default=4, show_default=True, type=click.IntRange(min=1)),
+        click.option("--replicas", default=2, show_default=True, type=click.IntRange(min=1)),
+        click.option("--local-steps", default=4, show_default=True, type=click.IntRange(min=1)),
+        click.option("--scheduler", default="heft", show_default=True,
+                     type=click.Choice(SCHEDULER_CHOICES), help="How tasks are placed."),
+        click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1)),
+        click.option("--optimizer", default="sgd", show_default=True,
+                     type=click.Choice(["sgd", "adam"])),
+        click.option("--lr", default=0.1, show_default=True, type=float, help="Learning rate."),
+        click.option("--momentum", default=0.9, show_default=True, type=float,
+                     help="SGD momentum."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _load_model(spec: str, input_shape: tuple[int, ...], n_outputs: int, **opts: Any) -> Any:
+    from pnngraph.nn.model import Sequential
+    from pnngraph.nn.presets import PRESETS, preset
+
     if spec in PRESETS:
         return preset(spec, input_shape, n_outputs, **opts)
     path = Path(spec)
@@ -67,99 +191,320 @@ def _load_model(spec: str, input_shape: tuple[int, ...], n_outputs: int, **opts:
     return model
 
 
-@main.command()
-@click.option(
-    "--data",
-    default="digits",
-    show_default=True,
-    help="digits, spirals, teacher, an .npz file or an MNIST IDX directory.",
-)
-@click.option(
-    "--model",
-    "model_spec",
-    default="mlp",
-    show_default=True,
-    help="A preset (mlp, cnn) or a JSON architecture file.",
-)
-@click.option(
-    "--hidden",
-    default="64",
-    show_default=True,
-    help="Hidden widths of the mlp preset, comma-separated.",
-)
-@click.option("--epochs", default=20, show_default=True, type=click.IntRange(min=1))
-@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
-@click.option("--optimizer", default="sgd", show_default=True, type=click.Choice(["sgd", "adam"]))
-@click.option("--lr", default=0.1, show_default=True, type=float, help="Learning rate.")
-@click.option("--momentum", default=0.9, show_default=True, type=float, help="SGD momentum.")
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--test-fraction", default=0.2, show_default=True, type=float)
-@click.option(
-    "--output",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="Write the trained model to this .npz file.",
-)
-@_fail_cleanly
-def train(
-    data: str,
-    model_spec: str,
-    hidden: str,
-    epochs: int,
-    batch_size: int,
-    optimizer: str,
-    lr: float,
-    momentum: float,
-    seed: int,
-    test_fraction: float,
-    output: str | None,
-) -> None:
-    """Train a model serially and report loss and accuracy per epoch."""
+def _prepare(opts: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
+    """(model, train set, test set, optimizer) from the command's options."""
     from pnngraph import data as datasets
+    from pnngraph.nn.optimizers import get_optimizer
 
-    dataset = datasets.load(data)
-    train_set, test_set = dataset.split(test_fraction, seed)
+    dataset = datasets.load(opts["data"])
+    train, test = dataset.split(opts["test_fraction"], opts["seed"])
     n_classes = dataset.n_classes or int(np.max(dataset.y)) + 1
-    opts: dict[str, Any] = {"seed": seed}
-    if model_spec == "mlp":
+    spec = opts["model_spec"]
+    kw: dict[str, Any] = {"seed": opts["seed"], "dtype": opts["dtype"]}
+    shape = tuple(train.X.shape[1:])
+    if spec == "mlp":
         try:
-            opts["hidden"] = tuple(int(h) for h in hidden.split(",") if h.strip())
+            kw["hidden"] = tuple(int(h) for h in opts["hidden"].split(",") if h.strip())
         except ValueError:
-            raise ConfigError("--hidden", "comma-separated integers", hidden) from None
-    model = _load_model(model_spec, tuple(train_set.X.shape[1:]), n_classes, **opts)
-    if model_spec == "cnn" and train_set.X.ndim == 2:
-        side = round(train_set.X.shape[1] ** 0.5)
-        model = _load_model(model_spec, (1, side, side), n_classes, **opts)
-    extra = {"momentum": momentum} if optimizer == "sgd" else {}
-    opt = get_optimizer(optimizer, lr=lr, **extra)
-    per_epoch = steps_per_epoch(len(train_set.X), batch_size)
+            raise ConfigError("--hidden", "comma-separated integers", opts["hidden"]) from None
+    if spec == "cnn" and len(shape) == 1:
+        side = round(shape[0] ** 0.5)
+        if side * side != shape[0]:
+            raise ConfigError("--model cnn", "square images or (C, H, W) samples", shape)
+        shape = (1, side, side)
+        kw = {"seed": opts["seed"], "dtype": opts["dtype"]}
+    model = _load_model(spec, shape, n_classes, **kw)
+    extra = {"momentum": opts["momentum"]} if opts["optimizer"] == "sgd" else {}
+    optimizer = get_optimizer(opts["optimizer"], lr=opts["lr"], **extra)
+    return model, train, test, optimizer
+
+
+def _parse_shards(text: str | None) -> Any:
+    """--shards: None, 'auto', a count or comma-separated weights."""
+    if text is None or text == "auto":
+        return text
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise ConfigError("--shards", "a count, 'auto' or comma-separated weights", text) from None
+    if len(values) == 1 and values[0].is_integer():
+        return int(values[0])
+    return values
+
+
+def _strategy(opts: dict[str, Any], model: Any, n_workers: int) -> Any:
+    import pnngraph
+
+    name = opts["strategy"]
+    shards = _parse_shards(opts["shards"])
+    if name == "auto":
+        step_flops = 3.0 * sum(model.layer_flops()) * opts["batch_size"]
+        if shards is None and (step_flops < TINY_STEP_FLOPS or n_workers < 2):
+            return pnngraph.DataParallel(1)
+        name = "data"
+    if name == "serial":
+        return None
+    parsed: Any = max(n_workers, 1) if shards is None else shards
+    pipe = pnngraph.Pipeline(opts["stages"], opts["microbatches"])
+    if name == "data":
+        return pnngraph.DataParallel(parsed)
+    if name == "pipeline":
+        return pipe
+    if name == "hybrid":
+        return pnngraph.Hybrid(pnngraph.DataParallel(parsed), pipe)
+    return pnngraph.ModelAveraging(opts["replicas"], opts["local_steps"])
+
+
+# ------------------------------------------------------------------------------------- train
+@main.command()
+@_model_options
+@click.option("--epochs", default=20, show_default=True, type=click.IntRange(min=1))
+@click.option("--output-dir", default=None, type=click.Path(file_okay=False),
+              help="Run directory (default: runs/<date-time>).")
+@click.option("--resume", is_flag=True, help="Continue from the newest checkpoint of the run.")
+@click.option("--no-report", is_flag=True, help="Do not write report.html.")
+@_cluster_options
+@_fail_cleanly
+def train(**opts: Any) -> None:
+    """Train a model on the cluster and report loss and accuracy per epoch."""
+    from pnngraph.nn.train import steps_per_epoch
+
+    model, train_set, test_set, optimizer = _prepare(opts)
+    _parse_shards(opts["shards"])  # bad --shards is bad usage before any cluster starts
+    run_dir = Path(opts["output_dir"] or Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
+    per_epoch = steps_per_epoch(len(train_set.X), opts["batch_size"])
     click.echo(
-        f"model: {model_spec}, {model.n_params} parameters; data: {dataset.name}, "
-        f"{len(train_set.X)} train / {len(test_set.X)} test samples"
+        f"model: {opts['model_spec']}, {model.n_params} parameters; data: "
+        f"{train_set.name}, {len(train_set.X)} train / {len(test_set.X)} test samples"
     )
-    t0 = time.perf_counter()
-    state = None
-    for epoch in range(epochs):
-        with click.progressbar(length=per_epoch, label=f"epoch {epoch + 1}/{epochs}") as bar:
+    if opts["strategy"] == "serial":
+        _train_serial(opts, model, train_set, test_set, optimizer, per_epoch, run_dir)
+        return
+    _train_cluster(opts, model, train_set, test_set, optimizer, per_epoch, run_dir)
+
+
+def _train_serial(opts: dict[str, Any], model: Any, train_set: Any, test_set: Any,
+                  optimizer: Any, per_epoch: int, run_dir: Path) -> None:
+    from pnngraph.nn.train import train_serial
+
+    state, losses, accuracy = None, [], []
+    for epoch in range(opts["epochs"]):
+        label = f"epoch {epoch + 1}/{opts['epochs']}"
+        with click.progressbar(length=per_epoch, label=label) as bar:
             result = train_serial(
-                model,
-                train_set.X,
-                train_set.y,
-                steps=per_epoch,
-                batch_size=batch_size,
-                optimizer=opt,
-                seed=seed,
-                callback=lambda s, v: bar.update(1),
-                start_step=epoch * per_epoch,
-                opt_state=state,
+                model, train_set.X, train_set.y, steps=per_epoch, batch_size=opts["batch_size"],
+                optimizer=optimizer, seed=opts["seed"], start_step=epoch * per_epoch,
+                opt_state=state, callback=lambda s, v: bar.update(1),
             )
         model, state = result.model, result.opt_state
+        losses.extend(result.losses.tolist())
         scores = model.evaluate(test_set.X, test_set.y)
-        click.echo(
-            f"epoch {epoch + 1}: train loss {result.losses.mean():.4f}, "
-            f"test loss {scores['loss']:.4f}, test accuracy {scores['accuracy']:.4f}"
-        )
-    click.echo(f"done in {time.perf_counter() - t0:.1f} s; test accuracy {scores['accuracy']:.4f}")
-    if output:
-        model.save(output)
-        click.echo(f"model written to {output}")
+        accuracy.append((epoch + 1, scores["accuracy"]))
+        click.echo(f"epoch {epoch + 1}: train loss {result.losses.mean():.4f}, test loss "
+                   f"{scores['loss']:.4f}, test accuracy {scores['accuracy']:.4f}")
+    _finish(run_dir, model, losses, accuracy, [], [], {"strategy": "serial"}, opts)
+
+
+def _train_cluster(opts: dict[str, Any], model: Any, train_set: Any, test_set: Any,
+                   optimizer: Any, per_epoch: int, run_dir: Path) -> None:
+    import pnngraph
+    from pnngraph.report import records_from_slots
+    from pnngraph.run import dashboard
+    from pnngraph.run.calibrate import remember
+    from pnngraph.run.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+    from pnngraph.run.history import learn
+    from pnngraph.run.session import run_graph
+
+    start_epoch, state, losses, accuracy = 0, None, [], []
+    if opts["resume"]:
+        found = latest_checkpoint(run_dir / "checkpoints")
+        if found is None:
+            raise ConfigError("--resume", f"a checkpoint in {run_dir / 'checkpoints'}", "none")
+        ckpt = load_checkpoint(found)
+        if ckpt.step % per_epoch:
+            raise ConfigError("--resume", "a checkpoint at an epoch boundary", ckpt.step)
+        model, state, losses = ckpt.model, ckpt.opt_state, ckpt.losses.tolist()
+        start_epoch = ckpt.step // per_epoch
+        click.echo(f"resuming from {found} (epoch {start_epoch})")
+    with _client(opts) as client:
+        n_workers = len(client.scheduler_info(n_workers=-1)["workers"])
+        strategy = _strategy(opts, model, n_workers)
+        click.echo(f"cluster: {n_workers} workers; dashboard {client.dashboard_link} "
+                   f"(plan: /pnngraph); strategy {strategy!r}, scheduler {opts['scheduler']}")
+        cluster = None
+        if opts["scheduler"] not in ("static", "dask") or getattr(strategy, "auto", False):
+            cluster = _calibrate(client, opts["emulate_gpu"])
+        planned: list[Any] = []
+        stream: list[dict[str, Any]] = []
+        received_before = client.run(_received_bytes)
+        for epoch in range(start_epoch, opts["epochs"]):
+            graph = pnngraph.build(
+                model, train_set, strategy=strategy, steps=per_epoch, batch_size=opts["batch_size"],
+                optimizer=optimizer, seed=opts["seed"], start_step=epoch * per_epoch,
+                opt_state=state, client=client, scheduler=opts["scheduler"], cluster=cluster,
+            )
+            if epoch == start_epoch and opts["scheduler_address"] is None:
+                dashboard.publish_plan(client, graph)
+            label = f"epoch {epoch + 1}/{opts['epochs']}"
+            with click.progressbar(length=per_epoch, label=label) as bar:
+                result, records = run_graph(client, graph, on_steps=bar.update)
+            if graph.plan is not None and records:
+                offset = min(s["start"] for r in records for s in r["startstops"])
+                planned.append((offset, records_from_slots(graph.plan.predicted.slots)))
+            stream.extend(records)
+            if cluster is not None and records:
+                # what this epoch measured prices the next epoch's plan, and the next run's
+                cluster = learn(cluster, graph, records)
+                remember(client, cluster,
+                         gpu_backend="emulated" if opts["emulate_gpu"] else "auto")
+            model, state = result.model, result.opt_state
+            epoch_losses = result.losses  # this epoch's graph starts with no losses recorded
+            losses.extend(epoch_losses.tolist())
+            scores = model.evaluate(test_set.X, test_set.y)
+            accuracy.append((epoch + 1, scores["accuracy"]))
+            click.echo(f"epoch {epoch + 1}: train loss {np.mean(epoch_losses):.4f}, test loss "
+                       f"{scores['loss']:.4f}, test accuracy {scores['accuracy']:.4f}")
+            save_checkpoint(run_dir / "checkpoints", model=model, opt_state=state,
+                            step=(epoch + 1) * per_epoch, seed=opts["seed"],
+                            losses=np.asarray(losses), config=_run_config(opts, strategy))
+        received = client.run(_received_bytes)
+        moved = {w: max(received[w] - received_before.get(w, 0), 0) for w in received}
+        meta = {"strategy": repr(strategy), "workers": n_workers}
+    _finish(run_dir, model, losses, accuracy, planned, stream, meta, opts, moved)
+
+
+def _run_config(opts: dict[str, Any], strategy: Any) -> dict[str, Any]:
+    keys = ("data", "model_spec", "batch_size", "optimizer", "lr", "momentum", "seed", "dtype")
+    return {**{k: opts[k] for k in keys}, "strategy": repr(strategy)}
+
+
+def _finish(run_dir: Path, model: Any, losses: list[float], accuracy: list[tuple[int, float]],
+            planned: list[Any], stream: list[dict[str, Any]], meta: dict[str, Any],
+            opts: dict[str, Any], moved: dict[str, int] | None = None) -> None:
+    from pnngraph.report import records_from_task_stream
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    model.save(run_dir / "model.npz")
+    origin = min((s["start"] for r in stream for s in r["startstops"]), default=0.0)
+    planned_rows = [
+        {"key": r.key, "phase": r.phase, "worker": r.worker, "start": r.start + off - origin,
+         "stop": r.stop + off - origin, "step": r.step}
+        for off, records in planned for r in records
+    ]
+    measured_rows = [vars(r) for r in records_from_task_stream(stream)] if stream else []
+    info = {
+        "meta": {**meta, "model": opts["model_spec"], "data": opts["data"],
+                 "epochs": opts["epochs"], "batch size": opts["batch_size"],
+                 "optimizer": opts["optimizer"], "scheduler": opts["scheduler"]},
+        "losses": [float(v) for v in losses],
+        "accuracy": [[e, float(a)] for e, a in accuracy],
+        "planned": planned_rows,
+        "measured": measured_rows,
+        "bytes_moved": moved or {},
+    }
+    (run_dir / "run.json").write_text(json.dumps(info, default=str))
+    if not opts.get("no_report"):
+        report = _render(run_dir)
+        click.echo(f"report written to {report}")
+    final = accuracy[-1][1] if accuracy else float("nan")
+    click.echo(f"final loss {losses[-1]:.4f}, test accuracy {final:.4f}; "
+               f"model and checkpoints in {run_dir}")
+
+
+def _render(run_dir: Path) -> Path:
+    from pnngraph.report import TaskRecord, render_report
+
+    path = run_dir / "run.json"
+    if not path.exists():
+        raise ConfigError("RUN_DIR", "a run directory holding run.json", str(run_dir))
+    try:
+        info = json.loads(path.read_text())
+        planned = [TaskRecord(**r) for r in info.get("planned", [])]
+        measured = [TaskRecord(**r) for r in info.get("measured", [])]
+    except (json.JSONDecodeError, TypeError) as err:
+        raise ConfigError("run.json", "a file written by pnngraph train", str(err)) from None
+    return render_report(
+        run_dir / "report.html", title=f"pnngraph run {run_dir.name}", planned=planned or None,
+        measured=measured or None, losses=info.get("losses") or None,
+        accuracy=[tuple(a) for a in info.get("accuracy", [])] or None, meta=info.get("meta"),
+        bytes_moved=info.get("bytes_moved") or None,
+    )
+
+
+# -------------------------------------------------------------------------------------- plan
+@main.command()
+@_model_options
+@click.option("--steps", default=2, show_default=True, type=click.IntRange(min=1))
+@click.option("--cluster-file", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="Plan for the cluster this YAML file describes instead of a live one.")
+@click.option("--output", default="plan.html", show_default=True,
+              type=click.Path(dir_okay=False), help="Where to write the Gantt chart.")
+@_cluster_options
+@_fail_cleanly
+def plan(**opts: Any) -> None:
+    """Build and schedule a training graph without running it."""
+    import yaml
+
+    import pnngraph
+    from pnngraph.plan.cluster import cluster_from_spec
+    from pnngraph.report import records_from_slots, render_report
+
+    model, train_set, _, optimizer = _prepare(opts)
+    kw = {"steps": opts["steps"], "batch_size": opts["batch_size"], "optimizer": optimizer,
+          "seed": opts["seed"], "scheduler": opts["scheduler"]}
+    if opts["cluster_file"]:
+        try:
+            spec = yaml.safe_load(Path(opts["cluster_file"]).read_text())
+        except yaml.YAMLError as err:
+            raise ConfigError("--cluster-file", "a YAML cluster description", str(err)) from None
+        cluster = cluster_from_spec(spec)
+        strategy = _strategy(opts, model, len(cluster.workers))
+        graph = pnngraph.build(model, train_set, strategy=strategy, cluster=cluster, **kw)
+    else:
+        with _client(opts) as client:
+            n_workers = len(client.scheduler_info(n_workers=-1)["workers"])
+            strategy = _strategy(opts, model, n_workers)
+            cluster = _calibrate(client, opts["emulate_gpu"])
+            graph = pnngraph.build(model, train_set, strategy=strategy, client=client,
+                                   cluster=cluster, **kw)
+    if strategy is None:
+        raise ConfigError("--strategy", "a parallel strategy to plan", "serial")
+    click.echo(f"{graph!r}; strategy {strategy!r}")
+    if graph.plan is None:
+        click.echo("scheduler 'dask': Dask places the tasks; nothing to plan")
+        return
+    click.echo(graph.plan.summary())
+    steps = graph.plan.step_makespans()
+    if steps:
+        click.echo(f"predicted seconds per step: {np.mean(list(steps.values())):.4f}")
+    out = render_report(opts["output"], title="pnngraph plan",
+                        planned=records_from_slots(graph.plan.predicted.slots),
+                        meta={"strategy": repr(strategy), "scheduler": graph.plan.algorithm})
+    click.echo(f"Gantt chart written to {out}")
+
+
+# --------------------------------------------------------------------------------- calibrate
+@main.command()
+@_cluster_options
+@_fail_cleanly
+def calibrate(**opts: Any) -> None:
+    """Measure the cluster's speeds and Dask's costs, and cache them."""
+    with _client(opts) as client:
+        model = _calibrate(client, opts["emulate_gpu"])
+    click.echo(f"task overhead {model.task_overhead_seconds * 1e3:.2f} ms, dependent hop "
+               f"{model.hop_latency_seconds * 1e3:.2f} ms, network "
+               f"{model.network_bytes_per_s / 1e9:.2f} GB/s")
+    for w in model.workers:
+        click.echo(f"{w.address}  {w.backend:<8} {w.threads} threads  GEMM float32 "
+                   f"{w.flops_per_s('float32') / 1e9:8.1f} GFLOP/s, float64 "
+                   f"{w.flops_per_s('float64') / 1e9:8.1f} GFLOP/s, memory "
+                   f"{w.memory_bytes_per_s / 1e9:6.1f} GB/s")
+
+
+# ------------------------------------------------------------------------------------ report
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@_fail_cleanly
+def report(run_dir: str) -> None:
+    """Render RUN_DIR/report.html again from RUN_DIR/run.json."""
+    click.echo(f"report written to {_render(Path(run_dir))}")

@@ -5,13 +5,15 @@ turns into Dask tasks. A node's key is its Dask key, ``(f"{phase}-{label}-{token
 the string holds letters and dashes plus an 8-hex token, so the dashboard groups tasks by phase
 and layer kinds (``forward-dense``), and two builds never share keys. Node attributes::
 
-    kind     data | init | grad | forward | backward | aggregate | update | steps | local | average
+    kind     data | init | grad | forward | backward | aggregate | update | params | steps | local
+             | average
+    n_steps  on ``steps`` and ``local`` nodes: how many training steps the task runs
     fn, args the kernel (pnngraph.compile.kernels) and its arguments; Ref(key) marks an input
     step, shard, micro, stage             where it sits in the run (None where not applicable)
     flops    floating-point work of the task
     bytes    size of its output;  edges carry the bytes moved from producer to consumer
 
-One data-parallel step with S = 3 shards and fan-in 2 (K = 1, so forward, loss and backward of a
+One data-parallel step with S = 3 shards and ``fan_in=2`` (K = 1, so forward, loss and backward of a
 shard are one ``grad`` task)::
 
     init/update(s-1) ──┬──> grad(s,0) ──┐
@@ -157,7 +159,7 @@ def compile_training(
     seed: int = 0,
     shuffle: bool = True,
     start_step: int = 0,
-    fan_in: int = 2,
+    fan_in: int = 8,
     fuse_steps: int | str = "auto",
     itemsize: int = 8,
     final: bool = True,
@@ -265,7 +267,7 @@ def _fused(ctx: dict[str, Any], init: Ref, chunk: int) -> list[Ref]:
         rows = sum(len(i) for i in idx)
         state = b.add((f"steps-{label}-{token}", start + lo), "steps", kernels.train_steps,
                       ctx["specs"][0], state, ctx["x"], ctx["y"], idx, start + lo,
-                      step=start + lo, stage=0, flops=3.0 * per_sample * rows,
+                      step=start + lo, stage=0, flops=3.0 * per_sample * rows, n_steps=len(idx),
                       bytes=ctx["param_bytes"][0] * ctx["state_factor"])
     return [state]
 
@@ -273,7 +275,11 @@ def _fused(ctx: dict[str, Any], init: Ref, chunk: int) -> list[Ref]:
 def _steps(ctx: dict[str, Any], strategy: Strategy, init: list[Ref], M: int) -> list[Ref]:
     b, token, specs, labels = ctx["b"], ctx["token"], ctx["specs"], ctx["labels"]
     K, itemsize, shapes, bounds = len(specs), ctx["itemsize"], ctx["shapes"], ctx["bounds"]
-    states = list(init)
+    states = list(init)  # full stage states: what the updates read and write
+    # what forward/backward tasks read: with optimizer state and several consumers per stage, a
+    # small task extracts the parameters, so the state never travels to other workers
+    split = ctx["state_factor"] > 1 and len(shard_sizes(strategy, 1 << 20)) * M > 1
+    params = list(init)
     for i, index in enumerate(ctx["batches"]):
         s = ctx["start"] + i
         parts: list[list[Ref]] = [[] for _ in range(K)]
@@ -289,7 +295,7 @@ def _steps(ctx: dict[str, Any], strategy: Strategy, init: list[Ref], M: int) -> 
                 if K == 1:
                     parts[0].append(b.add(
                         (f"grad-{labels[0]}-{token}", s, j, m), "grad", kernels.grad, specs[0],
-                        states[0], ctx["x"], ctx["y"], mb, len(index), s, j, stage=0,
+                        params[0], ctx["x"], ctx["y"], mb, len(index), s, j, stage=0,
                         flops=3.0 * ctx["stage_flops"][0] * n_micro,
                         bytes=ctx["param_bytes"][0] + 8, **where))
                     continue
@@ -300,7 +306,7 @@ def _steps(ctx: dict[str, Any], strategy: Strategy, init: list[Ref], M: int) -> 
                     act = sum(math.prod(shapes[q]) for q in range(a, z + 1)) * n_micro * itemsize
                     x_in = b.add(
                         (f"forward-{labels[k]}-{token}", s, j, m, k), "forward", kernels.forward,
-                        specs[k], states[k], x_in, ctx["x"], mb, s, stage=k,
+                        specs[k], params[k], x_in, ctx["x"], mb, s, stage=k,
                         flops=ctx["stage_flops"][k] * n_micro, bytes=act, **where)
                     fwd.append(x_in)
                 up = None
@@ -309,12 +315,12 @@ def _steps(ctx: dict[str, Any], strategy: Strategy, init: list[Ref], M: int) -> 
                     dx_bytes = math.prod(shapes[a]) * n_micro * itemsize + ctx["param_bytes"][k]
                     key = (f"backward-{labels[k]}-{token}", s, j, m, k)
                     if k == K - 1:
-                        up = b.add(key, "backward", kernels.loss_backward, specs[k], states[k],
+                        up = b.add(key, "backward", kernels.loss_backward, specs[k], params[k],
                                    x_in, ctx["x"], ctx["y"], mb, len(index), s, j, stage=k,
                                    flops=3.0 * ctx["stage_flops"][k] * n_micro, bytes=dx_bytes,
                                    **where)
                     else:
-                        up = b.add(key, "backward", kernels.backward, specs[k], states[k],
+                        up = b.add(key, "backward", kernels.backward, specs[k], params[k],
                                    fwd[k], up, stage=k,
                                    flops=2.0 * ctx["stage_flops"][k] * n_micro, bytes=dx_bytes,
                                    **where)
@@ -330,6 +336,10 @@ def _steps(ctx: dict[str, Any], strategy: Strategy, init: list[Ref], M: int) -> 
                               specs[k], states[k], *leaves, step=s, stage=k,
                               flops=nbytes / itemsize * (len(leaves) + 2 * ctx["state_factor"]),
                               bytes=nbytes * ctx["state_factor"])
+            params[k] = states[k]
+            if split and i + 1 < len(ctx["batches"]):
+                params[k] = b.add((f"params-{label}-{token}", s, k), "params",
+                                  kernels.params_of, states[k], step=s, stage=k, bytes=nbytes)
     return states
 
 
@@ -360,7 +370,7 @@ def _averaging(
             states[r] = b.add(
                 (f"local-{label}-{token}", s, r), "local", kernels.local_steps, spec,
                 params_from if s % H == 0 else states[r], states[r], ctx["x"], ctx["y"],
-                tuple(idx), tuple(weights), s, r, step=s, shard=r, stage=0,
+                tuple(idx), tuple(weights), s, r, step=s, shard=r, stage=0, n_steps=len(idx),
                 flops=3.0 * ctx["stage_flops"][0] * sum(len(i) for i in idx),
                 bytes=nbytes * ctx["state_factor"])
         if seg_end % H == 0 or (final and seg_end == end):

@@ -16,6 +16,7 @@ What one task of each kind computes (K = 1 fuses forward, loss and backward into
     backward(spec, state, fwd, upstream)  -> (dx, grads, 0.0)         earlier stages
     aggregate(backend, *parts)            -> Partial(sum of grads, sum of losses)   fixed order
     update(spec, state, *parts)           -> StageState               sum, then optimizer step
+    params_of(state)                      -> StageState               parameters only
     train_steps(spec, state, X, Y, ...)   -> StageState               several whole steps, S = K = 1
     local_steps(spec, params, state, ...) -> StageState               model averaging, one replica
     average(backend, weights, *states)    -> StageState               weighted parameter mean
@@ -87,7 +88,12 @@ def _adopt(be: Backend, tree: Any) -> Any:
     device-to-host step in the graph, and must fail loudly (the emulated device makes it fail).
     """
     if be.name == "numpy":
-        return tree
+        # arrays that arrive over the network may sit at addresses that are not 8-byte aligned;
+        # numpy then skips BLAS for matmul and rounds differently: align them, so results do
+        # not depend on where an input came from
+        return tree_map(
+            lambda v: np.require(v, requirements="A") if isinstance(v, np.ndarray) else v, tree
+        )
     return tree_map(lambda v: be.asarray(v) if isinstance(v, np.ndarray) else v, tree)
 
 
@@ -219,6 +225,11 @@ def update(spec: StageSpec, state: StageState, *parts: Any) -> StageState:
     )
     losses = (*state.losses, total.loss) if spec.loss is not None else state.losses
     return StageState(params, opt_state, losses)
+
+
+def params_of(state: StageState) -> StageState:
+    """Only the parameters of ``state``: what the next step's tasks need (cheap to move)."""
+    return StageState(state.params, {}, ())
 
 
 def train_steps(

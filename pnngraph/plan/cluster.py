@@ -195,3 +195,45 @@ def refine(
             old = float(history.get(key, factor))
             history[key] = (1 - weight) * old + weight * factor
     return cluster.with_history(history)
+
+
+def cluster_from_spec(spec: Mapping[str, Any]) -> ClusterModel:
+    """A cluster from a small description (a parsed YAML or JSON file)::
+
+        task_overhead_ms: 0.7        # optional, these three
+        hop_latency_ms: 6
+        network_gb_per_s: 1.5
+        workers:
+          - {name: cpu-0, gflops: 100}                          # float32 GFLOP/s; float64 half
+          - {name: gpu-0, backend: cupy, gflops: {float32: 2000, float64: 1000},
+             memory_gb_per_s: 1000, host_device_gb_per_s: 12, count: 1}
+
+    ``count`` repeats a worker (names get ``-0``, ``-1``, ... appended).
+    """
+    if not isinstance(spec, Mapping) or not isinstance(spec.get("workers"), list):
+        raise ConfigError("cluster file", "a mapping with a list of 'workers'", spec)
+    workers = []
+    for i, w in enumerate(spec["workers"]):
+        if not isinstance(w, Mapping) or "gflops" not in w:
+            raise ConfigError(f"workers[{i}]", "a mapping with at least 'gflops'", w)
+        g = w["gflops"]
+        gflops = dict(g) if isinstance(g, Mapping) else {"float32": g, "float64": g / 2}
+        count = int(w.get("count", 1))
+        backend = str(w.get("backend", "numpy"))
+        name = str(w.get("name", f"worker-{i}"))
+        for j in range(count):
+            workers.append(WorkerModel(
+                name if count == 1 else f"{name}-{j}",
+                int(w.get("threads", 1)),
+                backend,
+                {k: float(v) * 1e9 for k, v in gflops.items()},
+                float(w.get("memory_gb_per_s", 10.0 if backend == "numpy" else 1000.0)) * 1e9,
+                float(w["host_device_gb_per_s"]) * 1e9 if "host_device_gb_per_s" in w else
+                (None if backend == "numpy" else 12e9),
+            ))
+    return ClusterModel(
+        tuple(workers),
+        task_overhead_seconds=float(spec.get("task_overhead_ms", 0.7)) * 1e-3,
+        hop_latency_seconds=float(spec.get("hop_latency_ms", 6.0)) * 1e-3,
+        network_bytes_per_s=float(spec.get("network_gb_per_s", 1.5)) * 1e9,
+    )

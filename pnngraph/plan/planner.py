@@ -1,12 +1,12 @@
 """Planning: the abstract training graph and a cluster model in, a placed and ordered plan out.
 
-The planner prices every computing node on every worker (roofline time from its FLOPs and bytes
-and the worker's measured speeds, plus Dask's per-task overhead, times the history correction of
-its phase on that worker) and every edge between two workers (latency plus bytes over the
-network; a GPU end adds the host <-> device copy). A scheduler from :mod:`schedulers` places and
-orders the nodes; the simulator then replays the placement with Dask's dependent-hop latency on
-every edge, which is the prediction of the run. Data and initial-state nodes are left out: they
-are broadcast to every worker before the run.
+The planner prices every computing node on every worker (Dask's per-task overhead plus the
+roofline time from its FLOPs and bytes and the worker's measured speeds, the latter times the
+history correction of its phase on that worker) and every edge between two workers (latency
+plus bytes over the network; a GPU end adds the host <-> device copy). A scheduler from
+:mod:`schedulers` places and orders the nodes; the simulator then replays the placement with
+Dask's dependent-hop latency on every edge, which is the prediction of the run. Data and
+initial-state nodes are left out: they are broadcast to every worker before the run.
 
     abstract graph --costs/comm--> scheduling graph --heft/peft/...--> Schedule
                    --simulate(+hop latency)--> predicted timeline  ==>  Plan
@@ -127,9 +127,10 @@ def scheduling_graph(
         w.address for w in cluster.workers
         if devices == "any" or (devices == "gpu") == w.gpu
     }
+    overhead = cluster.task_overhead_seconds
     for _, node in costed.nodes(data=True):
         node["costs"] = {
-            proc: seconds * cluster.correction(node["kind"], proc)
+            proc: overhead + (seconds - overhead) * cluster.correction(node["kind"], proc)
             for proc, seconds in node["costs"].items()
             if proc in allowed
         }
@@ -200,3 +201,48 @@ def make_plan(
         backends={k: backend_of[str(p)] for k, p in placement.items()},
         pinned=scheduler != "dask",
     )
+
+
+def auto_shares(
+    cluster: ClusterModel,
+    workers: Sequence[str],
+    *,
+    flops_per_sample: float,
+    batch: int,
+    param_bytes: float,
+    dtype: str = "float64",
+) -> dict[str, float]:
+    """Samples per worker so that every shard's gradient reaches the update at the same time.
+
+    The update runs on the fastest worker; any other worker ``i`` first receives the parameters
+    and finally sends its gradient, ``c_i`` seconds of transfers and hops. With speeds ``s_i``
+    every worker finishes at ``T`` when it takes ``n_i = (T - c_i) s_i / f`` samples, and
+    ``sum n_i = batch`` gives ``T``. Workers whose share would be below one sample are left out.
+
+    >>> from pnngraph.plan.cluster import simulated_cluster
+    >>> c = simulated_cluster(cpus=2, gpus=1, gpu_speedup=10.0)
+    >>> shares = auto_shares(c, c.addresses, flops_per_sample=1e8, batch=1200, param_bytes=0)
+    >>> {a: round(n) for a, n in shares.items()}  # CPUs lose 2 hops (12 ms) of their share
+    {'sim-cpu-0': 95, 'sim-cpu-1': 95, 'sim-gpu-0': 1010}
+    >>> auto_shares(c, c.addresses, flops_per_sample=1e6, batch=1200, param_bytes=0)
+    {'sim-gpu-0': 1200.0}
+    """
+    speed = {a: cluster.worker(a).flops_per_s(dtype) for a in workers}
+    home = max(workers, key=lambda a: (speed[a], -list(workers).index(a)))
+    machine = machine_for(cluster, dtype)
+    comm = {
+        a: 0.0 if a == home else
+        machine.link(home, a).transfer_seconds(param_bytes)
+        + machine.link(a, home).transfer_seconds(param_bytes)
+        + 2 * cluster.hop_latency_seconds
+        for a in workers
+    }
+    active = list(workers)
+    while True:
+        total_speed = sum(speed[a] for a in active)
+        T = (batch * flops_per_sample + sum(comm[a] * speed[a] for a in active)) / total_speed
+        shares = {a: (T - comm[a]) * speed[a] / flops_per_sample for a in active}
+        low = [a for a in active if shares[a] < 1.0 and a != home]
+        if not low:
+            return shares
+        active = [a for a in active if a not in low]

@@ -182,6 +182,22 @@ def calibrate(
     return model
 
 
+def remember(
+    client: Any,
+    model: ClusterModel,
+    *,
+    gpu_backend: str = "auto",
+    emulated_speedup: float = 20.0,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> Path:
+    """Store ``model`` (say, refined by a run's history) as the cached calibration of the
+    cluster behind ``client``: the next :func:`calibrate` returns it."""
+    identity = cluster_identity(client, gpu_backend, emulated_speedup)
+    path = _cache_file(Path(cache_dir) if cache_dir else default_cache_dir(), identity)
+    save_cluster_model(model, path)
+    return path
+
+
 def _measure_dask(client: Any, addresses: list[str], deadline: float) -> tuple[float, float, float]:
     """(seconds per pinned task, seconds per dependent hop, worker-to-worker bytes/s)."""
     a = addresses[0]

@@ -49,7 +49,7 @@ from pnngraph.nn.model import Sequential
 from pnngraph.nn.optimizers import Optimizer, State, join_states, split_state
 from pnngraph.nn.train import TrainingResult, prepare, resolve_steps
 from pnngraph.plan.cluster import ClusterModel
-from pnngraph.plan.planner import SCHEDULERS, Plan, make_plan
+from pnngraph.plan.planner import SCHEDULERS, Plan, auto_shares, make_plan
 from pnngraph.plan.static import static_placement
 from pnngraph.run.calibrate import calibrate
 from pnngraph.run.lowering import lower
@@ -278,7 +278,7 @@ def build(
     loss: str | Loss = "cross_entropy",
     seed: int = 0,
     shuffle: bool = True,
-    fan_in: int = 2,
+    fan_in: int = 8,
     fuse_steps: int | str = "auto",
     start_step: int = 0,
     opt_state: State | None = None,
@@ -310,8 +310,9 @@ def build(
     start_step, opt_state
         Continue an earlier run (its model, its ``TrainingResult.opt_state``).
     client : distributed.Client, optional
-        Data and initial state are scattered to its workers once, and the plan pins tasks to
-        them (loosely: a lost worker's tasks run elsewhere).
+        Data is scattered to its workers once (the initial state travels in the graph, so
+        Dask can recompute from it), and the plan pins tasks to them (loosely: a lost
+        worker's tasks run elsewhere).
     scheduler : str, optional
         How nodes are placed: "heft" (default with a client or cluster), "peft", "cpop",
         "best", "heft_lookahead", the baselines of :mod:`schedulers`, "static" (shard j of
@@ -335,12 +336,11 @@ def build(
     keep = attach_sources(prepared, client)
     total = resolve_steps(prepared.n_samples, prepared.batch_size, steps, epochs)
     strategy, cluster, shard_workers = resolve_auto(
-        strategy, cluster, client, scheduler, model.dtype, devices
+        strategy, cluster, client, model, prepared.batch_size, devices
     )
     graph = compile_graph(
         model, prepared, strategy=strategy, steps=total, seed=seed, shuffle=shuffle,
         start_step=start_step, fan_in=fan_in, fuse_steps=fuse_steps, opt_state=opt_state,
-        client=client,
     )
     graph._keep.extend(keep)
     graph.place(client=client, cluster=cluster, scheduler=scheduler, devices=devices,
@@ -357,6 +357,7 @@ def attach_sources(prepared: Prepared, client: Any) -> list[Any]:
     if client is None:
         prepared.sources = (Source(X, X.nbytes), Source(y, y.nbytes))
         return []
+    # not hashed: a later build with the same data must not race this one's release of it
     futures = client.scatter([X, y], broadcast=True, hash=False)
     prepared.sources = (
         Source(futures[0], X.nbytes, external=True),
@@ -369,11 +370,12 @@ def resolve_auto(
     strategy: Strategy,
     cluster: ClusterModel | None,
     client: Any,
-    scheduler: str,
-    dtype: str,
+    model: Sequential,
+    batch_size: int,
     devices: str,
 ) -> tuple[Strategy, ClusterModel | None, list[str] | None]:
-    """``DataParallel("auto")`` -> one shard per usable worker, weighted by its GEMM speed.
+    """``DataParallel("auto")`` -> one shard per usable worker, sized so that all gradients
+    reach the update together (speed and transfers priced, :func:`plan.planner.auto_shares`).
 
     Returns the concrete strategy, the cluster model (measured if it had to be) and the worker
     of each shard (``None`` unless the shards were sized here).
@@ -384,11 +386,16 @@ def resolve_auto(
         if client is None:
             raise ConfigError("shards", "a client or cluster model for shards='auto'", "auto")
         cluster = calibrate(client)
-    workers = [w for w in cluster.workers if devices == "any" or (devices == "gpu") == w.gpu]
+    workers = [w.address for w in cluster.workers
+               if devices == "any" or (devices == "gpu") == w.gpu]
     if not workers:
         raise ConfigError("devices", f"workers of kind {devices!r} in the cluster", "none")
-    weights = [w.flops_per_s(dtype) for w in workers]
-    return DataParallel(weights), cluster, [w.address for w in workers]
+    itemsize = np.dtype(model.dtype).itemsize
+    shares = auto_shares(
+        cluster, workers, flops_per_sample=3.0 * sum(model.layer_flops()), batch=batch_size,
+        param_bytes=float(model.n_params * itemsize), dtype=model.dtype,
+    )
+    return DataParallel(list(shares.values())), cluster, list(shares)
 
 
 @dataclass
@@ -443,41 +450,36 @@ def compile_graph(
     opt_state: State | None = None,
     init_states: Sequence[Any] | None = None,
     final: bool = True,
-    client: Any = None,
 ) -> TrainingGraph:
     """The TrainingGraph of ``steps`` steps from ``start_step``, starting from the model and
-    ``opt_state``, or from ``init_states`` (stage states or futures of them, as a previous
-    graph's outputs). With a ``client``, fresh initial states are scattered to the cluster
-    rather than sent inside the graph."""
+    ``opt_state``, or from ``init_states`` (host stage states, as a checkpoint holds them, or
+    futures of them, as a previous graph's outputs).
+
+    Host initial states travel inside the graph, even on a cluster: the scheduler then
+    holds them, so Dask can recompute any lost result from them after a worker dies. (Scattered
+    states are not safe: the Active Memory Manager trims a scattered key no task waits for to
+    one replica, and losing that worker loses the root of the whole run's lineage.)
+    """
     if not isinstance(start_step, int) or isinstance(start_step, bool) or start_step < 0:
         raise ConfigError("start_step", "an integer >= 0", start_step)
     assert prepared.sources is not None
     averaging = isinstance(strategy, ModelAveraging)
-    keep: list[Any] = []
     if init_states is None:
         bounds = (
             [(0, len(model.layers))] if averaging else stage_bounds(model.layer_flops(), strategy)
         )
-        states = initial_states(model, prepared.optimizer, bounds, opt_state)
+        states: list[Any] = initial_states(model, prepared.optimizer, bounds, opt_state)
         if isinstance(strategy, ModelAveraging):
             states = states * (1 + strategy.replicas)
-        if client is not None:
-            futures = client.scatter(states, hash=False)
-            keep.extend(futures)
-            init = [
-                Source(f, _state_bytes(s), external=True)
-                for f, s in zip(futures, states, strict=True)
-            ]
-        else:
-            init = [Source(s, _state_bytes(s)) for s in states]
     else:
-        nbytes = sum(int(a.nbytes) for layer in model.params for a in layer.values())
-        init = [
-            s_ if isinstance(s_, Source) else
-            Source(s_, _state_bytes(s_)) if isinstance(s_, StageState) else
-            Source(s_, nbytes, external=True)
-            for s_ in init_states
-        ]
+        states = list(init_states)
+    nbytes = sum(int(a.nbytes) for layer in model.params for a in layer.values())
+    init = [
+        s_ if isinstance(s_, Source) else
+        Source(s_, _state_bytes(s_)) if isinstance(s_, StageState) else
+        Source(s_, nbytes, external=True)
+        for s_ in states
+    ]
     abstract = compile_training(
         model, n_samples=prepared.n_samples, strategy=strategy, steps=steps,
         batch_size=prepared.batch_size, optimizer=prepared.optimizer, loss=prepared.loss,
@@ -485,7 +487,7 @@ def compile_graph(
         fan_in=fan_in, fuse_steps=fuse_steps, itemsize=np.dtype(model.dtype).itemsize,
         final=final,
     )
-    return TrainingGraph(abstract, model, averaging=averaging, keep=keep)
+    return TrainingGraph(abstract, model, averaging=averaging)
 
 
 def _state_bytes(state: StageState) -> int:

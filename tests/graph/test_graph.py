@@ -21,15 +21,16 @@ KW = {"steps": 2, "batch_size": 20, "optimizer": "sgd", "lr": 0.1}
 
 def test_key_prefixes_group_by_phase_and_layer():
     X, y = make_data("cnn")
-    graph = build(make_cnn(), (X, y), strategy=Hybrid(DataParallel(3), Pipeline(2, 2)), **KW)
+    graph = build(make_cnn(), (X, y), strategy=Hybrid(DataParallel(3), Pipeline(2, 2)),
+                  fan_in=2, **KW)
     prefixes = {key_split(k) for k in graph.__dask_graph__()}
     assert prefixes == {
         "data", "init", "forward-conv", "backward-conv", "backward-dense", "aggregate-conv",
         "aggregate-dense", "update-conv", "update-dense",
     }
-    dp = build(make_mlp(), make_data("mlp"), strategy=DataParallel(3), **KW)
+    dp = build(make_mlp(), make_data("mlp"), strategy=DataParallel(3), **{**KW, "momentum": 0.9})
     assert {key_split(k) for k in dp.__dask_graph__()} == {
-        "data", "init", "grad-dense", "aggregate-dense", "update-dense",
+        "data", "init", "grad-dense", "params-dense", "update-dense",
     }
 
 

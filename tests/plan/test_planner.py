@@ -53,9 +53,9 @@ def test_cost_model_is_roofline_plus_overhead_times_history():
     costed = scheduling_graph(graph.to_networkx(), cluster)
     for key, node in costed.nodes(data=True):
         raw = graph.to_networkx().nodes[key]
-        expected = 1e-3 + max(raw["flops"] / 1e9, raw["bytes"] / 1e9)
         factor = 2.0 if raw["kind"] == "grad" else 1.0
-        assert node["costs"]["a"] == pytest.approx(expected * factor)
+        expected = 1e-3 + factor * max(raw["flops"] / 1e9, raw["bytes"] / 1e9)
+        assert node["costs"]["a"] == pytest.approx(expected)
 
 
 def test_refine_moves_towards_measured_durations_and_ignores_outliers():
@@ -102,13 +102,19 @@ def test_devices_restrict_the_plan():
 
 
 def test_auto_shards_follow_worker_speed():
-    cluster = simulated_cluster(cpus=2, gpus=1, gpu_speedup=10.0)
+    # free transfers and no Dask hop cost: shares follow speed alone
+    cluster = simulated_cluster(cpus=2, gpus=1, gpu_speedup=10.0, hop_latency_seconds=0.0,
+                                network_gb_per_s=1e9, pcie_gb_per_s=1e9)
     graph = graph_of(DataParallel("auto"), cluster=cluster, batch_size=24)
     sizes = {}
     for key, node in graph.to_networkx().nodes(data=True):
         if node["kind"] == "grad" and node["step"] == 0:
             sizes[graph.plan.placement[key]] = len(node["args"][4])
     assert sizes == {"sim-cpu-0": 2, "sim-cpu-1": 2, "sim-gpu-0": 20}
+    # with Dask's 6 ms per hop, a shard of this tiny model is not worth sending anywhere
+    slow_hops = graph_of(DataParallel("auto"), cluster=simulated_cluster(cpus=2, gpus=1),
+                         batch_size=24)
+    assert set(slow_hops.plan.placement.values()) == {"sim-gpu-0"}
 
 
 def test_mixed_cluster_beats_gpu_only_on_the_large_mlp():

@@ -1,0 +1,391 @@
+"""Checkpoint files: the state of a training run at a step, in one ``.npz`` file.
+
+A run's state is its parameters, its optimizer state, the losses so far, and where it stands:
+the step reached and the seed. Nothing else is random (batch order and dropout masks are pure
+functions of seed, step and sample index), so these are enough to continue the run bitwise.
+Model averaging adds each replica's state (parameters, optimizer state, weighted local losses),
+since between two averages the replicas differ. One file per checkpoint, no pickles::
+
+    ckpt-00000300.npz
+        param/{i}/{name}                 the model's parameters, layer i
+        opt/{entry}/{i}/{name}           optimizer state arrays ("velocity", "m", "v", ...)
+        losses                           global loss of every step so far (float64)
+        replica/{r}/param|opt|losses     model averaging: replica r's own state
+        __pnngraph__                     JSON (uint8): format and version, step, seed, the
+                                         model config, the optimizer state's other entries
+                                         (step counter, entries that are None), run config
+
+Writes are atomic (a temporary file in the same folder, then ``os.replace``) and only the
+newest ``keep`` checkpoints are kept.
+
+>>> import tempfile
+>>> from pnngraph.nn import Dense, Sequential, SGD
+>>> model = Sequential([Dense(2, 2)], input_shape=(2,))
+>>> folder = tempfile.mkdtemp()
+>>> path = save_checkpoint(folder, model=model, opt_state=SGD(0.1).init(model.params), step=3,
+...                        seed=0, losses=[0.9, 0.8, 0.7], config={"batch_size": 8})
+>>> path.name
+'ckpt-00000003.npz'
+>>> ckpt = load_checkpoint(folder)
+>>> ckpt.step, ckpt.opt_state, ckpt.losses.tolist(), ckpt.config
+(3, {'step': 0, 'velocity': None}, [0.9, 0.8, 0.7], {'batch_size': 8})
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pnngraph.compile.kernels import StageState
+from pnngraph.exceptions import ConfigError, ModelFileError
+from pnngraph.nn.backend import to_numpy
+from pnngraph.nn.model import FORMAT as MODEL_FORMAT
+from pnngraph.nn.model import Sequential
+from pnngraph.nn.optimizers import State
+
+FORMAT = "pnngraph-checkpoint"
+FORMAT_VERSION = 1
+META = "__pnngraph__"
+_NAME = re.compile(r"ckpt-(\d{8,})\.npz")
+
+
+@dataclass(frozen=True, eq=False)
+class Checkpoint:
+    """A run's state at ``step``, as :func:`load_checkpoint` reads it.
+
+    Attributes
+    ----------
+    model : Sequential
+        The parameters at ``step`` (model averaging: the average of the replicas, as the run
+        would have returned had it stopped at ``step``).
+    opt_state : dict
+        The optimizer state (model averaging: the first replica's).
+    step : int
+        Steps done; the run continues with step ``step``.
+    seed : int
+    losses : numpy.ndarray
+        Global loss of each of the ``step`` steps.
+    config : dict
+        The run's options as the writer gave them (JSON types).
+    replicas : tuple of StageState
+        Model averaging: each replica's parameters, optimizer state and weighted losses.
+    path : Path or None
+        The file it was read from.
+    """
+
+    model: Sequential
+    opt_state: State
+    step: int
+    seed: int
+    losses: np.ndarray
+    config: dict[str, Any]
+    replicas: tuple[StageState, ...] = ()
+    path: Path | None = field(default=None)
+
+
+def checkpoint_name(step: int) -> str:
+    """File name of the checkpoint at ``step``.
+
+    >>> checkpoint_name(42)
+    'ckpt-00000042.npz'
+    """
+    return f"ckpt-{step:08d}.npz"
+
+
+def list_checkpoints(directory: str | os.PathLike[str]) -> list[tuple[int, Path]]:
+    """``(step, path)`` of every checkpoint file in ``directory``, oldest first (none if the
+    directory does not exist)."""
+    folder = Path(directory)
+    if not folder.is_dir():
+        return []
+    found = []
+    for p in folder.iterdir():
+        m = _NAME.fullmatch(p.name)
+        if m and p.is_file():
+            found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def latest_checkpoint(directory: str | os.PathLike[str]) -> Path | None:
+    """The newest checkpoint file in ``directory`` (highest step), or ``None``."""
+    found = list_checkpoints(directory)
+    return found[-1][1] if found else None
+
+
+# ---------------------------------------------------------------------------------- writing
+def save_checkpoint(
+    directory: str | os.PathLike[str],
+    *,
+    model: Sequential,
+    opt_state: State,
+    step: int,
+    seed: int,
+    losses: Sequence[float] | np.ndarray,
+    config: dict[str, Any],
+    replicas: Sequence[StageState] = (),
+    keep: int | None = 3,
+) -> Path:
+    """Write the state of a run at ``step`` to ``directory/ckpt-{step:08d}.npz``.
+
+    Parameters
+    ----------
+    directory : path
+        Created if missing.
+    model, opt_state, step, seed, losses
+        The run's state; arrays may live on a device (they are copied to the host).
+    config : dict
+        The run's options, JSON-serialisable; :func:`load_checkpoint` returns it as it was.
+    replicas : sequence of StageState
+        Model averaging: every replica's state.
+    keep : int or None
+        How many checkpoints to keep in ``directory`` (newest by step); ``None`` keeps all.
+
+    Returns
+    -------
+    Path
+        The file written. It appears whole or not at all: the arrays go to a temporary file in
+        the same directory, which then replaces the target.
+    """
+    if not isinstance(step, int | np.integer) or isinstance(step, bool) or step < 0:
+        raise ConfigError("step", "an integer >= 0", step)
+    if keep is not None and (not isinstance(keep, int) or isinstance(keep, bool) or keep < 1):
+        raise ConfigError("keep", "a positive integer or None", keep)
+    if model.input_shape is None or len(model.params) != len(model.layers):
+        raise ConfigError("model", "a built model with parameters", model)
+    arrays: dict[str, np.ndarray] = {}
+    meta_opt = _put_state(arrays, "", model.params, opt_state, losses)
+    meta_replicas = [
+        _put_state(arrays, f"replica/{r}/", s.params, s.opt_state, s.losses)
+        for r, s in enumerate(replicas)
+    ]
+    meta = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "step": int(step),
+        "seed": int(seed),
+        "model": model.config(),
+        "opt_state": meta_opt,
+        "replicas": meta_replicas,
+        "config": config,
+    }
+    try:
+        text = json.dumps(meta, allow_nan=False)
+    except (TypeError, ValueError) as err:
+        raise ConfigError("config", "JSON-serialisable values", f"{err}") from None
+    arrays[META] = np.frombuffer(text.encode(), np.uint8)
+
+    folder = Path(directory)
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / checkpoint_name(int(step))
+    tmp = folder / f".{target.name}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, allow_pickle=False, **arrays)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    _sync_directory(folder)
+    if keep is not None:
+        for _, old in list_checkpoints(folder)[:-keep]:
+            with contextlib.suppress(FileNotFoundError):
+                old.unlink()
+    return target
+
+
+def _put_state(
+    arrays: dict[str, np.ndarray],
+    prefix: str,
+    params: Sequence[dict[str, Any]],
+    opt_state: State,
+    losses: Sequence[float] | np.ndarray,
+) -> dict[str, Any]:
+    """Store params, optimizer arrays and losses under ``prefix``; return the optimizer state's
+    description (its non-array entries and the layout of its arrays)."""
+    for i, layer in enumerate(params):
+        for k, v in layer.items():
+            arrays[f"{prefix}param/{i}/{k}"] = np.asarray(to_numpy(v))
+    arrays[f"{prefix}losses"] = np.asarray(losses, dtype=np.float64).reshape(-1)
+    if not isinstance(opt_state, dict):
+        raise ConfigError("opt_state", "a dict (an optimizer's state)", type(opt_state).__name__)
+    described: dict[str, Any] = {}
+    for name, value in opt_state.items():
+        if value is None:
+            described[name] = {"type": "none"}
+        elif isinstance(value, bool):
+            described[name] = {"type": "bool", "value": value}
+        elif isinstance(value, int | np.integer):
+            described[name] = {"type": "int", "value": int(value)}
+        elif isinstance(value, float | np.floating):
+            described[name] = {"type": "float", "value": float(value)}
+        elif isinstance(value, list) and all(isinstance(layer, dict) for layer in value):
+            described[name] = {"type": "layers", "keys": [list(layer) for layer in value]}
+            for i, layer in enumerate(value):
+                for k, a in layer.items():
+                    arrays[f"{prefix}opt/{name}/{i}/{k}"] = np.asarray(to_numpy(a))
+        else:
+            raise ConfigError(
+                f"opt_state[{name!r}]", "None, a number or a list of dicts of arrays",
+                type(value).__name__,
+            )
+    return described
+
+
+def _sync_directory(folder: Path) -> None:
+    """Make the rename durable where the platform allows it."""
+    with contextlib.suppress(OSError, AttributeError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+# ---------------------------------------------------------------------------------- reading
+def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
+    """Read a checkpoint file, or the newest checkpoint of a directory.
+
+    Raises
+    ------
+    ModelFileError
+        No such file, a directory without checkpoints, a file that is not a pnngraph
+        checkpoint, or a damaged one; ``reason`` says which. Nothing in the file is executed:
+        arrays are read with ``allow_pickle=False`` and the metadata is JSON.
+    """
+    where = Path(path)
+    if where.is_dir():
+        newest = latest_checkpoint(where)
+        if newest is None:
+            raise ModelFileError(where, "the directory holds no checkpoint (ckpt-*.npz)")
+        where = newest
+    files = _read_arrays(where)
+    if META not in files:
+        raise ModelFileError(where, "it holds no pnngraph metadata")
+    try:
+        meta = json.loads(files.pop(META).tobytes().decode())
+        if not isinstance(meta, dict):
+            raise ValueError("the metadata is not a JSON object")
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ModelFileError(where, f"bad metadata: {err}") from None
+    kind = meta.get("format")
+    if kind == MODEL_FORMAT:
+        raise ModelFileError(where, "it holds a model (Sequential.save) but no training state: "
+                                    "read it with Sequential.load")
+    if kind != FORMAT:
+        raise ModelFileError(where, f"unknown format {kind!r}")
+    version = meta.get("version")
+    if not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
+        raise ModelFileError(where, f"format version {version!r} (this pnngraph reads "
+                                    f"1 to {FORMAT_VERSION})")
+    try:
+        return _decode(where, meta, files)
+    except ModelFileError:
+        raise
+    except Exception as err:
+        raise ModelFileError(where, f"bad checkpoint contents: {err}") from None
+
+
+def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except FileNotFoundError:
+        raise ModelFileError(path, "no such file") from None
+    except OSError as err:
+        raise ModelFileError(path, f"cannot be read: {err}") from None
+    if head[:2] != b"PK":  # not a zip: np.load is not even asked (it would try pickle)
+        raise ModelFileError(path, "not an .npz archive (it does not start like a zip file)")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except Exception as err:
+        raise ModelFileError(path, f"not an .npz archive: {err}") from None
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise ModelFileError(path, "a single .npy array, not an .npz archive")
+    try:
+        with loaded:
+            return {k: loaded[k] for k in loaded.files}
+    except Exception as err:  # a damaged member: bad CRC, truncated data, ...
+        raise ModelFileError(path, f"damaged archive: {err}") from None
+
+
+def _decode(path: Path, meta: dict[str, Any], files: dict[str, np.ndarray]) -> Checkpoint:
+    step, seed = meta["step"], meta["seed"]
+    if not isinstance(step, int) or step < 0 or not isinstance(seed, int):
+        raise ModelFileError(path, f"bad step {step!r} or seed {seed!r}")
+    config = meta["config"]
+    if not isinstance(config, dict):
+        raise ModelFileError(path, f"the run config is a {type(config).__name__}, not a dict")
+    model = Sequential.from_config(meta["model"])
+    expected = [{k: (v.shape, v.dtype) for k, v in layer.items()} for layer in model.params]
+    params, opt_state, losses = _take_state(path, files, "", expected, meta["opt_state"], step)
+    model.params = params
+    replicas = []
+    for r, described in enumerate(meta["replicas"]):
+        p, o, lo = _take_state(path, files, f"replica/{r}/", expected, described, step)
+        replicas.append(StageState(p, o, tuple(float(v) for v in lo)))
+    if files:
+        raise ModelFileError(path, f"unexpected arrays {sorted(files)[:5]}")
+    return Checkpoint(model, opt_state, step, seed, losses, config, tuple(replicas), path)
+
+
+def _take_state(
+    path: Path,
+    files: dict[str, np.ndarray],
+    prefix: str,
+    expected: list[dict[str, tuple[tuple[int, ...], np.dtype[Any]]]],
+    described: dict[str, Any],
+    step: int,
+) -> tuple[list[dict[str, np.ndarray]], State, np.ndarray]:
+    """Remove and check the arrays of one state (params, optimizer state, losses)."""
+
+    def take(name: str, shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray:
+        if name not in files:
+            raise ModelFileError(path, f"array {name!r} is missing")
+        a = files.pop(name)
+        if a.shape != shape or a.dtype != dtype:
+            raise ModelFileError(
+                path, f"array {name!r}: expected {dtype}{list(shape)}, got {a.dtype}{list(a.shape)}"
+            )
+        return a
+
+    params = [
+        {k: take(f"{prefix}param/{i}/{k}", shape, dtype) for k, (shape, dtype) in layer.items()}
+        for i, layer in enumerate(expected)
+    ]
+    losses = take(f"{prefix}losses", (step,), np.dtype(np.float64))
+    opt_state: State = {}
+    for name, d in described.items():
+        kind = d["type"]
+        if kind == "none":
+            opt_state[name] = None
+        elif kind in ("bool", "int", "float"):
+            value = d["value"]
+            want = {"bool": bool, "int": int, "float": float | int}[kind]
+            if not isinstance(value, want) or (kind != "bool" and isinstance(value, bool)):
+                raise ModelFileError(path, f"optimizer entry {name!r}: bad {kind} {value!r}")
+            opt_state[name] = float(value) if kind == "float" else value
+        elif kind == "layers":
+            keys = d["keys"]
+            if len(keys) != len(expected):
+                raise ModelFileError(
+                    path, f"optimizer entry {name!r}: {len(keys)} layers for a model of "
+                          f"{len(expected)}"
+                )
+            opt_state[name] = [
+                {k: take(f"{prefix}opt/{name}/{i}/{k}", *expected[i][k]) for k in layer_keys}
+                for i, layer_keys in enumerate(keys)
+            ]
+        else:
+            raise ModelFileError(path, f"optimizer entry {name!r} of unknown type {kind!r}")
+    return params, opt_state, losses

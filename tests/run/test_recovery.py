@@ -1,0 +1,141 @@
+"""A worker killed in the middle of a run does not stop it, nor change a bit of its result.
+
+Pins are loose, so Dask reruns a dead worker's tasks elsewhere and recomputes lost results from
+their lineage; the lineage starts at the scattered initial states, which sit on every worker
+and stay alive for the whole run. Each test waits until a third of the run is done, kills
+(SIGKILL) the worker that ran the newest update, and checks that the kill
+really hit a running computation (the run was not done, the worker left, tasks finished after
+the kill) and that the result equals, bit for bit, the same run on the threaded scheduler.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+import dask
+import numpy as np
+import pytest
+
+from pnngraph import DataParallel, build, fit
+from pnngraph.nn import Dense, ReLU, Sequential, Tanh
+from tests.graph.conftest import bitwise_equal
+from tests.run.clusters import client_of, local_cluster
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+RUN = {"batch_size": 30, "optimizer": "adam", "lr": 0.01}
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    pytest.importorskip("distributed")
+    with local_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def client(cluster):
+    with client_of(cluster) as client:
+        yield client
+
+
+def make_model():
+    return Sequential([Dense(8, 32), ReLU(), Dense(32, 32), Tanh(), Dense(32, 3)],
+                      input_shape=(8,), seed=0)
+
+
+def make_data(seed):
+    X = np.random.default_rng(seed).standard_normal((300, 8))
+    return X, (X[:, 0] > 0).astype(int) + (X[:, 1] > 0.5).astype(int)
+
+
+def finished(client, since, kind, part):
+    """``(step, worker)`` of the tasks ``(f"{kind}-...", step, part, ...)`` finished since
+    ``since`` (``part``: the stage of an update, the replica of a local-steps task)."""
+    out = []
+    for rec in client.get_task_stream(start=since):
+        key = rec["key"]
+        if isinstance(key, tuple) and key[0].startswith(f"{kind}-") and key[2] == part:
+            out.append((key[1], rec["worker"]))
+    return sorted(out)
+
+
+def kill_when(client, since, *, step, kind, part, running, timeout=60.0):
+    """Once a task of ``kind`` and ``part`` at ``step`` or later has finished, SIGKILL the
+    worker that ran the newest one. Returns (victim address, kill time, whether the run was
+    still going at the kill).
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done = finished(client, since, kind, part)
+        if done and done[-1][0] >= step:
+            victim = done[-1][1]
+            pid = client.run(os.getpid, workers=[victim])[victim]
+            still_running = running()
+            os.kill(pid, signal.SIGKILL)
+            return victim, time.time(), still_running
+        time.sleep(0.02)
+    raise AssertionError(f"no {kind} task of step {step} within {timeout} s")
+
+
+def check_recovered(client, since, victim, killed_at):
+    """The victim is gone, and the run went on after the kill. Returns the task records."""
+    assert victim not in client.scheduler_info(n_workers=-1)["workers"]
+    records = client.get_task_stream(start=since)
+    survivors_after_kill = [
+        r for r in records
+        if r["worker"] != victim
+        and max(s["stop"] for s in r["startstops"] if s["action"] == "compute") > killed_at
+    ]
+    assert survivors_after_kill, "no task ran after the kill"
+    return records
+
+
+def test_compute_survives_a_killed_worker(client):
+    """DataParallel(3) as one graph: the newest state's holder dies a third of the way in."""
+    X, y = make_data(0)
+    kw = {"strategy": DataParallel(3), "steps": 90, **RUN}
+    (expected,) = dask.compute(build(make_model(), (X, y), **kw), scheduler="threads")
+    client.get_task_stream()  # starts the scheduler's task-stream record
+    since = time.time()
+    graph = build(make_model(), (X, y), client=client, scheduler="static", **kw)
+    future = client.compute(graph)
+    victim, killed_at, running = kill_when(client, since, step=30, kind="update", part=0,
+                                           running=lambda: not future.done())
+    result = future.result(timeout=120)
+    assert running, "the run ended before the kill: nothing was tested"
+    check_recovered(client, since, victim, killed_at)
+    assert bitwise_equal(result.params, expected.params)
+    np.testing.assert_array_equal(result.losses, expected.losses)
+
+
+@pytest.mark.filterwarnings("ignore::pnngraph.run.collection.PlacementWarning")
+def test_fit_survives_a_killed_worker(client):
+    """One shard, one step per task, in chunks of 50 steps: the state lives on one worker only
+    (the worst case), so killing it makes Dask recompute the state from its lineage, through
+    earlier chunks back to the scattered initial states (which must still be alive, and on a
+    surviving worker). A chunk planned while the scheduler still lists the dead worker warns
+    (PlacementWarning) and runs without those pins."""
+    X, y = make_data(1)
+    kw = {"strategy": DataParallel(1), "fuse_steps": 1, "steps": 150, "chunk_steps": 50,
+          "progress": False, **RUN}
+    expected = fit(make_model(), (X, y), **kw)
+    client.get_task_stream()
+    since = time.time()
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(fit, make_model(), (X, y), client=client, scheduler="static", **kw)
+        victim, killed_at, was_running = kill_when(client, since, step=60, kind="update",
+                                                   part=0, running=lambda: not running.done())
+        result = running.result(timeout=120)
+    assert was_running, "the run ended before the kill: nothing was tested"
+    records = check_recovered(client, since, victim, killed_at)
+    runs = Counter(r["key"] for r in records)
+    assert any(n > 1 and k[1] == 0 for k, n in runs.items()), (
+        "step 0 did not run again: the lineage was not replayed from the initial states"
+    )
+    assert bitwise_equal(result.params, expected.params)
+    np.testing.assert_array_equal(result.losses, expected.losses)

@@ -1,0 +1,144 @@
+"""Bad usage across the API and the command line: each case gets one typed, one-line error that
+says what was expected and what came. docs/errors.md lists every case with its message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import pnngraph
+from pnngraph import exceptions as ex
+from pnngraph.cli import main
+from pnngraph.nn import Dense, Dropout, ReLU, Sequential, activation, get_loss, get_optimizer
+from pnngraph.plan.cluster import simulated_cluster
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "errors.md"
+rng = np.random.default_rng(0)
+X = rng.standard_normal((30, 4))
+Y = (X[:, 0] > 0).astype(int)
+
+
+def mlp():
+    return Sequential([Dense(4, 8), ReLU(), Dense(8, 2)], input_shape=(4,))
+
+
+def api(fn, *args, **kwargs):
+    return lambda: fn(*args, **kwargs)
+
+
+def nan_loss():
+    import dask
+
+    graph = pnngraph.build(Sequential([Dense(4, 2)], input_shape=(4,)), (X * 1e200, Y),
+                           strategy=pnngraph.DataParallel(2), steps=3, batch_size=10, lr=1e200)
+    with np.errstate(all="ignore"):
+        dask.compute(graph, scheduler="sync")
+
+
+def not_a_model(tmp: Path):
+    np.savez(tmp / "other.npz", a=np.zeros(2))
+    Sequential.load(tmp / "other.npz")
+
+
+API_CASES = {
+    "layer size not positive": (ex.ConfigError, api(Dense, 0, 3)),
+    "layer shapes do not chain": (ex.ShapeError, api(Sequential, [Dense(4, 8), Dense(7, 2)],
+                                                      input_shape=(4,))),
+    "input of the wrong shape": (ex.ShapeError, lambda: mlp().predict(np.zeros((2, 5)))),
+    "labels out of range": (ex.DataError, api(pnngraph.train_serial, mlp(), X, Y + 5, steps=1)),
+    "labels not integers": (ex.DataError, api(pnngraph.train_serial, mlp(), X, Y + 0.5,
+                                              steps=1)),
+    "NaN in the inputs": (ex.DataError, api(pnngraph.train_serial, mlp(),
+                                            np.where(X > 1.5, np.nan, X), Y, steps=1)),
+    "no samples": (ex.DataError, api(pnngraph.train_serial, mlp(), X[:0], Y[:0], steps=1)),
+    "X and y lengths differ": (ex.DataError, api(pnngraph.train_serial, mlp(), X, Y[:-1],
+                                                 steps=1)),
+    "learning rate not positive": (ex.ConfigError, api(pnngraph.train_serial, mlp(), X, Y,
+                                                       steps=1, lr=0.0)),
+    "batch size not positive": (ex.ConfigError, api(pnngraph.train_serial, mlp(), X, Y, steps=1,
+                                                    batch_size=0)),
+    "unknown activation": (ex.UnknownNameError, api(activation, "swish")),
+    "unknown loss": (ex.UnknownNameError, api(get_loss, "hinge")),
+    "unknown optimizer": (ex.UnknownNameError, api(get_optimizer, "rmsprop")),
+    "steps and epochs both given": (ex.ConfigError, api(pnngraph.train_serial, mlp(), X, Y,
+                                                        steps=1, epochs=1)),
+    "dropout rate of 1": (ex.ConfigError, api(Dropout, 1.0)),
+    "more shards than samples in a batch": (ex.ConfigError, api(
+        pnngraph.build, mlp(), (X, Y), strategy=pnngraph.DataParallel(11), steps=1,
+        batch_size=10)),
+    "more micro-batches than samples in a shard": (ex.ConfigError, api(
+        pnngraph.build, mlp(), (X, Y), strategy=pnngraph.Pipeline(2, 11), steps=1,
+        batch_size=10)),
+    "more stages than layers": (ex.ConfigError, api(
+        pnngraph.build, mlp(), (X, Y), strategy=pnngraph.Pipeline(4), steps=1)),
+    "unknown strategy": (ex.UnknownNameError, api(pnngraph.build, mlp(), (X, Y),
+                                                  strategy="zero-bubble", steps=1)),
+    "unknown scheduler": (ex.UnknownNameError, api(pnngraph.build, mlp(), (X, Y), steps=1,
+                                                   strategy="data", scheduler="magic")),
+    "GPU plan on a cluster without GPUs": (ex.ConfigError, api(
+        pnngraph.build, mlp(), (X, Y), steps=1, strategy="data",
+        cluster=simulated_cluster(2, 0), devices="gpu")),
+    "shards='auto' without a cluster": (ex.ConfigError, api(
+        pnngraph.build, mlp(), (X, Y), steps=1, strategy=pnngraph.DataParallel("auto"))),
+    "loss becomes NaN during a run": (ex.TrainingError, nan_loss),
+}
+
+CLI_CASES = {
+    "unknown dataset": ["train", "--data", "nope"],
+    "unknown model preset": ["train", "--model", "resnet"],
+    "hidden widths not integers": ["train", "--hidden", "a,b"],
+    "no scheduler at the address": ["train", "--scheduler-address", "tcp://127.0.0.1:9",
+                                    "--timeout", "1"],
+    "resume without a checkpoint": ["train", "--resume", "--output-dir", "{tmp}/empty"],
+    "TLS options incomplete": ["train", "--tls-ca-file", "{tmp}/ca.pem", "--scheduler-address",
+                               "tls://127.0.0.1:9"],
+    "shards not a count or weights": ["train", "--strategy", "data", "--shards", "x,y",
+                                      "--workers", "1"],
+    "report of a folder that is not a run": ["report", "{tmp}"],
+    "cluster file that is not a cluster": ["plan", "--cluster-file", "{tmp}/bad.yaml"],
+}
+
+
+def message_of(fn) -> tuple[type, str]:
+    try:
+        fn()
+    except ex.PnngraphError as err:
+        return type(err), str(err)
+    raise AssertionError("no error raised")
+
+
+@pytest.mark.parametrize("case", sorted(API_CASES))
+def test_api_errors_are_typed_one_line_and_documented(case, tmp_path):
+    kind, fn = API_CASES[case]
+    got, message = message_of(fn)
+    assert got is kind and isinstance(message, str)
+    assert "\n" not in message and len(message) < 300
+    assert "expected" in message or "became" in message or "outside" in message or \
+        "samples" in message or "NaN" in message
+    assert f"`{message}`" in DOCS.read_text(), f"docs/errors.md lacks: {message}"
+
+
+def test_foreign_model_file_error(tmp_path):
+    got, message = message_of(lambda: not_a_model(tmp_path))
+    assert got is ex.ModelFileError and "no pnngraph metadata" in message
+
+
+@pytest.mark.parametrize("case", sorted(CLI_CASES))
+def test_cli_errors_are_one_line_with_exit_code_2(case, tmp_path):
+    (tmp_path / "ca.pem").write_text("x")
+    (tmp_path / "bad.yaml").write_text("just: text\n")
+    args = [a.replace("{tmp}", str(tmp_path)) for a in CLI_CASES[case]]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.strip().splitlines() if line.startswith("Error:")]
+    assert len(lines) == 1, result.output
+    line = lines[0].replace(str(tmp_path), "TMP")
+    assert "expected" in line
+    assert f"`{line}`" in DOCS.read_text(), f"docs/errors.md lacks: {line}"
+
+
+def test_more_than_twenty_cases():
+    assert len(API_CASES) + len(CLI_CASES) + 1 >= 20
