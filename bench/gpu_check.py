@@ -25,7 +25,13 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8192)
     parser.add_argument("--cpu-workers", type=int, default=4)
     args = parser.parse_args()
+    import warnings
+
     import numpy as np
+
+    # the initial parameters travel inside each graph (so Dask can recompute after a lost
+    # worker); for this large model distributed warns about the graph's size each time
+    warnings.filterwarnings("ignore", message="Sending large graph")
     from distributed import Client
 
     import pnngraph

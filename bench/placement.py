@@ -36,7 +36,13 @@ def main() -> None:
     if args.unset_openblas:
         for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
             os.environ.pop(var, None)
+    import warnings
+
     import numpy as np
+
+    # the initial parameters travel inside each graph (so Dask can recompute after a lost
+    # worker); for this large model distributed warns about the graph's size each time
+    warnings.filterwarnings("ignore", message="Sending large graph")
     from distributed import Client, LocalCluster, get_task_stream
 
     import pnngraph

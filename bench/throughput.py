@@ -38,7 +38,13 @@ def main() -> None:
         for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
             os.environ.pop(var, None)
     # imports after the environment is settled: numpy reads it when loaded
+    import warnings
+
     import numpy as np
+
+    # the initial parameters travel inside each graph (so Dask can recompute after a lost
+    # worker); for this large model distributed warns about the graph's size each time
+    warnings.filterwarnings("ignore", message="Sending large graph")
     from distributed import Client, LocalCluster
 
     import pnngraph

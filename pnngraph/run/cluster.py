@@ -14,6 +14,7 @@ dask-cuda's ``dask cuda worker tcp://SCHEDULER:8786 --resources GPU=1``.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from distributed import Nanny, Scheduler, SpecCluster, Worker
@@ -30,12 +31,14 @@ def local_cluster(
     host: str = "127.0.0.1",
     dashboard_address: str | None = "127.0.0.1:8787",
     memory_limit: str | int = "auto",
+    silence_logs: int | bool = logging.WARNING,
     **options: Any,
 ) -> SpecCluster:
     """Start ``cpu_workers`` CPU workers and ``gpu_workers`` GPU workers (``GPU=1`` each).
 
     Worker names are ``cpu-0``, ``cpu-1``, ..., ``gpu-0``, ...; GPU worker i sees device i.
     ``processes=False`` runs workers as threads of this process (faster to start, no pickling).
+    Dask's log messages below ``silence_logs`` (default: warnings) are not shown.
     """
     for name, n in (("cpu_workers", cpu_workers), ("gpu_workers", gpu_workers)):
         if not isinstance(n, int) or n < 0:
@@ -45,7 +48,10 @@ def local_cluster(
     if not isinstance(threads_per_worker, int) or threads_per_worker < 1:
         raise ConfigError("threads_per_worker", "a positive integer", threads_per_worker)
     cls = Nanny if processes else Worker
-    base = {"nthreads": threads_per_worker, "host": host, "memory_limit": memory_limit}
+    base: dict[str, Any] = {"nthreads": threads_per_worker, "host": host,
+                            "memory_limit": memory_limit}
+    if processes:
+        base["silence_logs"] = silence_logs
     workers: dict[str, dict[str, Any]] = {
         f"cpu-{i}": {"cls": cls, "options": dict(base)} for i in range(cpu_workers)
     }
@@ -63,4 +69,4 @@ def local_cluster(
             "dashboard": dashboard_address is not None,
         },
     }
-    return SpecCluster(workers=workers, scheduler=scheduler, **options)
+    return SpecCluster(workers=workers, scheduler=scheduler, silence_logs=silence_logs, **options)
