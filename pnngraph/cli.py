@@ -305,27 +305,49 @@ def _train_serial(opts: dict[str, Any], model: Any, train_set: Any, test_set: An
     _finish(run_dir, model, losses, accuracy, [], [], {"strategy": "serial"}, opts)
 
 
+class _EpochBars:
+    """One click progress bar per epoch, opened by the first step that finishes in it."""
+
+    def __init__(self, per_epoch: int, epochs: int, first_epoch: int) -> None:
+        self.per_epoch, self.epochs, self.epoch = per_epoch, epochs, first_epoch
+        self.bar: Any = None
+
+    def update(self, n: int) -> None:
+        if self.bar is None:
+            label = f"epoch {self.epoch + 1}/{self.epochs}"
+            self.bar = click.progressbar(length=self.per_epoch, label=label)
+            self.bar.__enter__()
+        self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+        self.epoch += 1
+
+
 def _train_cluster(opts: dict[str, Any], model: Any, train_set: Any, test_set: Any,
                    optimizer: Any, per_epoch: int, run_dir: Path) -> None:
+    """Train with :func:`pnngraph.fit`, one chunk per epoch, checkpoints every epoch."""
     import pnngraph
     from pnngraph.report import records_from_slots
     from pnngraph.run import dashboard
     from pnngraph.run.calibrate import remember
-    from pnngraph.run.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-    from pnngraph.run.history import learn
-    from pnngraph.run.session import run_graph
+    from pnngraph.run.checkpoint import list_checkpoints
 
-    start_epoch, state, losses, accuracy = 0, None, [], []
+    checkpoints = run_dir / "checkpoints"
+    found = list_checkpoints(checkpoints)
+    first_epoch = 0
     if opts["resume"]:
-        found = latest_checkpoint(run_dir / "checkpoints")
-        if found is None:
-            raise ConfigError("--resume", f"a checkpoint in {run_dir / 'checkpoints'}", "none")
-        ckpt = load_checkpoint(found)
-        if ckpt.step % per_epoch:
-            raise ConfigError("--resume", "a checkpoint at an epoch boundary", ckpt.step)
-        model, state, losses = ckpt.model, ckpt.opt_state, ckpt.losses.tolist()
-        start_epoch = ckpt.step // per_epoch
-        click.echo(f"resuming from {found} (epoch {start_epoch})")
+        if not found:
+            raise ConfigError("--resume", f"a checkpoint in {checkpoints}", "none")
+        step, path = found[-1]
+        first_epoch = step // per_epoch
+        click.echo(f"resuming from {path} (epoch {first_epoch})")
+    accuracy: list[tuple[int, float]] = []
+    planned: list[Any] = []
+    stream: list[dict[str, Any]] = []
+    bars = _EpochBars(per_epoch, opts["epochs"], first_epoch)
     with _client(opts) as client:
         n_workers = len(client.scheduler_info(n_workers=-1)["workers"])
         strategy = _strategy(opts, model, n_workers)
@@ -334,48 +356,40 @@ def _train_cluster(opts: dict[str, Any], model: Any, train_set: Any, test_set: A
         cluster = None
         if opts["scheduler"] not in ("static", "dask") or getattr(strategy, "auto", False):
             cluster = _calibrate(client, opts["emulate_gpu"])
-        planned: list[Any] = []
-        stream: list[dict[str, Any]] = []
-        received_before = client.run(_received_bytes)
-        for epoch in range(start_epoch, opts["epochs"]):
-            graph = pnngraph.build(
-                model, train_set, strategy=strategy, steps=per_epoch, batch_size=opts["batch_size"],
-                optimizer=optimizer, seed=opts["seed"], start_step=epoch * per_epoch,
-                opt_state=state, client=client, scheduler=opts["scheduler"], cluster=cluster,
-            )
-            if epoch == start_epoch and opts["scheduler_address"] is None:
+        gpu_backend = "emulated" if opts["emulate_gpu"] else "auto"
+
+        def on_graph(graph: Any) -> None:
+            if graph.plan is not None and opts["scheduler_address"] is None:
                 dashboard.publish_plan(client, graph)
-            label = f"epoch {epoch + 1}/{opts['epochs']}"
-            with click.progressbar(length=per_epoch, label=label) as bar:
-                result, records = run_graph(client, graph, on_steps=bar.update)
-            if graph.plan is not None and records:
-                offset = min(s["start"] for r in records for s in r["startstops"])
-                planned.append((offset, records_from_slots(graph.plan.predicted.slots)))
-            stream.extend(records)
-            if cluster is not None and records:
-                # what this epoch measured prices the next epoch's plan, and the next run's
-                cluster = learn(cluster, graph, records)
-                remember(client, cluster,
-                         gpu_backend="emulated" if opts["emulate_gpu"] else "auto")
-            model, state = result.model, result.opt_state
-            epoch_losses = result.losses  # this epoch's graph starts with no losses recorded
-            losses.extend(epoch_losses.tolist())
-            scores = model.evaluate(test_set.X, test_set.y)
-            accuracy.append((epoch + 1, scores["accuracy"]))
-            click.echo(f"epoch {epoch + 1}: train loss {np.mean(epoch_losses):.4f}, test loss "
-                       f"{scores['loss']:.4f}, test accuracy {scores['accuracy']:.4f}")
-            save_checkpoint(run_dir / "checkpoints", model=model, opt_state=state,
-                            step=(epoch + 1) * per_epoch, seed=opts["seed"],
-                            losses=np.asarray(losses), config=_run_config(opts, strategy))
+
+        def on_chunk(report: Any) -> None:
+            bars.close()
+            epoch = report.step // per_epoch
+            if report.graph.plan is not None and report.stream:
+                offset = min(s["start"] for r in report.stream for s in r["startstops"])
+                planned.append((offset, records_from_slots(report.graph.plan.predicted.slots)))
+            stream.extend(report.stream)
+            if report.cluster is not None:  # refined by this epoch: the next run starts there
+                remember(client, report.cluster, gpu_backend=gpu_backend)
+            scores = report.result.model.evaluate(test_set.X, test_set.y)
+            accuracy.append((epoch, scores["accuracy"]))
+            click.echo(f"epoch {epoch}: train loss {report.result.losses[-per_epoch:].mean():.4f}"
+                       f", test loss {scores['loss']:.4f}, test accuracy {scores['accuracy']:.4f}")
+
+        received_before = client.run(_received_bytes)
+        result = pnngraph.fit(
+            model, train_set, strategy=strategy, epochs=opts["epochs"],
+            batch_size=opts["batch_size"], optimizer=optimizer, seed=opts["seed"],
+            chunk_steps=per_epoch, client=client, scheduler=opts["scheduler"], cluster=cluster,
+            progress=False, checkpoint_dir=checkpoints, checkpoint_every=per_epoch,
+            resume=opts["resume"], on_graph=on_graph, on_chunk=on_chunk, on_steps=bars.update,
+            learn=cluster is not None,
+        )
         received = client.run(_received_bytes)
         moved = {w: max(received[w] - received_before.get(w, 0), 0) for w in received}
         meta = {"strategy": repr(strategy), "workers": n_workers}
-    _finish(run_dir, model, losses, accuracy, planned, stream, meta, opts, moved)
-
-
-def _run_config(opts: dict[str, Any], strategy: Any) -> dict[str, Any]:
-    keys = ("data", "model_spec", "batch_size", "optimizer", "lr", "momentum", "seed", "dtype")
-    return {**{k: opts[k] for k in keys}, "strategy": repr(strategy)}
+    _finish(run_dir, result.model, result.losses.tolist(), accuracy, planned, stream, meta, opts,
+            moved)
 
 
 def _finish(run_dir: Path, model: Any, losses: list[float], accuracy: list[tuple[int, float]],

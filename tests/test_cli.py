@@ -39,17 +39,18 @@ def test_train_short_on_the_embedded_cluster_writes_a_run(tmp_path):
 
 
 @pytest.mark.cluster
-def test_resume_continues_from_the_last_checkpoint(tmp_path):
+@pytest.mark.parametrize("strategy", ["data", "averaging"])
+def test_resume_continues_from_the_last_checkpoint(tmp_path, strategy):
+    """Averaging with 4 local steps: epochs of 45 steps end mid-period, and still resume."""
     pytest.importorskip("sklearn")
     out = tmp_path / "run"
-    common = ["train", "--output-dir", str(out), "--no-report", "--strategy", "data"]
-    assert run(*common, "--epochs", "1").exit_code == 0
-    resumed = run(*common, "--epochs", "2", "--resume")
+    common = ["train", "--no-report", "--strategy", strategy, "--local-steps", "4"]
+    assert run(*common, "--output-dir", str(out), "--epochs", "1").exit_code == 0
+    resumed = run(*common, "--output-dir", str(out), "--epochs", "2", "--resume")
     assert resumed.exit_code == 0, resumed.output
     assert "resuming from" in resumed.output and "epoch 2: train loss" in resumed.output
     straight = tmp_path / "straight"
-    assert run("train", "--output-dir", str(straight), "--no-report", "--strategy", "data",
-               "--epochs", "2").exit_code == 0
+    assert run(*common, "--output-dir", str(straight), "--epochs", "2").exit_code == 0
     a, b = Sequential.load(out / "model.npz"), Sequential.load(straight / "model.npz")
     assert all(np.array_equal(x[k], y[k]) for x, y in zip(a.params, b.params, strict=True)
                for k in x)

@@ -31,6 +31,8 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import click
@@ -47,6 +49,7 @@ from pnngraph.nn.optimizers import Optimizer
 from pnngraph.nn.train import TrainingResult, batch_indices, resolve_steps
 from pnngraph.plan.cluster import ClusterModel
 from pnngraph.plan.planner import SCHEDULERS
+from pnngraph.run import history
 from pnngraph.run.checkpoint import (
     Checkpoint,
     latest_checkpoint,
@@ -62,6 +65,7 @@ from pnngraph.run.collection import (
     prepare_data,
     resolve_auto,
 )
+from pnngraph.run.session import run_graph
 
 
 def fit(
@@ -87,6 +91,10 @@ def fit(
     checkpoint_dir: str | os.PathLike[str] | None = None,
     checkpoint_every: int | None = None,
     resume: bool = False,
+    on_graph: Callable[[Any], Any] | None = None,
+    on_chunk: Callable[[ChunkReport], Any] | None = None,
+    on_steps: Callable[[int], Any] | None = None,
+    learn: bool = False,
     **optimizer_options: Any,
 ) -> TrainingResult:
     """Train like :func:`pnngraph.build` (same options), computing ``chunk_steps`` steps per
@@ -106,6 +114,13 @@ def fit(
     loss, seed, shuffle, ``fan_in`` or number of samples raises :class:`ConfigError` naming
     the field. The resumed run ends bitwise-identical to one never stopped. Model averaging
     checkpoints may fall mid-period: they hold every replica's state besides the average.
+
+    Hooks: ``on_graph(graph)`` gets each chunk's placed graph before it runs; ``on_steps(n)``
+    is called as steps finish (per step on a client, else per chunk);
+    ``on_chunk(report)`` after each chunk with a :class:`ChunkReport` (the result so far, the
+    chunk's graph with its plan, its task stream on a client), which gathers the state at every
+    chunk end. With ``learn`` (and a cost-model plan) each chunk's measured task durations
+    refine the cluster model that prices the next chunk (:func:`pnngraph.run.history.learn`).
     """
     strategy = as_strategy(strategy)
     if scheduler is None:
@@ -147,8 +162,16 @@ def fit(
             )
             graph.place(client=client, cluster=cluster, scheduler=scheduler, devices=devices,
                         shard_workers=shard_workers)
+            if on_graph is not None:
+                on_graph(graph)
             t0 = time.perf_counter()
-            if client is not None:
+            stream: list[dict[str, Any]] = []
+            watched = on_steps is not None or on_chunk is not None or learn
+            if client is not None and watched:
+                states, stream = run_graph(client, graph, on_steps=on_steps)
+                if learn and cluster is not None and stream:
+                    cluster = history.learn(cluster, graph, stream)
+            elif client is not None:
                 keys: list[Any] = graph.__dask_keys__()
                 futures = client.get(graph.__dask_graph__(), keys, sync=False)
                 if lo + n >= total or due:  # host states: the next chunk's graph holds them
@@ -159,7 +182,13 @@ def fit(
             else:
                 states = list(dask.threaded.get(graph.__dask_graph__(), graph.__dask_keys__()))
                 # (the threaded scheduler ignores placement; host states go to the next chunk)
+                if on_steps is not None:
+                    on_steps(n)
             seconds[lo : lo + n] = (time.perf_counter() - t0) / n
+            if on_chunk is not None:
+                so_far = finalize(states, model.skeleton(), isinstance(strategy, ModelAveraging))
+                so_far.step_seconds = seconds[: lo + n]
+                on_chunk(ChunkReport(lo + n, so_far, graph, stream, cluster))
             if due:
                 assert checkpoint_dir is not None
                 _write_checkpoint(checkpoint_dir, states, model, strategy, prepared,
@@ -176,6 +205,19 @@ def fit(
     result.step_seconds = seconds
     del keep
     return result
+
+
+@dataclass(frozen=True)
+class ChunkReport:
+    """What ``fit`` tells ``on_chunk`` after each chunk: the step reached, the result so far
+    (for model averaging mid-period: the last average), the chunk's graph (``graph.plan`` is its
+    plan), its task stream records (empty without a client) and the cluster model in use."""
+
+    step: int
+    result: TrainingResult
+    graph: Any
+    stream: list[dict[str, Any]] = field(default_factory=list)
+    cluster: ClusterModel | None = None
 
 
 def _wait(futures: list[Any]) -> None:

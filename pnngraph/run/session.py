@@ -78,9 +78,10 @@ def progress_steps(graph: Any) -> dict[Any, int]:
 
 def run_graph(
     client: Client, graph: Any, *, on_steps: Callable[[int], Any] | None = None
-) -> tuple[Any, list[dict[str, Any]]]:
+) -> tuple[list[Any], list[dict[str, Any]]]:
     """Compute ``graph`` on ``client``; call ``on_steps(n)`` as steps finish. Returns the
-    ``TrainingResult`` and the task stream records of the run."""
+    graph's outputs gathered to the host (stage states, for ``finalize``) and the task stream
+    records of the run."""
     keys = list(graph.__dask_keys__())
     marks = progress_steps(graph) if on_steps is not None else {}
     tracked = [k for k in marks if k not in keys]  # outputs are counted when gathered
@@ -94,5 +95,4 @@ def run_graph(
         results = client.gather(outputs)
         if on_steps is not None:
             on_steps(sum(marks.get(k, 0) for k in keys))
-    func, args = graph.__dask_postcompute__()
-    return func(results, *args), list(stream.data)
+    return list(results), list(stream.data)
