@@ -6,7 +6,8 @@ history correction of its phase on that worker) and every edge between two worke
 plus bytes over the network; a GPU end adds the host <-> device copy). A scheduler from
 :mod:`schedulers` places and orders the nodes; the simulator then replays the placement with
 Dask's dependent-hop latency on every edge, which is the prediction of the run. Data and
-initial-state nodes are left out: they are broadcast to every worker before the run.
+initial-state nodes are left out: the data is on every worker before the run, and initial states
+come with the graph.
 
     abstract graph --costs/comm--> scheduling graph --heft/peft/...--> Schedule
                    --simulate(+hop latency)--> predicted timeline  ==>  Plan
