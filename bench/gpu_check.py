@@ -11,12 +11,9 @@ the GPU-only, CPU-only and mixed (HEFT, shards sized by speed) plans with their 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
-# bench/ holds a script named schedulers.py: the repository root must come first on the path
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import _setup
 
 
 def main() -> None:
@@ -24,14 +21,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--batch", type=int, default=8192)
     parser.add_argument("--cpu-workers", type=int, default=4)
+    parser.add_argument("--unset-openblas", action="store_true")
     args = parser.parse_args()
-    import warnings
-
+    print("OPENBLAS variables:", _setup.settle(args))
     import numpy as np
-
-    # the initial parameters travel inside each graph (so Dask can recompute after a lost
-    # worker); for this large model distributed warns about the graph's size each time
-    warnings.filterwarnings("ignore", message="Sending large graph")
     from distributed import Client
 
     import pnngraph

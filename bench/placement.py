@@ -14,35 +14,16 @@ faster at GEMM, PCIe-like link; predicted step time of GPU-only, CPU-only and mi
 
 from __future__ import annotations
 
-import argparse
-import os
 import statistics
-import sys
 import time
-from pathlib import Path
 
-# bench/ holds a script named schedulers.py: the repository root must come first on the path
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import _setup
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--batch", type=int, default=8192)
-    parser.add_argument("--hidden", type=int, default=2048)
-    parser.add_argument("--unset-openblas", action="store_true")
-    args = parser.parse_args()
-    if args.unset_openblas:
-        for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
-            os.environ.pop(var, None)
-    import warnings
-
+    args = _setup.arguments(__doc__, steps=3)
+    openblas = _setup.settle(args)
     import numpy as np
-
-    # the initial parameters travel inside each graph (so Dask can recompute after a lost
-    # worker); for this large model distributed warns about the graph's size each time
-    warnings.filterwarnings("ignore", message="Sending large graph")
     from distributed import Client, LocalCluster, get_task_stream
 
     import pnngraph
@@ -51,7 +32,6 @@ def main() -> None:
     from pnngraph.run.calibrate import calibrate
     from pnngraph.run.history import learn
 
-    openblas = {v: os.environ.get(v) for v in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
     B, H = args.batch, args.hidden
     rng = np.random.default_rng(0)
     X = rng.standard_normal((2 * B, 784)).astype(np.float32)
