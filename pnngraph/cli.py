@@ -92,18 +92,6 @@ def _cluster_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
-def _security(tls_ca_file: str | None, tls_cert: str | None, tls_key: str | None) -> Any:
-    given = [x for x in (tls_ca_file, tls_cert, tls_key) if x]
-    if not given:
-        return None
-    if len(given) != 3:
-        raise ConfigError("--tls-*", "all of --tls-ca-file, --tls-cert and --tls-key", given)
-    from distributed.security import Security
-
-    return Security(tls_ca_file=tls_ca_file, tls_client_cert=tls_cert, tls_client_key=tls_key,
-                    require_encryption=True)
-
-
 def _client(opts: dict[str, Any]) -> Any:
     from pnngraph.run.session import open_client
 
@@ -113,7 +101,7 @@ def _client(opts: dict[str, Any]) -> Any:
         opts["scheduler_address"], workers=opts["workers"], threads=opts["threads"],
         gpu_workers=opts["gpu_workers"], host=opts["host"],
         dashboard_address=opts["dashboard_address"],
-        security=_security(opts["tls_ca_file"], opts["tls_cert"], opts["tls_key"]),
+        tls=(opts["tls_ca_file"], opts["tls_cert"], opts["tls_key"]),
         timeout=opts["timeout"],
     )
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from distributed import Client, as_completed, get_task_stream
+from distributed.security import Security
 
 from pnngraph.exceptions import ConfigError
 from pnngraph.run import dashboard
@@ -33,10 +34,14 @@ def open_client(
     gpu_workers: int = 0,
     host: str = "127.0.0.1",
     dashboard_address: str | None = "127.0.0.1:0",
-    security: Any = None,
+    tls: tuple[str | None, str | None, str | None] = (None, None, None),
     timeout: float = 30.0,
 ) -> Iterator[Client]:
-    """A client on an embedded ``local_cluster`` or on the cluster at ``scheduler_address``."""
+    """A client on an embedded ``local_cluster`` or on the cluster at ``scheduler_address``.
+
+    ``tls`` is (CA file, client certificate, client key): all three, or none.
+    """
+    security = tls_security(*tls)
     if scheduler_address is not None:
         try:
             client = Client(scheduler_address, security=security, timeout=timeout)
@@ -54,6 +59,17 @@ def open_client(
         dashboard_address=dashboard_address,
     ) as cluster, Client(cluster) as client:
         yield client
+
+
+def tls_security(ca_file: str | None, cert: str | None, key: str | None) -> Security | None:
+    """A ``Security`` requiring encryption from the three TLS files (``None`` without them)."""
+    given = [x for x in (ca_file, cert, key) if x]
+    if not given:
+        return None
+    if len(given) != 3:
+        raise ConfigError("--tls-*", "all of --tls-ca-file, --tls-cert and --tls-key", given)
+    return Security(tls_ca_file=ca_file, tls_client_cert=cert, tls_client_key=key,
+                    require_encryption=True)
 
 
 def progress_steps(graph: Any) -> dict[Any, int]:
