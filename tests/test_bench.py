@@ -1,0 +1,40 @@
+"""The benchmark scripts run end to end at toy sizes (their numbers are not checked here)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+TOY = ["--rounds", "1", "--steps", "1", "--hidden", "32", "--batch", "256"]
+
+
+def run(script: str, *args: str) -> str:
+    proc = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.cluster
+def test_throughput_benchmark_prints_its_table():
+    pytest.importorskip("sklearn")
+    out = run("throughput.py", *TOY)
+    assert "OPENBLAS variables" in out and "(b )DataParallel(2)" in out and "(d )" in out
+
+
+@pytest.mark.slow
+@pytest.mark.cluster
+def test_placement_benchmark_prints_its_tables():
+    out = run("placement.py", *TOY)
+    assert "HEFT/Dask" in out and "mixed, HEFT, shards='auto'" in out
+
+
+@pytest.mark.slow
+def test_schedulers_benchmark_quick():
+    out = run("schedulers.py", "--quick")
+    assert "heft" in out and "best" in out
