@@ -2,10 +2,10 @@
 
 Pins are loose, so Dask reruns a dead worker's tasks elsewhere and recomputes lost results from
 their lineage; the lineage starts at the initial states, which travel inside the graph (so the
-scheduler holds them), and at the data, scattered to every worker. Each test waits until a third of the run is done, kills
-(SIGKILL) the worker that ran the newest update, and checks that the kill
-really hit a running computation (the run was not done, the worker left, tasks finished after
-the kill) and that the result equals, bit for bit, the same run on the threaded scheduler.
+scheduler holds them), and at the data, scattered to every worker. Each test waits until a third
+of the run is done, kills (SIGKILL) the worker that ran the newest update, and checks that the
+kill really hit a running computation (the run was not done, the worker left, tasks finished
+after the kill) and that the result equals, bit for bit, the same run on the threaded scheduler.
 """
 
 from __future__ import annotations
