@@ -278,7 +278,7 @@ def _steps(ctx: dict[str, Any], strategy: Strategy, init: list[Ref], M: int) -> 
     states = list(init)  # full stage states: what the updates read and write
     # what forward/backward tasks read: with optimizer state and several consumers per stage, a
     # small task extracts the parameters, so the state never travels to other workers
-    split = ctx["state_factor"] > 1 and len(shard_sizes(strategy, 1 << 20)) * M > 1
+    split = ctx["state_factor"] > 1 and strategy.layout[0] * M > 1
     params = list(init)
     for i, index in enumerate(ctx["batches"]):
         s = ctx["start"] + i

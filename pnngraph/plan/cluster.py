@@ -93,6 +93,10 @@ class ClusterModel:
     def addresses(self) -> list[str]:
         return [w.address for w in self.workers]
 
+    def usable(self, devices: str = "any") -> list[str]:
+        """Addresses of the workers of kind ``devices`` ("any", "cpu" or "gpu"), in order."""
+        return [w.address for w in self.workers if devices == "any" or (devices == "gpu") == w.gpu]
+
     def worker(self, address: str) -> WorkerModel:
         for w in self.workers:
             if w.address == address:

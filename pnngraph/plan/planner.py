@@ -124,10 +124,7 @@ def scheduling_graph(
         if u in sub and v in sub:
             sub.add_edge(u, v, bytes=float(d["bytes"]))
     costed = schedulers.annotate_costs(sub, machine_for(cluster, dtype))
-    allowed = {
-        w.address for w in cluster.workers
-        if devices == "any" or (devices == "gpu") == w.gpu
-    }
+    allowed = set(cluster.usable(devices))
     overhead = cluster.task_overhead_seconds
     for _, node in costed.nodes(data=True):
         node["costs"] = {
@@ -173,10 +170,7 @@ def make_plan(
             if node["kind"] == "grad" and shard is not None and shard < len(shard_workers):
                 w = shard_workers[shard]
                 node["costs"] = {w: node["costs"][w]} if w in node["costs"] else node["costs"]
-    processors = [
-        w.address for w in cluster.workers
-        if devices == "any" or (devices == "gpu") == w.gpu
-    ]
+    processors = cluster.usable(devices)
     if scheduler == "static":
         stages = abstract.graph.get("layout", (1, 1, 1))[1]
         placement: Mapping[Any, Hashable] = static_placement(costed, processors, stages=stages)

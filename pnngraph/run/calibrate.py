@@ -213,7 +213,7 @@ def _measure_dask(client: Any, addresses: list[str], deadline: float) -> tuple[f
     for _ in range(hops):
         f = client.submit(_noop, f, workers=[a], pure=False)
     f.result()
-    hop = max((time.perf_counter() - t0) / (hops + 1) - overhead, 0.0) + overhead
+    hop = max((time.perf_counter() - t0) / (hops + 1), overhead)  # a hop includes its task
     if len(addresses) < 2:
         return overhead, hop, 1.5e9
     b = addresses[1]

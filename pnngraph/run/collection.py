@@ -107,8 +107,6 @@ class TrainingGraph:
         *,
         averaging: bool,
         keep: Sequence[Any] = (),
-        workers: dict[Key, str] | None = None,
-        priorities: dict[Key, int] | None = None,
     ) -> None:
         self.abstract = abstract
         self.token: str = abstract.graph["token"]
@@ -117,8 +115,8 @@ class TrainingGraph:
         self._keep = list(keep)  # futures of scattered data: alive as long as the graph
         self._keys: list[Key] = list(abstract.graph["outputs"])
         self._name = f"training-{self.token}"
-        self._workers = workers
-        self._priorities = priorities
+        self._workers: dict[Key, str] | None = None  # pins, set by place()
+        self._priorities: dict[Key, int] | None = None
         self._backends: dict[Key, str] | None = None
         self._client: Any = None
         self.plan: Plan | None = None
@@ -328,10 +326,7 @@ def build(
     TrainingGraph
     """
     strategy = as_strategy(strategy)
-    if scheduler is None:
-        scheduler = "heft" if (client is not None or cluster is not None) else "dask"
-    if scheduler not in SCHEDULERS:
-        raise UnknownNameError("scheduler", scheduler, SCHEDULERS)
+    scheduler = resolve_scheduler(scheduler, client, cluster)
     prepared = prepare_data(model, data, batch_size, loss, optimizer, optimizer_options)
     keep = attach_sources(prepared, client)
     total = resolve_steps(prepared.n_samples, prepared.batch_size, steps, epochs)
@@ -346,6 +341,16 @@ def build(
     graph.place(client=client, cluster=cluster, scheduler=scheduler, devices=devices,
                 shard_workers=shard_workers)
     return graph
+
+
+def resolve_scheduler(scheduler: str | None, client: Any, cluster: Any) -> str:
+    """The scheduler name to plan with: "heft" when there is a cluster to plan for, else
+    "dask"; an unknown name is an error."""
+    if scheduler is None:
+        scheduler = "heft" if (client is not None or cluster is not None) else "dask"
+    if scheduler not in SCHEDULERS:
+        raise UnknownNameError("scheduler", scheduler, SCHEDULERS)
+    return scheduler
 
 
 def attach_sources(prepared: Prepared, client: Any) -> list[Any]:
@@ -386,8 +391,7 @@ def resolve_auto(
         if client is None:
             raise ConfigError("shards", "a client or cluster model for shards='auto'", "auto")
         cluster = calibrate(client)
-    workers = [w.address for w in cluster.workers
-               if devices == "any" or (devices == "gpu") == w.gpu]
+    workers = cluster.usable(devices)
     if not workers:
         raise ConfigError("devices", f"workers of kind {devices!r} in the cluster", "none")
     itemsize = np.dtype(model.dtype).itemsize

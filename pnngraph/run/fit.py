@@ -42,13 +42,12 @@ import numpy as np
 from pnngraph.compile import kernels
 from pnngraph.compile.kernels import StageState
 from pnngraph.compile.strategies import ModelAveraging, Strategy, as_strategy, stage_bounds
-from pnngraph.exceptions import ConfigError, UnknownNameError
+from pnngraph.exceptions import ConfigError
 from pnngraph.nn.losses import Loss
 from pnngraph.nn.model import Sequential
 from pnngraph.nn.optimizers import Optimizer
 from pnngraph.nn.train import TrainingResult, batch_indices, resolve_steps
 from pnngraph.plan.cluster import ClusterModel
-from pnngraph.plan.planner import SCHEDULERS
 from pnngraph.run import history
 from pnngraph.run.checkpoint import (
     Checkpoint,
@@ -64,6 +63,7 @@ from pnngraph.run.collection import (
     initial_states,
     prepare_data,
     resolve_auto,
+    resolve_scheduler,
 )
 from pnngraph.run.session import run_graph
 
@@ -123,10 +123,7 @@ def fit(
     refine the cluster model that prices the next chunk (:func:`pnngraph.run.history.learn`).
     """
     strategy = as_strategy(strategy)
-    if scheduler is None:
-        scheduler = "heft" if (client is not None or cluster is not None) else "dask"
-    if scheduler not in SCHEDULERS:
-        raise UnknownNameError("scheduler", scheduler, SCHEDULERS)
+    scheduler = resolve_scheduler(scheduler, client, cluster)
     prepared = prepare_data(model, data, batch_size, loss, optimizer, optimizer_options)
     total = resolve_steps(prepared.n_samples, prepared.batch_size, steps, epochs)
     per_epoch = -(-prepared.n_samples // prepared.batch_size)
