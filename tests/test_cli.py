@@ -127,6 +127,17 @@ def test_plan_from_a_cluster_file(tmp_path):
 
 
 @pytest.mark.cluster
+def test_plan_on_the_embedded_cluster(tmp_path):
+    pytest.importorskip("sklearn")
+    out = tmp_path / "plan.html"
+    result = run("plan", "--workers", "2", "--strategy", "data", "--shards", "2", "--steps", "2",
+                 "--output", str(out))
+    assert result.exit_code == 0, result.output
+    assert "plan: heft, predicted makespan" in result.output and "tcp://127.0.0.1:" in result.output
+    assert out.exists()
+
+
+@pytest.mark.cluster
 def test_calibrate_prints_the_cluster(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     result = run("calibrate", "--workers", "1")

@@ -177,3 +177,17 @@ def test_static_placement_is_applied(cluster_client):
     placed = {k: w for k, w in plan.items() if k in ran}
     assert len(placed) == len(plan)
     assert all(ran[k] == w for k, w in placed.items())
+
+
+@pytest.mark.cluster
+def test_client_persist_then_compute(cluster_client):
+    X, y = make_data("mlp")
+    graph = build(make_mlp(), (X, y), strategy=DataParallel(2), steps=3, batch_size=20,
+                  client=cluster_client, optimizer="adam", lr=0.01)
+    persisted = cluster_client.persist(graph)
+    assert persisted is not graph and len(persisted.__dask_keys__()) == 1
+    result = cluster_client.compute(persisted).result()
+    (reference,) = dask.compute(build(make_mlp(), (X, y), strategy=DataParallel(2), steps=3,
+                                      batch_size=20, optimizer="adam", lr=0.01),
+                                scheduler="sync")
+    assert max_rel_diff(result.params, reference.params) <= 1e-12
