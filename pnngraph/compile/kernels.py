@@ -118,14 +118,8 @@ def grad(
     shard: int,
 ) -> Partial:
     """Forward, loss and backward of the whole model on the rows ``index`` of ``(X, Y)``."""
-    assert spec.loss is not None
-    be = _backend(spec)
-    params = _adopt(be, state.params)
-    ctx = Context(training=True, step=step, index=index, seed=spec.seed)
-    out, caches = forward_layers(be.xp, spec.layers, params, _inputs(be, X, index), ctx)
-    value, dout = spec.loss.value_and_grad(be.xp, out, _inputs(be, Y, index), n_global)
-    _, grads = backward_layers(be.xp, spec.layers, params, caches, dout)
-    return Partial(grads, _check_loss(float(value), step, shard))
+    _, grads, loss = loss_backward(spec, state, None, X, Y, index, n_global, step, shard)
+    return Partial(grads, loss)
 
 
 def forward(
