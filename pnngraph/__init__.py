@@ -12,7 +12,9 @@ from pnngraph.compile import (
     Hybrid,
     ModelAveraging,
     Pipeline,
+    TrainingSpec,
     train_averaging_serial,
+    train_serial,
 )
 from pnngraph.nn import (
     GELU,
@@ -33,9 +35,8 @@ from pnngraph.nn import (
     TrainingResult,
     activation,
     get_backend,
-    train_serial,
 )
-from pnngraph.run import TrainingGraph, build, fit, load_checkpoint
+from pnngraph.run import TrainingGraph, build, calibrate, fit, load_checkpoint
 
 __version__ = "0.1.0"
 
@@ -61,9 +62,11 @@ __all__ = [
     "Tanh",
     "TrainingGraph",
     "TrainingResult",
+    "TrainingSpec",
     "__version__",
     "activation",
     "build",
+    "calibrate",
     "exceptions",
     "fit",
     "get_backend",

@@ -13,11 +13,12 @@ Exit codes: 0 success, 2 bad usage, 1 the run failed. Errors are one line on std
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +26,19 @@ import click
 import numpy as np
 
 from pnngraph.exceptions import ConfigError, PnngraphError
+from pnngraph.plan.planner import SCHEDULERS
 
 STRATEGIES = ("auto", "serial", "data", "pipeline", "hybrid", "averaging")
-SCHEDULER_CHOICES = (
-    "heft", "peft", "cpop", "best", "heft_lookahead", "greedy_start", "round_robin",
-    "fastest_single", "random", "static", "dask",
-)  # fmt: skip
+FLAGS = {  # library arguments -> the flags that set them, for errors a user can act on
+    "scheduler_address": "--scheduler-address",
+    "tls": "--tls-ca-file/--tls-cert/--tls-key",
+    "resume": "--resume",
+    "checkpoint_dir": "--output-dir",
+    "shards": "--shards",
+    "stages": "--stages",
+    "microbatches": "--microbatches",
+    "batch_size": "--batch-size",
+}
 TINY_STEP_FLOPS = 1e8  # below this a step is ~10 ms: one fused shard beats any split
 
 
@@ -92,24 +100,48 @@ def _cluster_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
-def _client(opts: dict[str, Any]) -> Any:
+@contextlib.contextmanager
+def _flags() -> Iterator[None]:
+    """Errors about library arguments name the command-line flags that set them."""
+    try:
+        yield
+    except ConfigError as err:
+        if err.name not in FLAGS:
+            raise
+        raise ConfigError(FLAGS[err.name], err.expected, err.got) from None
+
+
+@contextlib.contextmanager
+def _client(opts: dict[str, Any]) -> Iterator[Any]:
     from pnngraph.run.session import open_client
 
     if opts["scheduler_address"] is None and opts["workers"] + opts["gpu_workers"] == 0:
         raise ConfigError("--workers", "at least one worker (or --gpu-workers)", 0)
-    return open_client(
+    with _flags(), open_client(
         opts["scheduler_address"], workers=opts["workers"], threads=opts["threads"],
         gpu_workers=opts["gpu_workers"], host=opts["host"],
         dashboard_address=opts["dashboard_address"],
         tls=(opts["tls_ca_file"], opts["tls_cert"], opts["tls_key"]),
         timeout=opts["timeout"],
-    )
+    ) as client:
+        yield client
 
 
-def _calibrate(client: Any, emulate_gpu: bool) -> Any:
+def _n_workers(client: Any) -> int:
+    from pnngraph.run.session import live_workers
+
+    return len(live_workers(client))
+
+
+def _cluster_model(client: Any, opts: dict[str, Any], strategy: Any) -> Any:
+    """The measured cluster when the placement needs one (``None`` otherwise)."""
+    from pnngraph.plan.placement import PlacementOptions, needs_cluster_model
     from pnngraph.run.calibrate import calibrate
 
-    return calibrate(client, gpu_backend="emulated" if emulate_gpu else "auto")
+    if strategy is not None and not needs_cluster_model(PlacementOptions(opts["scheduler"]),
+                                                        strategy):
+        return None
+    return calibrate(client, gpu_backend="emulated" if opts["emulate_gpu"] else "auto")
 
 
 def _received_bytes(dask_worker: Any) -> int:
@@ -145,7 +177,7 @@ def _model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--replicas", default=2, show_default=True, type=click.IntRange(min=1)),
         click.option("--local-steps", default=4, show_default=True, type=click.IntRange(min=1)),
         click.option("--scheduler", default="heft", show_default=True,
-                     type=click.Choice(SCHEDULER_CHOICES), help="How tasks are placed."),
+                     type=click.Choice(SCHEDULERS), help="How tasks are placed."),
         click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1)),
         click.option("--optimizer", default="sgd", show_default=True,
                      type=click.Choice(["sgd", "adam"])),
@@ -273,7 +305,8 @@ def train(**opts: Any) -> None:
 
 def _train_serial(opts: dict[str, Any], model: Any, train_set: Any, test_set: Any,
                   optimizer: Any, per_epoch: int, run_dir: Path) -> None:
-    from pnngraph.nn.train import train_serial
+    from pnngraph.compile.reference import train_serial
+    from pnngraph.record import RunRecord
 
     state, losses, accuracy = None, [], []
     for epoch in range(opts["epochs"]):
@@ -290,7 +323,8 @@ def _train_serial(opts: dict[str, Any], model: Any, train_set: Any, test_set: An
         accuracy.append((epoch + 1, scores["accuracy"]))
         click.echo(f"epoch {epoch + 1}: train loss {result.losses.mean():.4f}, test loss "
                    f"{scores['loss']:.4f}, test accuracy {scores['accuracy']:.4f}")
-    _finish(run_dir, model, losses, accuracy, [], [], {"strategy": "serial"}, opts)
+    _finish(run_dir, model, RunRecord(meta={"strategy": "serial"}, losses=losses,
+                                      accuracy=accuracy), opts)
 
 
 class _EpochBars:
@@ -318,119 +352,108 @@ def _train_cluster(opts: dict[str, Any], model: Any, train_set: Any, test_set: A
                    optimizer: Any, per_epoch: int, run_dir: Path) -> None:
     """Train with :func:`pnngraph.fit`, one chunk per epoch, checkpoints every epoch."""
     import pnngraph
-    from pnngraph.report import records_from_slots
-    from pnngraph.run import dashboard
-    from pnngraph.run.calibrate import remember
     from pnngraph.run.checkpoint import list_checkpoints
 
     checkpoints = run_dir / "checkpoints"
-    found = list_checkpoints(checkpoints)
     first_epoch = 0
     if opts["resume"]:
+        found = list_checkpoints(checkpoints)
         if not found:
             raise ConfigError("--resume", f"a checkpoint in {checkpoints}", "none")
         step, path = found[-1]
         first_epoch = step // per_epoch
         click.echo(f"resuming from {path} (epoch {first_epoch})")
-    accuracy: list[tuple[int, float]] = []
-    planned: list[Any] = []
-    stream: list[dict[str, Any]] = []
-    bars = _EpochBars(per_epoch, opts["epochs"], first_epoch)
     with _client(opts) as client:
-        n_workers = len(client.scheduler_info(n_workers=-1)["workers"])
+        n_workers = _n_workers(client)
         strategy = _strategy(opts, model, n_workers)
         click.echo(f"cluster: {n_workers} workers; dashboard {client.dashboard_link} "
                    f"(plan: /pnngraph); strategy {strategy!r}, scheduler {opts['scheduler']}")
-        cluster = None
-        if opts["scheduler"] not in ("static", "dask") or getattr(strategy, "auto", False):
-            cluster = _calibrate(client, opts["emulate_gpu"])
-        gpu_backend = "emulated" if opts["emulate_gpu"] else "auto"
-
-        def on_graph(graph: Any) -> None:
-            if graph.plan is not None and opts["scheduler_address"] is None:
-                dashboard.publish_plan(client, graph)
-
-        def on_chunk(report: Any) -> None:
-            bars.close()
-            epoch = report.step // per_epoch
-            if report.graph.plan is not None and report.stream:
-                offset = min(s["start"] for r in report.stream for s in r["startstops"])
-                planned.append((offset, records_from_slots(report.graph.plan.predicted.slots)))
-            stream.extend(report.stream)
-            if report.cluster is not None:  # refined by this epoch: the next run starts there
-                remember(client, report.cluster, gpu_backend=gpu_backend)
-            scores = report.result.model.evaluate(test_set.X, test_set.y)
-            accuracy.append((epoch, scores["accuracy"]))
-            click.echo(f"epoch {epoch}: train loss {report.result.losses[-per_epoch:].mean():.4f}"
-                       f", test loss {scores['loss']:.4f}, test accuracy {scores['accuracy']:.4f}")
-
+        cluster = _cluster_model(client, opts, strategy)
+        epochs = _Epochs(client, opts, test_set, per_epoch, first_epoch)
         received_before = client.run(_received_bytes)
-        result = pnngraph.fit(
-            model, train_set, strategy=strategy, epochs=opts["epochs"],
-            batch_size=opts["batch_size"], optimizer=optimizer, seed=opts["seed"],
-            chunk_steps=per_epoch, client=client, scheduler=opts["scheduler"], cluster=cluster,
-            progress=False, checkpoint_dir=checkpoints, checkpoint_every=per_epoch,
-            resume=opts["resume"], on_graph=on_graph, on_chunk=on_chunk, on_steps=bars.update,
-            learn=cluster is not None,
-        )
+        with _flags():
+            result = pnngraph.fit(
+                model, train_set, strategy=strategy, epochs=opts["epochs"],
+                batch_size=opts["batch_size"], optimizer=optimizer, seed=opts["seed"],
+                chunk_steps=per_epoch, client=client, scheduler=opts["scheduler"],
+                cluster=cluster, progress=False, checkpoint_dir=checkpoints,
+                checkpoint_every=per_epoch, resume=opts["resume"], on_graph=epochs.on_graph,
+                on_chunk=epochs.on_chunk, on_steps=epochs.bars.update, learn=cluster is not None,
+            )
         received = client.run(_received_bytes)
-        moved = {w: max(received[w] - received_before.get(w, 0), 0) for w in received}
-        meta = {"strategy": repr(strategy), "workers": n_workers}
-    _finish(run_dir, result.model, result.losses.tolist(), accuracy, planned, stream, meta, opts,
-            moved)
+    record = epochs.record
+    record.meta.update({"strategy": repr(strategy), "workers": n_workers})
+    record.losses = result.losses.tolist()
+    record.bytes_moved = {w: max(received[w] - received_before.get(w, 0), 0) for w in received}
+    _finish(run_dir, result.model, record, opts)
 
 
-def _finish(run_dir: Path, model: Any, losses: list[float], accuracy: list[tuple[int, float]],
-            planned: list[Any], stream: list[dict[str, Any]], meta: dict[str, Any],
-            opts: dict[str, Any], moved: dict[str, int] | None = None) -> None:
-    from pnngraph.report import records_from_task_stream
+class _Epochs:
+    """What the CLI does around each epoch of a cluster run: progress bars, the plan on the
+    dashboard, evaluation, the records for the report, the refined cluster model cached."""
 
+    def __init__(self, client: Any, opts: dict[str, Any], test_set: Any, per_epoch: int,
+                 first_epoch: int) -> None:
+        from pnngraph.record import RunRecord
+
+        self.client, self.opts, self.test_set, self.per_epoch = client, opts, test_set, per_epoch
+        self.bars = _EpochBars(per_epoch, opts["epochs"], first_epoch)
+        self.record = RunRecord()
+        self.planned: list[Any] = []
+        self.stream: list[dict[str, Any]] = []
+
+    def on_graph(self, graph: Any) -> None:
+        from pnngraph.run import dashboard
+
+        if graph.plan is not None and self.opts["scheduler_address"] is None:
+            dashboard.publish_plan(self.client, graph)
+
+    def on_chunk(self, report: Any) -> None:
+        from pnngraph.record import records_from_slots, records_from_task_stream
+        from pnngraph.run.calibrate import remember
+
+        self.bars.close()
+        epoch = report.step // self.per_epoch
+        if report.graph.plan is not None and report.stream:
+            offset = min(s["start"] for r in report.stream for s in r["startstops"])
+            self.planned.append((offset, records_from_slots(report.graph.plan.predicted.slots)))
+        self.stream.extend(report.stream)
+        if report.cluster is not None:  # refined by this epoch: the next run starts there
+            remember(self.client, report.cluster,
+                     gpu_backend="emulated" if self.opts["emulate_gpu"] else "auto")
+        scores = report.result.model.evaluate(self.test_set.X, self.test_set.y)
+        self.record.accuracy.append((epoch, scores["accuracy"]))
+        click.echo(f"epoch {epoch}: train loss {report.result.losses[-self.per_epoch:].mean():.4f}"
+                   f", test loss {scores['loss']:.4f}, test accuracy {scores['accuracy']:.4f}")
+        # the records on one time axis: each chunk's plan from the start of its measured chunk
+        origin = min((s["start"] for r in self.stream for s in r["startstops"]), default=0.0)
+        self.record.planned = [
+            type(r)(r.key, r.phase, r.worker, r.start + off - origin, r.stop + off - origin,
+                    r.step) for off, records in self.planned for r in records
+        ]
+        self.record.measured = records_from_task_stream(self.stream) if self.stream else []
+
+
+def _finish(run_dir: Path, model: Any, record: Any, opts: dict[str, Any]) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     model.save(run_dir / "model.npz")
-    origin = min((s["start"] for r in stream for s in r["startstops"]), default=0.0)
-    planned_rows = [
-        {"key": r.key, "phase": r.phase, "worker": r.worker, "start": r.start + off - origin,
-         "stop": r.stop + off - origin, "step": r.step}
-        for off, records in planned for r in records
-    ]
-    measured_rows = [vars(r) for r in records_from_task_stream(stream)] if stream else []
-    info = {
-        "meta": {**meta, "model": opts["model_spec"], "data": opts["data"],
-                 "epochs": opts["epochs"], "batch size": opts["batch_size"],
-                 "optimizer": opts["optimizer"], "scheduler": opts["scheduler"]},
-        "losses": [float(v) for v in losses],
-        "accuracy": [[e, float(a)] for e, a in accuracy],
-        "planned": planned_rows,
-        "measured": measured_rows,
-        "bytes_moved": moved or {},
-    }
-    (run_dir / "run.json").write_text(json.dumps(info, default=str))
+    record.meta.update({"model": opts["model_spec"], "data": opts["data"],
+                        "epochs": opts["epochs"], "batch size": opts["batch_size"],
+                        "optimizer": opts["optimizer"], "scheduler": opts["scheduler"]})
+    record.save(run_dir / "run.json")
     if not opts.get("no_report"):
-        report = _render(run_dir)
-        click.echo(f"report written to {report}")
-    final = accuracy[-1][1] if accuracy else float("nan")
-    click.echo(f"final loss {losses[-1]:.4f}, test accuracy {final:.4f}; "
+        click.echo(f"report written to {_render(run_dir)}")
+    final = record.accuracy[-1][1] if record.accuracy else float("nan")
+    click.echo(f"final loss {record.losses[-1]:.4f}, test accuracy {final:.4f}; "
                f"model and checkpoints in {run_dir}")
 
 
 def _render(run_dir: Path) -> Path:
-    from pnngraph.report import TaskRecord, render_report
+    from pnngraph.record import RunRecord
+    from pnngraph.report import render_run
 
-    path = run_dir / "run.json"
-    if not path.exists():
-        raise ConfigError("RUN_DIR", "a run directory holding run.json", str(run_dir))
-    try:
-        info = json.loads(path.read_text())
-        planned = [TaskRecord(**r) for r in info.get("planned", [])]
-        measured = [TaskRecord(**r) for r in info.get("measured", [])]
-    except (json.JSONDecodeError, TypeError) as err:
-        raise ConfigError("run.json", "a file written by pnngraph train", str(err)) from None
-    return render_report(
-        run_dir / "report.html", title=f"pnngraph run {run_dir.name}", planned=planned or None,
-        measured=measured or None, losses=info.get("losses") or None,
-        accuracy=[tuple(a) for a in info.get("accuracy", [])] or None, meta=info.get("meta"),
-        bytes_moved=info.get("bytes_moved") or None,
-    )
+    record = RunRecord.load(run_dir / "run.json")
+    return render_run(run_dir / "report.html", record, title=f"pnngraph run {run_dir.name}")
 
 
 # -------------------------------------------------------------------------------------- plan
@@ -449,8 +472,11 @@ def plan(**opts: Any) -> None:
 
     import pnngraph
     from pnngraph.plan.cluster import cluster_from_spec
-    from pnngraph.report import records_from_slots, render_report
+    from pnngraph.record import records_from_slots
+    from pnngraph.report import render_report
 
+    if opts["strategy"] == "serial":
+        raise ConfigError("--strategy", "a parallel strategy to plan", "serial")
     model, train_set, _, optimizer = _prepare(opts)
     kw = {"steps": opts["steps"], "batch_size": opts["batch_size"], "optimizer": optimizer,
           "seed": opts["seed"], "scheduler": opts["scheduler"]}
@@ -461,19 +487,18 @@ def plan(**opts: Any) -> None:
             raise ConfigError("--cluster-file", "a YAML cluster description", str(err)) from None
         cluster = cluster_from_spec(spec)
         strategy = _strategy(opts, model, len(cluster.workers))
-        graph = pnngraph.build(model, train_set, strategy=strategy, cluster=cluster, **kw)
+        with _flags():
+            graph = pnngraph.build(model, train_set, strategy=strategy, cluster=cluster, **kw)
     else:
         with _client(opts) as client:
-            n_workers = len(client.scheduler_info(n_workers=-1)["workers"])
-            strategy = _strategy(opts, model, n_workers)
-            cluster = _calibrate(client, opts["emulate_gpu"])
-            graph = pnngraph.build(model, train_set, strategy=strategy, client=client,
-                                   cluster=cluster, **kw)
-    if strategy is None:
-        raise ConfigError("--strategy", "a parallel strategy to plan", "serial")
+            strategy = _strategy(opts, model, _n_workers(client))
+            cluster = _cluster_model(client, opts, None)  # a prediction needs the speeds
+            with _flags():
+                graph = pnngraph.build(model, train_set, strategy=strategy, client=client,
+                                       cluster=cluster, **kw)
     click.echo(f"{graph!r}; strategy {strategy!r}")
     if graph.plan is None:
-        click.echo("scheduler 'dask': Dask places the tasks; nothing to plan")
+        click.echo(f"scheduler {opts['scheduler']!r}: no cluster model, nothing to predict")
         return
     click.echo(graph.plan.summary())
     steps = graph.plan.step_makespans()
@@ -492,7 +517,7 @@ def plan(**opts: Any) -> None:
 def calibrate(**opts: Any) -> None:
     """Measure the cluster's speeds and Dask's costs, and cache them."""
     with _client(opts) as client:
-        model = _calibrate(client, opts["emulate_gpu"])
+        model = _cluster_model(client, opts, None)
     click.echo(f"task overhead {model.task_overhead_seconds * 1e3:.2f} ms, dependent hop "
                f"{model.hop_latency_seconds * 1e3:.2f} ms, network "
                f"{model.network_bytes_per_s / 1e9:.2f} GB/s")

@@ -35,7 +35,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike
 
-from pnngraph.exceptions import ConfigError, DataError
+from pnngraph.exceptions import ConfigError, DataError, check_int
 
 Task = Literal["classification", "regression"]
 PathLike = str | Path
@@ -73,11 +73,6 @@ class Dataset:
             Dataset(self.X[train], self.y[train], self.n_classes, f"{self.name}-train"),
             Dataset(self.X[test], self.y[test], self.n_classes, f"{self.name}-test"),
         )
-
-
-def _check_int(name: str, value: int, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ConfigError(name, f"an integer >= {minimum}", value)
 
 
 def _numeric(what: str, a: ArrayLike) -> np.ndarray:
@@ -151,7 +146,7 @@ def check_arrays(
     if task not in ("classification", "regression"):
         raise ConfigError("task", "'classification' or 'regression'", task)
     if n_classes is not None:
-        _check_int("n_classes", n_classes, 1)
+        check_int("n_classes", n_classes)
     X_arr, y_arr = _numeric("X", X), _numeric("y", y)
     if X_arr.ndim >= 1 and X_arr.size == 0:
         raise DataError("X", f"empty: shape {X_arr.shape}")
@@ -325,8 +320,8 @@ def spirals(
     .. [1] A. Karpathy, "CS231n: Minimal neural network case study",
        https://cs231n.github.io/neural-networks-case-study/
     """
-    _check_int("n_samples", n_samples, 1)
-    _check_int("n_classes", n_classes, 2)
+    check_int("n_samples", n_samples)
+    check_int("n_classes", n_classes, low=2)
     if not noise >= 0:
         raise ConfigError("noise", "a number >= 0", noise)
     rng = np.random.default_rng(seed)
@@ -349,8 +344,8 @@ def teacher(
     that training works. Classes need not be balanced; ``n_classes`` is kept as given.
     """
     for name, value in (("n_samples", n_samples), ("n_features", n_features), ("hidden", hidden)):
-        _check_int(name, value, 1)
-    _check_int("n_classes", n_classes, 2)
+        check_int(name, value)
+    check_int("n_classes", n_classes, low=2)
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(n_samples, n_features))
     # Weights of variance 1 / fan-in keep the pre-activations near unit variance.

@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
+
 
 class PnngraphError(Exception):
     """Base of every error pnngraph raises on purpose."""
@@ -106,3 +108,20 @@ class TrainingError(PnngraphError, RuntimeError):
             where.append(f"shard {shard}")
         prefix = (", ".join(where) + ": ") if where else ""
         super().__init__(prefix + problem)
+
+
+def check_int(name: str, value: Any, *, low: int = 1) -> int:
+    """``value`` as an ``int`` when it is an integer (Python or numpy, not a bool) ``>= low``;
+    else :class:`ConfigError` naming ``name``. The one integer check of the package.
+
+    >>> check_int("steps", 3), check_int("start_step", 0, low=0)
+    (3, 0)
+    >>> check_int("steps", True)
+    Traceback (most recent call last):
+    ...
+    pnngraph.exceptions.ConfigError: steps: expected a positive integer, got True
+    """
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+        expected = "a positive integer" if low == 1 else f"an integer >= {low}"
+        raise ConfigError(name, expected, value)
+    return int(value)

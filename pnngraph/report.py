@@ -8,15 +8,15 @@ It takes plain data, so a serial run, a planned-only run or a measured-only run 
     losses       one training loss per step;  accuracy  (epoch, accuracy) pairs
     bytes_moved  worker -> bytes it received;  meta  run metadata (model, strategy, workers, ...)
 
-A `TaskRecord` is one bar of a Gantt chart: a key, its phase, a worker and start/stop seconds from
-the start of the run. The phase is the first word of the key's prefix, the step the key's first
-index, following the graph's key layout ``(f"{phase}-{label}-{token}", step, ...)``:
+The data lives in :mod:`pnngraph.record` (``TaskRecord``, the run record of ``run.json``); this
+module draws it: :func:`render_report` from the pieces, :func:`render_run` from a
+:class:`~pnngraph.record.RunRecord`.
 
->>> key = ("forward-dense-1a2b3c4d", 3, 0, 1, 0)  # (name, step, shard, micro-batch, stage)
->>> phase_of(key), step_of(key)
-('forward', 3)
->>> phase_of("aggregate-conv-dense"), step_of("aggregate-conv-dense"), phase_of(("x-1", 2))
-('aggregate', None, 'other')
+>>> import tempfile, pathlib
+>>> with tempfile.TemporaryDirectory() as folder:
+...     out = render_run(pathlib.Path(folder) / "r.html", RunRecord(losses=[0.5, 0.25]))
+...     out.stat().st_size > 10_000
+True
 
 The page has five sections, each left out when its data is missing: the header with the metadata,
 the planned and measured Gantt charts on one time axis, predicted vs measured makespan per step,
@@ -26,11 +26,9 @@ the loss and accuracy curves, and per-worker busy fraction and bytes moved.
 from __future__ import annotations
 
 import html
-import math
 import numbers
 import pathlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from os import PathLike
 from typing import Any
 
@@ -48,223 +46,40 @@ from bokeh.models import (
 from bokeh.models.widgets import Div
 from bokeh.plotting import figure
 from bokeh.resources import INLINE
-from dask.utils import key_split
 
 from pnngraph.exceptions import ConfigError
+from pnngraph.record import (
+    PHASE_COLORS,
+    PHASES,
+    RunRecord,
+    TaskRecord,
+    _is_int,
+    _records,
+    _sequence,
+    busy_fractions,
+    phase_of,
+    records_from_slots,
+    records_from_task_stream,
+    step_makespans,
+    step_of,
+)
 
-PHASE_COLORS: dict[str, str] = {
-    "forward": "#1f77b4",
-    "backward": "#ff7f0e",
-    "grad": "#9467bd",
-    "aggregate": "#2ca02c",
-    "update": "#d62728",
-    "steps": "#8c564b",
-    "local": "#17becf",
-    "average": "#bcbd22",
-    "transfer": "#7f7f7f",
-    "tohost": "#e377c2",
-    "other": "#c7c7c7",
-}
-"""Bar colour of each phase; the keys are every phase a record may have, in legend order."""
+__all__ = [  # the records are defined in pnngraph.record and are found here too
+    "PHASES",
+    "PHASE_COLORS",
+    "RunRecord",
+    "TaskRecord",
+    "busy_fractions",
+    "phase_of",
+    "records_from_slots",
+    "records_from_task_stream",
+    "render_report",
+    "render_run",
+    "step_makespans",
+    "step_of",
+]
 
-PHASES = tuple(PHASE_COLORS)
 WIDTH = 1200  # pixels, every chart
-
-
-@dataclass(frozen=True)
-class TaskRecord:
-    """One task (or one transfer) on one worker, in seconds from the start of the run.
-
-    Parameters
-    ----------
-    key : str
-        ``str()`` of the Dask key.
-    phase : str
-        One of `PHASES`.
-    worker : str
-        Worker address or name (a processor of a schedule).
-    start, stop : float
-        Seconds from the start of the run; ``start <= stop``.
-    step : int or None
-        Training step of the task, ``None`` when it belongs to none.
-    """
-
-    key: str
-    phase: str
-    worker: str
-    start: float
-    stop: float
-    step: int | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("key", "worker"):
-            if not isinstance(getattr(self, name), str):
-                raise TypeError(f"TaskRecord.{name}: expected a str, got {getattr(self, name)!r}")
-        if self.phase not in PHASE_COLORS:
-            raise ConfigError("TaskRecord.phase", "one of " + ", ".join(PHASES), self.phase)
-        _seconds("TaskRecord.start", self.start)
-        _seconds("TaskRecord.stop", self.stop)
-        if self.stop < self.start:
-            raise ConfigError(f"TaskRecord({self.key!r}).stop", f"at least start={self.start}",
-                              self.stop)
-        if self.step is not None and not _is_int(self.step):
-            raise ConfigError("TaskRecord.step", "an int or None", self.step)
-
-    @property
-    def seconds(self) -> float:
-        """Duration, ``stop - start``."""
-        return self.stop - self.start
-
-
-def _is_int(x: Any) -> bool:
-    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
-
-
-def _seconds(name: str, x: Any) -> float:
-    if not isinstance(x, numbers.Real) or isinstance(x, bool) or not math.isfinite(x):
-        raise ConfigError(name, "a finite number of seconds", x)
-    return float(x)
-
-
-def phase_of(key: Any) -> str:
-    """The phase of a Dask key: the first word of its ``key_split`` prefix, else ``"other"``.
-
-    >>> phase_of(("update-dense-1a2b3c4d", 4, 0)), phase_of("finalize-0a1b"), phase_of(None)
-    ('update', 'other', 'other')
-    """
-    word = key_split(key).split("-")[0]
-    return word if word in PHASE_COLORS else "other"
-
-
-def step_of(key: Any) -> int | None:
-    """The step of a tuple key of a training phase (its element 1, when an int), else ``None``.
-
-    >>> step_of(("average-dense-1a2b3c4d", 7)), step_of(("data-1a2b3c4d", 0)), step_of("grad")
-    (7, None, None)
-    """
-    if not isinstance(key, tuple) or len(key) < 2 or not isinstance(key[0], str):
-        return None
-    if phase_of(key[0]) == "other" or not _is_int(key[1]):
-        return None
-    return int(key[1])
-
-
-def _record(key: Any, phase: str, worker: Any, start: float, stop: float) -> TaskRecord:
-    return TaskRecord(str(key), phase, str(worker), start, stop, step_of(key))
-
-
-def records_from_task_stream(stream: Sequence[Mapping[str, Any]]) -> list[TaskRecord]:
-    """Records of what a cluster ran, from ``distributed.get_task_stream`` records.
-
-    Each compute interval of a record becomes a record of the key's phase, each transfer interval
-    (the key's input arriving at the record's worker) a ``"transfer"`` record of that key; other
-    actions (``disk-read``, ``deserialize``, ...) are left out. Times count from the earliest start.
-
-    Parameters
-    ----------
-    stream : sequence of mappings
-        Records with ``"key"``, ``"worker"`` and ``"startstops"``, a list of mappings with
-        ``"action"``, ``"start"`` and ``"stop"`` in epoch seconds.
-
-    Returns
-    -------
-    list of TaskRecord
-        Sorted by start, worker and key.
-    """
-    rows: list[tuple[Any, str, Any, float, float]] = []
-    for i, rec in enumerate(_sequence("stream", stream)):
-        if not isinstance(rec, Mapping) or not {"key", "worker", "startstops"} <= rec.keys():
-            raise ConfigError(f"stream[{i}]", "a mapping with key, worker and startstops", rec)
-        for j, ss in enumerate(_sequence(f"stream[{i}]['startstops']", rec["startstops"])):
-            name = f"stream[{i}]['startstops'][{j}]"
-            if not isinstance(ss, Mapping) or not {"action", "start", "stop"} <= ss.keys():
-                raise ConfigError(name, "a mapping with action, start and stop", ss)
-            if ss["action"] in ("compute", "transfer"):
-                phase = phase_of(rec["key"]) if ss["action"] == "compute" else "transfer"
-                rows.append((rec["key"], phase, rec["worker"],
-                             _seconds(name + "['start']", ss["start"]),
-                             _seconds(name + "['stop']", ss["stop"])))
-    t0 = min((row[3] for row in rows), default=0.0)
-    records = [_record(key, phase, w, a - t0, b - t0) for key, phase, w, a, b in rows]
-    return sorted(records, key=lambda r: (r.start, r.worker, r.key))
-
-
-def records_from_slots(slots: Mapping[Any, tuple[Any, float, float]]) -> list[TaskRecord]:
-    """Records of a planned schedule from its ``slots``, key -> ``(processor, start, finish)``.
-
-    >>> [record] = records_from_slots({("grad-dense-1a2b3c4d", 0, 1, 0): ("cpu-1", 0.0, 0.5)})
-    >>> record.key, record.phase, record.worker, record.step, record.seconds
-    ("('grad-dense-1a2b3c4d', 0, 1, 0)", 'grad', 'cpu-1', 0, 0.5)
-    """
-    if not isinstance(slots, Mapping):
-        raise TypeError(f"slots: expected a mapping key -> (processor, start, finish), "
-                        f"got {slots!r}")
-    records = []
-    for key, slot in slots.items():
-        if not isinstance(slot, tuple) or len(slot) != 3:
-            raise ConfigError(f"slots[{key!r}]", "a tuple (processor, start, finish)", slot)
-        proc, start, stop = slot
-        name = f"slots[{key!r}]"
-        start, stop = _seconds(name + " start", start), _seconds(name + " finish", stop)
-        records.append(_record(key, phase_of(key), proc, start, stop))
-    return sorted(records, key=lambda r: (r.start, r.worker, r.key))
-
-
-def _sequence(name: str, x: Any) -> Sequence[Any]:
-    if isinstance(x, str | bytes | Mapping) or not isinstance(x, Sequence):
-        raise TypeError(f"{name}: expected a sequence, got {type(x).__name__} {x!r:.80}")
-    return x
-
-
-def _records(name: str, x: Sequence[TaskRecord] | None) -> list[TaskRecord]:
-    if x is None:
-        return []
-    for i, r in enumerate(_sequence(name, x)):
-        if not isinstance(r, TaskRecord):
-            raise TypeError(f"{name}[{i}]: expected a TaskRecord, got {r!r}")
-    return list(x)
-
-
-def step_makespans(records: Sequence[TaskRecord]) -> dict[int, float]:
-    """Per step, the span of its records: latest stop minus earliest start, in seconds.
-
-    >>> recs = [TaskRecord("a", "grad", "w", 0.0, 1.0, step=0),
-    ...         TaskRecord("b", "update", "v", 1.5, 2.0, step=0),
-    ...         TaskRecord("c", "other", "w", 9.0, 10.0)]
-    >>> step_makespans(recs)
-    {0: 2.0}
-    """
-    lo: dict[int, float] = {}
-    hi: dict[int, float] = {}
-    for r in _records("records", records):
-        if r.step is not None:
-            lo[r.step] = min(lo.get(r.step, r.start), r.start)
-            hi[r.step] = max(hi.get(r.step, r.stop), r.stop)
-    return {s: hi[s] - lo[s] for s in sorted(lo)}
-
-
-def busy_fractions(records: Sequence[TaskRecord]) -> dict[str, float]:
-    """Per worker, the fraction of the run's wall span (all records) it spent computing.
-
-    Transfers do not count; overlapping tasks on one worker (several threads) count once, so a
-    fraction is at most 1.
-
-    >>> busy_fractions([TaskRecord("a", "grad", "w", 0, 2), TaskRecord("b", "grad", "w", 1, 3),
-    ...                 TaskRecord("c", "transfer", "v", 3, 4)])
-    {'v': 0.0, 'w': 0.75}
-    """
-    records = _records("records", records)
-    if not records:
-        return {}
-    span = max(r.stop for r in records) - min(r.start for r in records)
-    busy = dict.fromkeys(sorted({r.worker for r in records}), 0.0)
-    for worker in busy:
-        end = -math.inf
-        mine = [r for r in records if r.worker == worker and r.phase != "transfer"]
-        for r in sorted(mine, key=lambda r: (r.start, r.stop)):
-            busy[worker] += max(0.0, r.stop - max(r.start, end))
-            end = max(end, r.stop)
-    return {w: (b / span if span > 0 else 0.0) for w, b in busy.items()}
 
 
 def _total(records: list[TaskRecord]) -> float:
@@ -476,3 +291,14 @@ def render_report(
     out = pathlib.Path(path)
     out.write_text(file_html(column(*parts), resources=INLINE, title=title), encoding="utf-8")
     return out
+
+
+def render_run(
+    path: str | PathLike[str], record: RunRecord, *, title: str = "pnngraph run"
+) -> pathlib.Path:
+    """Write the report of a :class:`~pnngraph.record.RunRecord` (what ``run.json`` holds)."""
+    return render_report(
+        path, title=title, planned=record.planned or None, measured=record.measured or None,
+        losses=record.losses or None, accuracy=record.accuracy or None, meta=record.meta,
+        bytes_moved=record.bytes_moved or None,
+    )

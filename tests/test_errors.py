@@ -83,6 +83,10 @@ API_CASES = {
         cluster=simulated_cluster(2, 0), devices="gpu")),
     "shards='auto' without a cluster": (ex.ConfigError, api(
         pnngraph.build, mlp(), (X, Y), steps=1, strategy=pnngraph.DataParallel("auto"))),
+    "a list scheduler with nothing to plan on": (ex.ConfigError, api(
+        pnngraph.build, mlp(), (X, Y), steps=1, strategy="data", scheduler="heft")),
+    "a seed that is not an integer >= 0": (ex.ConfigError, api(pnngraph.train_serial, mlp(), X, Y,
+                                                              steps=1, seed=-1)),
     "loss becomes NaN during a run": (ex.TrainingError, nan_loss),
 }
 

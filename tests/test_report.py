@@ -26,6 +26,7 @@ from pnngraph.report import (
     step_makespans,
     step_of,
 )
+from pnngraph.run.session import live_workers
 
 TOKEN = "1a2b3c4d"
 SECTION_TITLES = [
@@ -53,7 +54,8 @@ class Slot(NamedTuple):  # the shape of schedulers.Slot
     ((f"steps-dense-{TOKEN}", 40), "steps", 40),
     ((f"local-dense-{TOKEN}", 4, 2), "local", 4),
     ((f"average-dense-{TOKEN}", 9), "average", 9),
-    ((f"transfer-dense-{TOKEN}", 2, 0), "transfer", 2),
+    ((f"transfer-dense-{TOKEN}", 2, 0), "other", None),  # transfers are records, not keys
+    ((f"params-dense-{TOKEN}", 2, 0), "params", 2),
     ((f"tohost-dense-{TOKEN}", 2, 1), "tohost", 2),
     ((f"data-{TOKEN}", 0), "other", None),
     ((f"init-{TOKEN}", 1), "other", None),
@@ -78,8 +80,11 @@ def test_step_of_numpy_int_index_is_a_python_int():
 
 
 def test_every_phase_word_is_recognised():
-    for phase in PHASES:
-        assert phase_of((f"{phase}-dense-{TOKEN}", 0)) == phase
+    from pnngraph.compile.keys import PHASES as KEY_PHASES
+
+    for phase in KEY_PHASES:  # every phase a key can have gets its colour, or "other"
+        assert phase_of((f"{phase}-dense-{TOKEN}", 0)) == (phase if phase in PHASES else "other")
+    assert {"data", "init"} == set(KEY_PHASES) - set(PHASES)  # inputs, not tasks that run
 
 
 # --- records --------------------------------------------------------------------------------
@@ -189,7 +194,7 @@ def test_records_from_task_stream_on_a_local_cluster():
         n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None,
         scheduler_kwargs={"dashboard_address": ":0"},
     ) as cluster, distributed.Client(cluster) as client:
-        w0, w1 = sorted(client.scheduler_info()["workers"])
+        w0, w1 = list(live_workers(client))
         with distributed.get_task_stream(client) as ts:
             a = client.submit(make, 100_000, key=(f"grad-dense-{TOKEN}", 0, 0, 0), workers=w0)
             b = client.submit(make, 100_000, key=(f"grad-dense-{TOKEN}", 0, 1, 0), workers=w1)

@@ -135,7 +135,7 @@ def forward(
     be = _backend(spec)
     x = _inputs(be, X, index) if x_in is None else _adopt(be, x_in[0])
     ctx = Context(training=True, step=step, index=index, seed=spec.seed)
-    return forward_layers(be.xp, spec.layers, _adopt(be, state.params), x, ctx)
+    return forward_layers(be.xp, spec.layers, _adopt(be, state.params), x, ctx, spec.start)
 
 
 def loss_backward(
@@ -155,7 +155,7 @@ def loss_backward(
     params = _adopt(be, state.params)
     x = _inputs(be, X, index) if x_in is None else _adopt(be, x_in[0])
     ctx = Context(training=True, step=step, index=index, seed=spec.seed)
-    out, caches = forward_layers(be.xp, spec.layers, params, x, ctx)
+    out, caches = forward_layers(be.xp, spec.layers, params, x, ctx, spec.start)
     value, dout = spec.loss.value_and_grad(be.xp, out, _inputs(be, Y, index), n_global)
     dx, grads = backward_layers(be.xp, spec.layers, params, caches, dout)
     return dx, grads, _check_loss(float(value), step, shard)

@@ -26,23 +26,26 @@ size, so with H = 1 and plain SGD it is exactly ``DataParallel(R)``).
 [2, 6]
 >>> Pipeline(stages=[2, 1], microbatches=2).layout
 (1, 2, 2)
+
+Each strategy answers the questions the compiler and the run layer ask of it, so nothing else
+tells strategies apart: ``algorithm`` ("sgd" or "averaging"), ``layout`` (S, K, M),
+``shard_sizes(batch)``, ``stage_bounds(layer_flops)``, ``fusable`` (whole steps may run in one
+task) and, for the states a run hands from one graph to the next, ``slots`` / ``unslot``::
+
+    large-batch SGD     slots = one state per stage
+    model averaging     slots = [the last average, replica 1, ..., replica R]
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, Literal, TypeVar
 
 import numpy as np
 
-from pnngraph.exceptions import ConfigError, UnknownNameError
-
-
-def _positive_int(name: str, v: Any) -> int:
-    if not isinstance(v, int | np.integer) or isinstance(v, bool) or v < 1:
-        raise ConfigError(name, "a positive integer", v)
-    return int(v)
+from pnngraph.exceptions import ConfigError, UnknownNameError, check_int
 
 
 def proportional_split(n: int, weights: Sequence[float]) -> list[int]:
@@ -74,7 +77,7 @@ def proportional_split(n: int, weights: Sequence[float]) -> list[int]:
 
 def _weights(name: str, shards: int | Sequence[float]) -> tuple[float, ...]:
     if isinstance(shards, int | np.integer) and not isinstance(shards, bool):
-        return (1.0,) * _positive_int(name, shards)
+        return (1.0,) * check_int(name, shards)
     if isinstance(shards, Sequence) and not isinstance(shards, str) and len(shards) > 0:
         out = []
         for w in shards:
@@ -85,8 +88,45 @@ def _weights(name: str, shards: int | Sequence[float]) -> tuple[float, ...]:
     raise ConfigError(name, "a count or a list of positive weights", shards)
 
 
+T = TypeVar("T")
+Bounds = list[tuple[int, int]]
+
+
+class _LargeBatchSGD:
+    """What DataParallel, Pipeline and Hybrid share: one state per stage, the SGD of the whole
+    batch."""
+
+    algorithm: ClassVar[Literal["sgd", "averaging"]] = "sgd"
+    auto: ClassVar[bool] = False
+
+    @property
+    def layout(self) -> tuple[int, int, int]:
+        raise NotImplementedError
+
+    @property
+    def fusable(self) -> bool:
+        """Whether several whole steps may run as one task (one shard of one stage)."""
+        return self.layout == (1, 1, 1)
+
+    def shard_sizes(self, batch: int) -> list[int]:
+        """Samples per shard (a pipeline is one shard) of a batch of ``batch``."""
+        return [batch]
+
+    def stage_bounds(self, layer_flops: Sequence[float]) -> Bounds:
+        """Layer ranges ``[(start, stop), ...]`` of the stages."""
+        return [(0, len(layer_flops))]
+
+    def slots(self, stages: Sequence[T], replicas: Sequence[T] = ()) -> list[T]:
+        """The states a graph starts from: one per stage."""
+        return list(stages)
+
+    def unslot(self, slots: Sequence[T]) -> tuple[list[T], tuple[T, ...]]:
+        """A graph's outputs as (one state per stage, replicas): no replicas."""
+        return list(slots), ()
+
+
 @dataclass(frozen=True, init=False)
-class DataParallel:
+class DataParallel(_LargeBatchSGD):
     """S shards of every batch, gradients summed by a fixed tree, one update.
 
     ``shards`` is a count (equal shards), a list of relative weights (unequal shards, e.g. in
@@ -101,7 +141,7 @@ class DataParallel:
         object.__setattr__(self, "weights", weights)
 
     @property
-    def auto(self) -> bool:
+    def auto(self) -> bool:  # type: ignore[override]
         """Whether the shards are still to be sized from a cluster model."""
         return not self.weights
 
@@ -121,9 +161,12 @@ class DataParallel:
         """Shard sizes of a batch of ``batch`` samples."""
         return proportional_split(batch, self.weights)
 
+    def shard_sizes(self, batch: int) -> list[int]:
+        return self.split(batch)
+
 
 @dataclass(frozen=True, init=False)
-class Pipeline:
+class Pipeline(_LargeBatchSGD):
     """K stages of contiguous layers, M micro-batches in flight, stage gradients accumulated.
 
     ``stages`` is a count (layers split to balance FLOPs) or a list of layer counts per stage.
@@ -135,23 +178,43 @@ class Pipeline:
 
     def __init__(self, stages: int | Sequence[int] = 2, microbatches: int = 1) -> None:
         if isinstance(stages, Sequence) and not isinstance(stages, str):
-            counts = tuple(_positive_int("stages (layers per stage)", c) for c in stages)
+            counts = tuple(check_int("stages (layers per stage)", c) for c in stages)
             if not counts:
                 raise ConfigError("stages", "a count or a non-empty list of layer counts", stages)
             object.__setattr__(self, "stages", len(counts))
             object.__setattr__(self, "layer_counts", counts)
         else:
-            object.__setattr__(self, "stages", _positive_int("stages", stages))
+            object.__setattr__(self, "stages", check_int("stages", stages))
             object.__setattr__(self, "layer_counts", None)
-        object.__setattr__(self, "microbatches", _positive_int("microbatches", microbatches))
+        object.__setattr__(self, "microbatches", check_int("microbatches", microbatches))
 
     @property
     def layout(self) -> tuple[int, int, int]:
         return (1, self.stages, self.microbatches)
 
+    def stage_bounds(self, layer_flops: Sequence[float]) -> Bounds:
+        """A count of stages is balanced by FLOPs (:func:`balanced_bounds`); layer counts are
+        taken as they are.
+
+        >>> Pipeline(3).stage_bounds([10, 1, 10, 1, 10])
+        [(0, 1), (1, 3), (3, 5)]
+        >>> Pipeline([2, 3]).stage_bounds([10, 1, 10, 1, 10])
+        [(0, 2), (2, 5)]
+        """
+        n = len(layer_flops)
+        if self.layer_counts is None:
+            if self.stages > n:
+                raise ConfigError("stages", f"at most the model's {n} layers", self.stages)
+            return balanced_bounds(layer_flops, self.stages)
+        if sum(self.layer_counts) != n:
+            raise ConfigError("stages", f"layer counts that add up to the model's {n} layers",
+                              list(self.layer_counts))
+        ends = np.cumsum([0, *self.layer_counts]).tolist()
+        return [(int(a), int(z)) for a, z in itertools.pairwise(ends)]
+
 
 @dataclass(frozen=True)
-class Hybrid:
+class Hybrid(_LargeBatchSGD):
     """S pipelines of K stages each (data parallelism over pipelines)."""
 
     data: DataParallel
@@ -167,23 +230,35 @@ class Hybrid:
     def layout(self) -> tuple[int, int, int]:
         return (self.data.shards, self.pipeline.stages, self.pipeline.microbatches)
 
+    def shard_sizes(self, batch: int) -> list[int]:
+        return self.data.split(batch)
+
+    def stage_bounds(self, layer_flops: Sequence[float]) -> Bounds:
+        return self.pipeline.stage_bounds(layer_flops)
+
 
 @dataclass(frozen=True, init=False)
 class ModelAveraging:
     """R replicas, each ``local_steps`` steps on its own shard of every batch, then averaged.
 
     Replica r trains on shard r of each global batch with its own optimizer state; every
-    ``local_steps`` steps (and after the last step) parameters are replaced by their average,
-    weighted by each replica's share of the period's last batch. Optimizer states stay with
-    their replica.
+    ``local_steps`` steps (and at the end of every graph) parameters are replaced by their
+    average, weighted by each replica's share of the period's last batch (:meth:`shares`).
+    Optimizer states stay with their replica. An average at the end of a graph that stops
+    mid-period changes nothing that follows: replicas go on from their own states until the
+    period ends.
     """
 
     weights: tuple[float, ...]
     local_steps: int
 
+    algorithm: ClassVar[Literal["sgd", "averaging"]] = "averaging"
+    auto: ClassVar[bool] = False
+    fusable: ClassVar[bool] = False
+
     def __init__(self, replicas: int | Sequence[float] = 2, local_steps: int = 1) -> None:
         object.__setattr__(self, "weights", _weights("replicas", replicas))
-        object.__setattr__(self, "local_steps", _positive_int("local_steps", local_steps))
+        object.__setattr__(self, "local_steps", check_int("local_steps", local_steps))
 
     @property
     def replicas(self) -> int:
@@ -195,6 +270,34 @@ class ModelAveraging:
 
     def split(self, batch: int) -> list[int]:
         return proportional_split(batch, self.weights)
+
+    def shard_sizes(self, batch: int) -> list[int]:
+        return self.split(batch)
+
+    def shares(self, batch: int) -> tuple[float, ...]:
+        """Each replica's weight in an average after a batch of ``batch`` samples.
+
+        >>> ModelAveraging(2).shares(5)
+        (0.6, 0.4)
+        """
+        return tuple(n / batch for n in self.split(batch))
+
+    def stage_bounds(self, layer_flops: Sequence[float]) -> Bounds:
+        return [(0, len(layer_flops))]
+
+    def slots(self, stages: Sequence[T], replicas: Sequence[T] = ()) -> list[T]:
+        """The states a graph starts from: the last average (``stages[0]``, the whole model),
+        then each replica's own state (copies of the average when a run starts)."""
+        if len(stages) != 1:
+            raise ConfigError("stages", "one state of the whole model", len(stages))
+        if replicas and len(replicas) != self.replicas:
+            raise ConfigError("strategy", f"{len(replicas)} replicas, as in the saved state",
+                              self.replicas)
+        return [stages[0], *(replicas or [stages[0]] * self.replicas)]
+
+    def unslot(self, slots: Sequence[T]) -> tuple[list[T], tuple[T, ...]]:
+        """A graph's outputs as ([the average], the replicas)."""
+        return [slots[0]], tuple(slots[1:])
 
 
 Strategy = DataParallel | Pipeline | Hybrid | ModelAveraging
@@ -220,43 +323,16 @@ def as_strategy(strategy: Any) -> Strategy:
     )
 
 
-def shard_sizes(strategy: Strategy, batch: int) -> list[int]:
-    """Samples per shard (pipelines count as one shard) for a batch of ``batch``."""
-    if isinstance(strategy, DataParallel | ModelAveraging):
-        return strategy.split(batch)
-    if isinstance(strategy, Hybrid):
-        return strategy.data.split(batch)
-    return [batch]
+def balanced_bounds(layer_flops: Sequence[float], k: int) -> Bounds:
+    """``k`` contiguous groups of layers whose largest FLOPs is as small as it can be.
 
+    Exact, by dynamic programming over contiguous groups; parameter-free layers cost their
+    elementwise work, so no stage is empty.
 
-def stage_bounds(layer_flops: Sequence[float], strategy: Strategy) -> list[tuple[int, int]]:
-    """Layer ranges ``[(start, stop), ...]`` of each pipeline stage.
-
-    A count of stages is balanced by FLOPs: the split points minimise the largest stage's FLOPs
-    (exact, by dynamic programming over contiguous groups; parameter-free layers cost their
-    elementwise work, so no stage is empty).
-
-    >>> stage_bounds([10, 1, 10, 1, 10], Pipeline(3))
+    >>> balanced_bounds([10, 1, 10, 1, 10], 3)
     [(0, 1), (1, 3), (3, 5)]
     """
     n = len(layer_flops)
-    pipe = strategy.pipeline if isinstance(strategy, Hybrid) else strategy
-    if not isinstance(pipe, Pipeline):
-        return [(0, n)]
-    if pipe.layer_counts is not None:
-        if sum(pipe.layer_counts) != n:
-            raise ConfigError(
-                "stages", f"layer counts that add up to the model's {n} layers",
-                list(pipe.layer_counts),
-            )
-        bounds, start = [], 0
-        for c in pipe.layer_counts:
-            bounds.append((start, start + c))
-            start += c
-        return bounds
-    k = pipe.stages
-    if k > n:
-        raise ConfigError("stages", f"at most the model's {n} layers", k)
     cost = [max(float(f), 1.0) for f in layer_flops]
     prefix = np.concatenate([[0.0], np.cumsum(cost)])
     # best[j][i]: smallest max-stage cost splitting the first i layers into j stages

@@ -1,4 +1,8 @@
-"""The model library: layers, losses, optimizers, Sequential and the serial reference trainer."""
+"""The model library: layers, losses, optimizers, Sequential, the batch order and the result of a
+training run. (The serial reference trainer, ``train_serial``, lives with the other oracles in
+:mod:`pnngraph.compile.reference`; ``pnngraph.nn.train_serial`` still finds it.)"""
+
+from typing import Any
 
 from pnngraph.nn.backend import Backend, get_backend
 from pnngraph.nn.conv import Conv2D, MaxPool2D
@@ -17,7 +21,7 @@ from pnngraph.nn.layers import (
 from pnngraph.nn.losses import Loss, MeanSquaredError, SoftmaxCrossEntropy, get_loss
 from pnngraph.nn.model import Sequential
 from pnngraph.nn.optimizers import SGD, Adam, Optimizer, get_optimizer
-from pnngraph.nn.train import TrainingResult, batch_indices, train_serial
+from pnngraph.nn.train import TrainingResult, batch_indices
 
 __all__ = [
     "GELU",
@@ -47,3 +51,11 @@ __all__ = [
     "get_optimizer",
     "train_serial",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "train_serial":  # its home is one floor up; imported on first use
+        from pnngraph.compile.reference import train_serial
+
+        return train_serial
+    raise AttributeError(f"module 'pnngraph.nn' has no attribute {name!r}")

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from pnngraph.exceptions import ConfigError, ShapeError
+from pnngraph.exceptions import ShapeError, check_int
 from pnngraph.nn.backend import Array, device_of
 from pnngraph.nn.layers import Context, Layer, Params, Shape
 
@@ -119,17 +119,10 @@ def maxpool2d_backward(xp: Any, cache: Any, dy: Array, size: int, stride: int) -
     return _scatter(xp, dwin, shape, size, size, stride, dy.dtype)
 
 
-def _positive_int(label: str, v: Any, minimum: int = 1) -> int:
-    if not isinstance(v, int | np.integer) or isinstance(v, bool) or v < minimum:
-        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        raise ConfigError(label, what, v)
-    return int(v)
-
-
 def _pair(label: str, v: Any) -> tuple[int, int]:
     if isinstance(v, tuple | list) and len(v) == 2:
-        return _positive_int(label, v[0]), _positive_int(label, v[1])
-    k = _positive_int(label, v)
+        return check_int(label, v[0]), check_int(label, v[1])
+    k = check_int(label, v)
     return k, k
 
 
@@ -153,11 +146,11 @@ class Conv2D(Layer):
         name: str | None = None,
     ) -> None:
         super().__init__(name)
-        self.in_channels = _positive_int("Conv2D in_channels", in_channels)
-        self.out_channels = _positive_int("Conv2D out_channels", out_channels)
+        self.in_channels = check_int("Conv2D in_channels", in_channels)
+        self.out_channels = check_int("Conv2D out_channels", out_channels)
         self.kernel_size = _pair("Conv2D kernel_size", kernel_size)
-        self.stride = _positive_int("Conv2D stride", stride)
-        self.padding = _positive_int("Conv2D padding", padding, minimum=0)
+        self.stride = check_int("Conv2D stride", stride)
+        self.padding = check_int("Conv2D padding", padding, low=0)
 
     def output_shape(self, shape: Shape) -> Shape:
         kh, kw = self.kernel_size
@@ -211,8 +204,8 @@ class MaxPool2D(Layer):
 
     def __init__(self, size: int = 2, *, stride: int | None = None, name: str | None = None):
         super().__init__(name)
-        self.size = _positive_int("MaxPool2D size", size)
-        self.stride = self.size if stride is None else _positive_int("MaxPool2D stride", stride)
+        self.size = check_int("MaxPool2D size", size)
+        self.stride = self.size if stride is None else check_int("MaxPool2D stride", stride)
 
     def output_shape(self, shape: Shape) -> Shape:
         if len(shape) != 3 or shape[1] < self.size or shape[2] < self.size:

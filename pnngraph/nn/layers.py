@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from pnngraph.exceptions import ConfigError, ShapeError, UnknownNameError
+from pnngraph.exceptions import ConfigError, ShapeError, UnknownNameError, check_int
 from pnngraph.nn.backend import Array, device_of
 
 Shape = tuple[int, ...]
@@ -43,24 +43,27 @@ Params = dict[str, Array]
 class Context:
     """What a forward pass may depend on besides its input.
 
-    ``index`` holds the global sample index of each row of the batch; with ``step`` and ``seed``
-    it fixes the dropout mask, so splitting a batch into shards never changes the mask.
+    ``index`` holds the global sample index of each row of the batch; with ``step``, ``seed``
+    and ``layer`` (the layer's index in its model, which the model sets as it runs a layer) it
+    fixes the dropout mask, so splitting a batch into shards never changes the mask.
     """
 
     training: bool = False
     step: int = 0
     index: np.ndarray | None = None
     seed: int = 0
+    layer: int = 0
 
 
 class Layer:
     """Base of all layers: a name, shape checking, initialisation, forward and backward."""
 
     kind: ClassVar[str] = "layer"
+    stochastic: ClassVar[bool] = False
+    """Whether training draws random numbers (then ``ctx.layer`` salts them)."""
 
     def __init__(self, name: str | None = None) -> None:
         self.name = name or self.kind
-        self.position = 0  # index in its model, set by Sequential
 
     def output_shape(self, shape: Shape) -> Shape:
         """Per-sample output shape for a per-sample input ``shape``; raise ShapeError if unfit."""
@@ -116,8 +119,7 @@ class Dense(Layer):
     def __init__(self, n_in: int, n_out: int, *, init: str = "he", name: str | None = None):
         super().__init__(name)
         for label, n in (("n_in", n_in), ("n_out", n_out)):
-            if not isinstance(n, int | np.integer) or isinstance(n, bool) or n < 1:
-                raise ConfigError(f"Dense {label}", "a positive integer", n)
+            check_int(f"Dense {label}", n)
         if init not in INITS:
             raise UnknownNameError("init", init, INITS)
         self.n_in, self.n_out, self.init = int(n_in), int(n_out), init
@@ -304,12 +306,14 @@ def dropout_backward(xp: Any, keep: Array, dy: Array) -> Array:
 class Dropout(Layer):
     """Inverted dropout: zero each value with probability ``rate`` in training, scale the rest.
 
-    The mask depends only on the run's seed, the step, the layer's position and each sample's
-    global index (:class:`Context`), so data-parallel shards reproduce the serial mask exactly.
+    The mask depends only on the run's seed, the step, the layer's index in its model and each
+    sample's global index (:class:`Context`), so data-parallel shards reproduce the serial mask
+    exactly, and one layer object may serve in two models.
     At evaluation (``ctx.training`` false) the layer is the identity.
     """
 
     kind = "dropout"
+    stochastic = True
 
     def __init__(self, rate: float = 0.5, *, name: str | None = None) -> None:
         super().__init__(name)
@@ -323,7 +327,7 @@ class Dropout(Layer):
         n = x.shape[0]
         index = np.arange(n) if ctx.index is None else np.asarray(ctx.index)
         width = math.prod(x.shape[1:])
-        u = dropout_uniforms(ctx.seed, ctx.step, self.position, index, width)
+        u = dropout_uniforms(ctx.seed, ctx.step, ctx.layer, index, width)
         keep_host = np.where(u >= self.rate, 1.0 / (1.0 - self.rate), 0.0).reshape(x.shape)
         keep = xp.astype(xp.asarray(keep_host, device=device_of(x)), x.dtype)
         return dropout_forward(xp, x, keep)

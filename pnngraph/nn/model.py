@@ -26,6 +26,7 @@ import json
 import math
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -69,12 +70,15 @@ def layer_from_config(kind: str, config: dict[str, Any]) -> Layer:
 
 
 def forward_layers(
-    xp: Any, layers: Sequence[Layer], params: ParamList, x: Array, ctx: Context
+    xp: Any, layers: Sequence[Layer], params: ParamList, x: Array, ctx: Context, start: int = 0
 ) -> tuple[Array, list[Any]]:
-    """Run ``layers`` in order; ``params`` has one dict per layer. Returns output and caches."""
+    """Run ``layers`` (the model's layers ``start, start + 1, ...``) in order; ``params`` has
+    one dict per layer. Returns output and caches. A stochastic layer sees its index in the
+    model as ``ctx.layer``."""
     caches = []
-    for layer, p in zip(layers, params, strict=True):
-        x, cache = layer.forward(xp, p, x, ctx)
+    for i, (layer, p) in enumerate(zip(layers, params, strict=True)):
+        here = replace(ctx, layer=start + i) if layer.stochastic and ctx.training else ctx
+        x, cache = layer.forward(xp, p, x, here)
         caches.append(cache)
     return x, caches
 
@@ -120,7 +124,6 @@ class Sequential:
             raise ConfigError("dtype", " or ".join(DTYPES), dtype)
         seen: set[str] = set()
         for i, layer in enumerate(layers):
-            layer.position = i
             if layer.name == layer.kind:
                 layer.name = f"{layer.kind}{i}"
             if layer.name in seen:
@@ -190,7 +193,7 @@ class Sequential:
         stop: int | None = None,
     ) -> tuple[Array, list[Any]]:
         """Run layers ``start:stop``; ``params`` holds exactly those layers' parameters."""
-        return forward_layers(xp, self.layers[start:stop], params, x, ctx)
+        return forward_layers(xp, self.layers[start:stop], params, x, ctx, start)
 
     def backward(
         self,

@@ -47,6 +47,11 @@ class Optimizer:
 
     name: ClassVar[str] = "optimizer"
 
+    @property
+    def state_arrays(self) -> int:
+        """How many arrays of state it keeps per parameter array (the cost model prices them)."""
+        raise NotImplementedError
+
     def init(self, params: ParamList) -> State:
         raise NotImplementedError
 
@@ -84,6 +89,11 @@ class SGD(Optimizer):
         self.weight_decay = _check_number("weight_decay", weight_decay, low=0.0, strict=False)
         if self.nesterov and self.momentum == 0.0:
             raise ConfigError("nesterov", "a momentum > 0 with nesterov=True", momentum)
+
+    @property
+    def state_arrays(self) -> int:
+        """One velocity per parameter array with momentum, none without."""
+        return 1 if self.momentum else 0
 
     def init(self, params: ParamList) -> State:
         velocity = _zeros_like(params) if self.momentum else None
@@ -126,6 +136,11 @@ class Adam(Optimizer):
         self.beta2 = _check_number("beta2", beta2, low=0.0, high=1.0, strict=False)
         self.eps = _check_number("eps", eps, low=0.0, strict=True)
         self.weight_decay = _check_number("weight_decay", weight_decay, low=0.0, strict=False)
+
+    @property
+    def state_arrays(self) -> int:
+        """The first and second moment of every parameter array."""
+        return 2
 
     def init(self, params: ParamList) -> State:
         return {"step": 0, "m": _zeros_like(params), "v": _zeros_like(params)}

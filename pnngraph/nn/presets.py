@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from pnngraph.exceptions import ConfigError, UnknownNameError
+from pnngraph.exceptions import ConfigError, UnknownNameError, check_int
 from pnngraph.nn.conv import Conv2D, MaxPool2D
 from pnngraph.nn.layers import Dense, Flatten, Layer, activation
 from pnngraph.nn.model import Sequential
@@ -32,8 +32,10 @@ def mlp(
     layers: list[Layer] = [Flatten()] if len(shape) > 1 else []
     width = math.prod(shape)
     for h in hidden:
-        if not isinstance(h, int) or h < 1:
-            raise ConfigError("hidden", "positive integer widths", list(hidden))
+        try:
+            check_int("hidden", h)
+        except ConfigError:
+            raise ConfigError("hidden", "positive integer widths", list(hidden)) from None
         layers += [Dense(width, h), activation(act)]
         width = h
     layers.append(Dense(width, n_outputs, init="glorot"))

@@ -32,14 +32,23 @@ from typing import Any, Literal
 import networkx as nx
 
 import schedulers
-from pnngraph.compile.graph import Key
+from pnngraph.compile.keys import Key, step_of, step_spans
 from pnngraph.exceptions import ConfigError, UnknownNameError
 from pnngraph.plan.cluster import ClusterModel
 from pnngraph.plan.static import static_placement
 
 SCHEDULERS: tuple[str, ...] = (*schedulers.SCHEDULERS, "static", "dask")
+"""Every way to place a training graph: the list schedulers of :mod:`schedulers`, the static
+shard/stage rule and Dask's own placement."""
 DEVICES = ("any", "cpu", "gpu")
 SOURCES = ("data", "init")
+
+
+def scheduler_name(name: Any) -> str:
+    """``name`` if it is one of :data:`SCHEDULERS`, else :class:`UnknownNameError`."""
+    if name not in SCHEDULERS:
+        raise UnknownNameError("scheduler", name, SCHEDULERS)
+    return str(name)
 
 
 @dataclass(frozen=True)
@@ -68,13 +77,7 @@ class Plan:
 
     def step_makespans(self) -> dict[int, float]:
         """Predicted seconds per step (from the first start to the last finish of its nodes)."""
-        spans: dict[int, list[float]] = {}
-        for key, slot in self.predicted.slots.items():
-            step = key[1] if isinstance(key, tuple) and len(key) > 1 else None
-            if isinstance(step, int):
-                lo_hi = spans.setdefault(step, [slot.start, slot.finish])
-                lo_hi[0], lo_hi[1] = min(lo_hi[0], slot.start), max(lo_hi[1], slot.finish)
-        return {s: hi - lo for s, (lo, hi) in sorted(spans.items())}
+        return step_spans((step_of(k), s.start, s.finish) for k, s in self.predicted.slots.items())
 
     def summary(self) -> str:
         """A few lines: algorithm, predicted makespan, nodes per worker."""
@@ -152,8 +155,7 @@ def make_plan(
     restricts the workers used ("cpu" or "gpu" only); ``shard_workers[j]`` is the only worker
     shard j's gradient tasks may run on (shards sized for their worker's speed).
     """
-    if scheduler not in SCHEDULERS:
-        raise UnknownNameError("scheduler", scheduler, SCHEDULERS)
+    scheduler_name(scheduler)
     if devices not in DEVICES:
         raise UnknownNameError("devices", devices, DEVICES)
     gpus = [w for w in cluster.workers if w.gpu]

@@ -1,13 +1,19 @@
-"""Running training graphs: lowering to Dask tasks, the collection, chunked fitting, checkpoints."""
+"""Running training graphs: the pipeline (prepare -> start -> chunk graph), lowering to Dask, the
+collection, chunked fitting, calibration, checkpoints, sessions and the dashboard page."""
 
+from pnngraph.run.calibrate import calibrate
 from pnngraph.run.checkpoint import Checkpoint, latest_checkpoint, load_checkpoint, save_checkpoint
-from pnngraph.run.collection import TrainingGraph, build
-from pnngraph.run.fit import fit
+from pnngraph.run.collection import PlacementWarning, TrainingGraph
+from pnngraph.run.fit import ChunkReport, fit
+from pnngraph.run.pipeline import build
 
 __all__ = [
     "Checkpoint",
+    "ChunkReport",
+    "PlacementWarning",
     "TrainingGraph",
     "build",
+    "calibrate",
     "fit",
     "latest_checkpoint",
     "load_checkpoint",

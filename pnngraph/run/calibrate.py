@@ -27,6 +27,7 @@ import numpy as np
 
 from pnngraph.exceptions import ConfigError, UnknownNameError
 from pnngraph.plan.cluster import ClusterModel, WorkerModel
+from pnngraph.run.session import live_workers
 
 GPU_BACKENDS = ("auto", "cupy", "emulated")
 
@@ -98,7 +99,7 @@ def default_cache_dir() -> Path:
 
 def cluster_identity(client: Any, gpu_backend: str, emulated_speedup: float) -> str:
     """Hex digest naming a cluster: its workers' addresses, threads and resources."""
-    info = client.scheduler_info(n_workers=-1)["workers"]
+    info = live_workers(client)
     desc = sorted(
         (a, w["nthreads"], sorted((w.get("resources") or {}).items())) for a, w in info.items()
     )
@@ -143,7 +144,7 @@ def calibrate(
     """
     if gpu_backend not in GPU_BACKENDS:
         raise UnknownNameError("gpu_backend", gpu_backend, GPU_BACKENDS)
-    info = client.scheduler_info(n_workers=-1)["workers"]
+    info = live_workers(client)
     if not info:
         raise ConfigError("cluster", "at least one worker to calibrate", "no workers")
     identity = cluster_identity(client, gpu_backend, emulated_speedup)

@@ -16,17 +16,22 @@ since between two averages the replicas differ. One file per checkpoint, no pick
                                          (step counter, entries that are None), run config
 
 Writes are atomic (a temporary file in the same folder, then ``os.replace``) and only the
-newest ``keep`` checkpoints are kept.
+newest ``keep`` checkpoints are kept. A run's ``config`` is its
+:meth:`~pnngraph.compile.spec.TrainingSpec.to_json`.
+
+The policy of a run (:class:`CheckpointPolicy`, used by :func:`pnngraph.fit`): where and how
+often to write, and which checkpoint a resumed run continues from, refused when it comes from
+another run (a different architecture, or a spec that differs in a field that changes the bits).
 
 >>> import tempfile
 >>> from pnngraph.nn import Dense, Sequential, SGD
 >>> model = Sequential([Dense(2, 2)], input_shape=(2,))
->>> folder = tempfile.mkdtemp()
->>> path = save_checkpoint(folder, model=model, opt_state=SGD(0.1).init(model.params), step=3,
-...                        seed=0, losses=[0.9, 0.8, 0.7], config={"batch_size": 8})
+>>> with tempfile.TemporaryDirectory() as folder:
+...     path = save_checkpoint(folder, model=model, opt_state=SGD(0.1).init(model.params),
+...                            step=3, seed=0, losses=[0.9, 0.8, 0.7], config={"batch_size": 8})
+...     ckpt = load_checkpoint(folder)
 >>> path.name
 'ckpt-00000003.npz'
->>> ckpt = load_checkpoint(folder)
 >>> ckpt.step, ckpt.opt_state, ckpt.losses.tolist(), ckpt.config
 (3, {'step': 0, 'velocity': None}, [0.9, 0.8, 0.7], {'batch_size': 8})
 """
@@ -45,11 +50,13 @@ from typing import Any
 import numpy as np
 
 from pnngraph.compile.kernels import StageState
-from pnngraph.exceptions import ConfigError, ModelFileError
+from pnngraph.compile.spec import TrainingSpec
+from pnngraph.exceptions import ConfigError, ModelFileError, check_int
 from pnngraph.nn.backend import to_numpy
 from pnngraph.nn.model import FORMAT as MODEL_FORMAT
 from pnngraph.nn.model import Sequential
 from pnngraph.nn.optimizers import State
+from pnngraph.npzfile import read_npz, write_npz
 
 FORMAT = "pnngraph-checkpoint"
 FORMAT_VERSION = 1
@@ -154,10 +161,9 @@ def save_checkpoint(
         The file written. It appears whole or not at all: the arrays go to a temporary file in
         the same directory, which then replaces the target.
     """
-    if not isinstance(step, int | np.integer) or isinstance(step, bool) or step < 0:
-        raise ConfigError("step", "an integer >= 0", step)
-    if keep is not None and (not isinstance(keep, int) or isinstance(keep, bool) or keep < 1):
-        raise ConfigError("keep", "a positive integer or None", keep)
+    check_int("step", step, low=0)
+    if keep is not None:
+        check_int("keep", keep)
     if model.input_shape is None or len(model.params) != len(model.layers):
         raise ConfigError("model", "a built model with parameters", model)
     arrays: dict[str, np.ndarray] = {}
@@ -184,19 +190,7 @@ def save_checkpoint(
 
     folder = Path(directory)
     folder.mkdir(parents=True, exist_ok=True)
-    target = folder / checkpoint_name(int(step))
-    tmp = folder / f".{target.name}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, allow_pickle=False, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    _sync_directory(folder)
+    target = write_npz(folder / checkpoint_name(int(step)), arrays)
     if keep is not None:
         for _, old in list_checkpoints(folder)[:-keep]:
             with contextlib.suppress(FileNotFoundError):
@@ -242,16 +236,6 @@ def _put_state(
     return described
 
 
-def _sync_directory(folder: Path) -> None:
-    """Make the rename durable where the platform allows it."""
-    with contextlib.suppress(OSError, AttributeError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 # ---------------------------------------------------------------------------------- reading
 def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     """Read a checkpoint file, or the newest checkpoint of a directory.
@@ -269,7 +253,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         if newest is None:
             raise ModelFileError(where, "the directory holds no checkpoint (ckpt-*.npz)")
         where = newest
-    files = _read_arrays(where)
+    files = read_npz(where)
     if META not in files:
         raise ModelFileError(where, "it holds no pnngraph metadata")
     try:
@@ -294,29 +278,6 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         raise
     except Exception as err:
         raise ModelFileError(where, f"bad checkpoint contents: {err}") from None
-
-
-def _read_arrays(path: Path) -> dict[str, np.ndarray]:
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(4)
-    except FileNotFoundError:
-        raise ModelFileError(path, "no such file") from None
-    except OSError as err:
-        raise ModelFileError(path, f"cannot be read: {err}") from None
-    if head[:2] != b"PK":  # not a zip: np.load is not even asked (it would try pickle)
-        raise ModelFileError(path, "not an .npz archive (it does not start like a zip file)")
-    try:
-        loaded = np.load(path, allow_pickle=False)
-    except Exception as err:
-        raise ModelFileError(path, f"not an .npz archive: {err}") from None
-    if not isinstance(loaded, np.lib.npyio.NpzFile):
-        raise ModelFileError(path, "a single .npy array, not an .npz archive")
-    try:
-        with loaded:
-            return {k: loaded[k] for k in loaded.files}
-    except Exception as err:  # a damaged member: bad CRC, truncated data, ...
-        raise ModelFileError(path, f"damaged archive: {err}") from None
 
 
 def _decode(path: Path, meta: dict[str, Any], files: dict[str, np.ndarray]) -> Checkpoint:
@@ -389,3 +350,79 @@ def _take_state(
         else:
             raise ModelFileError(path, f"optimizer entry {name!r} of unknown type {kind!r}")
     return params, opt_state, losses
+
+
+# ----------------------------------------------------------------------------------- policy
+@dataclass(frozen=True)
+class CheckpointPolicy:
+    """Where a run writes checkpoints (``directory``, ``None``: nowhere), every how many steps
+    (``every``; ``None``: at every chunk end) and whether it continues from the newest one."""
+
+    directory: Path | None = None
+    every: int | None = None
+    resume: bool = False
+
+    def __post_init__(self) -> None:
+        if self.every is not None:
+            try:
+                check_int("checkpoint_every", self.every)
+            except ConfigError:
+                raise ConfigError("checkpoint_every", "a positive integer (steps)",
+                                  self.every) from None
+            if self.directory is None:
+                raise ConfigError("checkpoint_every", "a checkpoint_dir to write to", self.every)
+        if not isinstance(self.resume, bool):
+            raise ConfigError("resume", "True or False", self.resume)
+        if self.resume and self.directory is None:
+            raise ConfigError("resume", "a checkpoint_dir to resume from", None)
+
+    def due(self, step: int, total: int) -> bool:
+        """Whether a chunk ending at ``step`` writes a checkpoint."""
+        return self.directory is not None and (
+            step >= total or self.every is None or step % self.every == 0)
+
+    def resume_point(self, model: Sequential, spec: TrainingSpec) -> Checkpoint | None:
+        """The checkpoint to continue from (``None``: start at step 0), checked against the run:
+        the same architecture, the same bits (:meth:`TrainingSpec.differences`), no more steps
+        done than the run has."""
+        if self.directory is None:
+            return None
+        newest = latest_checkpoint(self.directory)
+        if newest is None:
+            return None
+        if not self.resume:
+            raise ConfigError("checkpoint_dir", "a directory without checkpoints (or a resumed "
+                              f"run, to continue from {newest.name})", os.fspath(self.directory))
+        ckpt = load_checkpoint(newest)
+        where = f"as in checkpoint {newest}"
+        if _architecture(ckpt.model.config()) != _architecture(model.config()):
+            raise ConfigError("model", f"the architecture {_describe(ckpt.model)} {where}",
+                              _describe(model))
+        differ = spec.differences(ckpt.config)
+        if differ:
+            mine = spec.to_json()
+            raise ConfigError(", ".join(differ),
+                              ", ".join(repr(ckpt.config[f]) for f in differ) + f" {where}",
+                              mine[differ[0]] if len(differ) == 1 else [mine[f] for f in differ])
+        if ckpt.step > spec.steps:
+            raise ConfigError("steps", f"at least the {ckpt.step} steps done {where}", spec.steps)
+        return ckpt
+
+    def save(self, result: Any, spec: TrainingSpec, step: int) -> Path:
+        """Write a run's state at ``step`` (``result``: its :func:`finalize` of host states)."""
+        if self.directory is None:
+            raise ConfigError("checkpoint_dir", "a directory to write checkpoints to", None)
+        _, replicas = spec.strategy.unslot(result.states)
+        return save_checkpoint(self.directory, model=result.model, opt_state=result.opt_state,
+                               step=step, seed=spec.seed, losses=result.losses,
+                               config=spec.to_json(), replicas=tuple(replicas))
+
+
+def _architecture(config: dict[str, Any]) -> dict[str, Any]:
+    """A model config without its initialisation seed (a checkpoint supplies the params)."""
+    return {k: v for k, v in config.items() if k != "seed"}
+
+
+def _describe(model: Sequential) -> str:
+    layers = ", ".join(repr(layer) for layer in model.layers)
+    return f"[{layers}] on input {model.input_shape} in {model.dtype}"

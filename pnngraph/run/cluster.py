@@ -19,7 +19,7 @@ from typing import Any
 
 from distributed import Nanny, Scheduler, SpecCluster, Worker
 
-from pnngraph.exceptions import ConfigError
+from pnngraph.exceptions import ConfigError, check_int
 
 
 def local_cluster(
@@ -41,12 +41,10 @@ def local_cluster(
     Dask's log messages below ``silence_logs`` (default: warnings) are not shown.
     """
     for name, n in (("cpu_workers", cpu_workers), ("gpu_workers", gpu_workers)):
-        if not isinstance(n, int) or n < 0:
-            raise ConfigError(name, "an integer >= 0", n)
+        check_int(name, n, low=0)
     if cpu_workers + gpu_workers == 0:
         raise ConfigError("workers", "at least one worker", 0)
-    if not isinstance(threads_per_worker, int) or threads_per_worker < 1:
-        raise ConfigError("threads_per_worker", "a positive integer", threads_per_worker)
+    check_int("threads_per_worker", threads_per_worker)
     cls = Nanny if processes else Worker
     base: dict[str, Any] = {"nthreads": threads_per_worker, "host": host,
                             "memory_limit": memory_limit}

@@ -4,16 +4,18 @@ Each abstract node becomes a ``dask.task_spec.Task`` calling its kernel; ``Ref(k
 become ``TaskRef(key)``; data and initial-state nodes become ``DataNode`` values, or vanish when
 their value already lives on the cluster (a ``distributed.Future``, which is itself a TaskRef, is
 passed straight to its consumers; a key of another collection becomes a TaskRef and that
-collection's layers join the graph). Placement, when a plan gives one, travels as per-key layer
-annotations (``workers``, ``allow_other_workers``, ``priority``) through small picklable lookup
-objects, since annotations must reach the scheduler as callables key -> value.
+collection's layers join the graph). The :class:`~pnngraph.plan.placement.Placement` travels as
+per-key layer annotations (``workers``, ``allow_other_workers``, ``priority``) through small
+picklable lookup objects, since annotations must reach the scheduler as callables key -> value;
+its backends decide each task's array library, and where a device output meets a host task a
+``to_host`` task goes between them.
 
 >>> import networkx as nx
 >>> from pnngraph.compile.graph import Ref, Source
 >>> g = nx.DiGraph()
 >>> g.add_node(("data-abcdefab", 0), kind="data", fn=None, args=(), source=Source(2, 8))
 >>> g.add_node(("double-abcdefab", 0), kind="update", fn=abs, args=(Ref(("data-abcdefab", 0)),))
->>> hlg, keys = lower(g, "training-abcdefab")
+>>> hlg, keys = lower(g, "training-abcdefab", Placement())
 >>> sorted(hlg.to_dict())
 [('data-abcdefab', 0), ('double-abcdefab', 0)]
 """
@@ -29,7 +31,9 @@ from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 from dask.task_spec import DataNode, Task, TaskRef
 
 from pnngraph.compile import kernels
-from pnngraph.compile.graph import Key, Ref, WorkerBackend
+from pnngraph.compile.graph import Ref, WorkerBackend
+from pnngraph.compile.keys import Key, host_key
+from pnngraph.plan.placement import Placement
 
 
 class KeyLookup:
@@ -48,35 +52,57 @@ def _external(node: Mapping[str, Any]) -> Any:
     return source.value if source is not None and source.external else None
 
 
-def host_key(key: Key) -> Key:
-    """Key of the device-to-host copy of ``key``'s output: ``tohost-`` before its name."""
-    if isinstance(key, tuple):
-        return (f"tohost-{key[0]}", *key[1:])
-    return f"tohost-{key}"
-
-
 def lower(
-    graph: nx.DiGraph,
-    name: str,
-    *,
-    workers: Mapping[Key, str] | None = None,
-    priorities: Mapping[Key, int] | None = None,
-    backends: Mapping[Key, str] | None = None,
-    outputs: Sequence[Key] = (),
-    loose: bool = True,
+    graph: nx.DiGraph, name: str, placement: Placement, outputs: Sequence[Key] = ()
 ) -> tuple[HighLevelGraph, list[Key]]:
     """A HighLevelGraph with one materialized layer ``name`` holding every task of ``graph``,
     and the keys to compute for ``outputs`` (the same keys, unless an output is on a device).
 
-    ``workers`` pins keys to worker addresses (loosely unless ``loose`` is false), ``priorities``
-    orders them, both as layer annotations. ``backends`` gives each node's array library: a
-    node's StageSpec and WORKER_BACKEND arguments take it, and where a device node's output
-    reaches a numpy node (or is an output), a ``to_host`` task on the device's worker is put
-    between them.
+    ``placement.workers`` pins keys to worker addresses (loosely unless ``placement.loose`` is
+    false), ``placement.priorities`` orders them, both as layer annotations.
+    ``placement.backends`` gives each node's array library: a node's StageSpec and
+    WORKER_BACKEND arguments take it, and where a device node's output reaches a numpy node (or
+    is an output), a ``to_host`` task on the device's worker is put between them.
     """
-    workers = dict(workers or {})
-    priorities = dict(priorities or {})
-    backends = backends or {}
+    handles, deps = _handles(graph)
+    tasks = _Tasks(placement)
+    for key, node in graph.nodes(data=True):
+        if key in handles:
+            continue
+        if node["fn"] is None:
+            tasks.tasks[key] = DataNode(key, node["source"].value)
+            continue
+        backend = placement.backends.get(key, "numpy")
+        args = []
+        for a in node["args"]:
+            if isinstance(a, Ref):
+                if a.key in handles:
+                    args.append(handles[a.key])
+                elif backend == "numpy" and tasks.on_device(a.key):
+                    args.append(TaskRef(tasks.host_copy(a.key)))
+                else:
+                    args.append(TaskRef(a.key))
+            elif isinstance(a, WorkerBackend):
+                args.append(backend)
+            elif isinstance(a, kernels.StageSpec) and a.backend != backend:
+                args.append(replace(a, backend=backend))
+            else:
+                args.append(a)
+        tasks.tasks[key] = Task(key, node["fn"], *args)
+    keys = [tasks.host_copy(k) if tasks.on_device(k) else k for k in outputs]
+    layers: dict[str, Any] = {name: MaterializedLayer(tasks.tasks, annotations=tasks.annotations())}
+    dependencies: dict[str, set[str]] = {name: set()}
+    for dep_graph in deps.values():
+        for lname, layer in dep_graph.layers.items():
+            layers[lname] = layer
+            dependencies[lname] = set(dep_graph.dependencies.get(lname, set()))
+            dependencies[name].add(lname)
+    return HighLevelGraph(layers, dependencies), keys
+
+
+def _handles(graph: nx.DiGraph) -> tuple[dict[Key, Any], dict[str, HighLevelGraph]]:
+    """TaskRefs standing for the nodes whose values already live on the cluster, and the
+    graphs of the other collections they come from."""
     handles: dict[Key, Any] = {}
     deps: dict[str, HighLevelGraph] = {}
     for key, node in graph.nodes(data=True):
@@ -89,57 +115,38 @@ def lower(
             collection, ext_key = ext
             handles[key] = TaskRef(ext_key)
             deps[collection.__dask_layers__()[0]] = collection.__dask_graph__()
+    return handles, deps
 
-    def on_device(key: Key) -> bool:
-        return backends.get(key, "numpy") != "numpy"
 
-    tasks: dict[Key, Any] = {}
+class _Tasks:
+    """The tasks of the layer being built, with the pins and priorities of the placement (a
+    ``to_host`` copy runs where, and when, its device task does)."""
 
-    def host_copy(key: Key) -> Key:
+    def __init__(self, placement: Placement) -> None:
+        self.tasks: dict[Key, Any] = {}
+        self.workers = dict(placement.workers)
+        self.priorities = dict(placement.priorities)
+        self.backends = placement.backends
+        self.loose = placement.loose
+
+    def on_device(self, key: Key) -> bool:
+        return self.backends.get(key, "numpy") != "numpy"
+
+    def host_copy(self, key: Key) -> Key:
         hk = host_key(key)
-        if hk not in tasks:
-            tasks[hk] = Task(hk, kernels.to_host, TaskRef(key))
-            if key in workers:
-                workers[hk] = workers[key]
-            if key in priorities:
-                priorities[hk] = priorities[key]
+        if hk not in self.tasks:
+            self.tasks[hk] = Task(hk, kernels.to_host, TaskRef(key))
+            if key in self.workers:
+                self.workers[hk] = self.workers[key]
+            if key in self.priorities:
+                self.priorities[hk] = self.priorities[key]
         return hk
 
-    for key, node in graph.nodes(data=True):
-        if key in handles:
-            continue
-        if node["fn"] is None:
-            tasks[key] = DataNode(key, node["source"].value)
-            continue
-        backend = backends.get(key, "numpy")
-        args = []
-        for a in node["args"]:
-            if isinstance(a, Ref):
-                if a.key in handles:
-                    args.append(handles[a.key])
-                elif backend == "numpy" and on_device(a.key):
-                    args.append(TaskRef(host_copy(a.key)))
-                else:
-                    args.append(TaskRef(a.key))
-            elif isinstance(a, WorkerBackend):
-                args.append(backend)
-            elif isinstance(a, kernels.StageSpec) and a.backend != backend:
-                args.append(replace(a, backend=backend))
-            else:
-                args.append(a)
-        tasks[key] = Task(key, node["fn"], *args)
-    keys = [host_copy(k) if on_device(k) else k for k in outputs]
-    annotations: dict[str, Any] = {}
-    if workers:
-        annotations["workers"] = KeyLookup({k: [w] for k, w in workers.items()})
-        annotations["allow_other_workers"] = KeyLookup({}, loose)
-    if priorities:
-        annotations["priority"] = KeyLookup(priorities, 0)
-    layers: dict[str, Any] = {name: MaterializedLayer(tasks, annotations=annotations or None)}
-    dependencies: dict[str, set[str]] = {name: set()}
-    for dep_graph in deps.values():
-        for lname, layer in dep_graph.layers.items():
-            layers[lname] = layer
-            dependencies[lname] = set(dep_graph.dependencies.get(lname, set()))
-            dependencies[name].add(lname)
-    return HighLevelGraph(layers, dependencies), keys
+    def annotations(self) -> dict[str, Any] | None:
+        out: dict[str, Any] = {}
+        if self.workers:
+            out["workers"] = KeyLookup({k: [w] for k, w in self.workers.items()})
+            out["allow_other_workers"] = KeyLookup({}, self.loose)
+        if self.priorities:
+            out["priority"] = KeyLookup(self.priorities, 0)
+        return out or None

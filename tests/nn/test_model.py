@@ -214,21 +214,38 @@ def test_models_layers_and_optimizers_pickle():
 
 def test_dropout_mask_is_independent_of_sharding():
     layer = Dropout(0.5)
-    layer.position = 2
     x = np.ones((10, 6))
     idx = np.arange(100, 110)
-    whole, _ = layer.forward(np, {}, x, Context(True, 4, idx, seed=9))
+    whole, _ = layer.forward(np, {}, x, Context(True, 4, idx, seed=9, layer=2))
     parts = [
-        layer.forward(np, {}, x[s], Context(True, 4, idx[s], seed=9))[0]
+        layer.forward(np, {}, x[s], Context(True, 4, idx[s], seed=9, layer=2))[0]
         for s in (slice(0, 3), slice(3, 4), slice(4, 10))
     ]
     np.testing.assert_array_equal(np.concatenate(parts), whole)
     assert set(np.unique(whole)) == {0.0, 2.0}
     assert 0.3 < np.mean(whole == 0) < 0.7
-    other_step, _ = layer.forward(np, {}, x, Context(True, 5, idx, seed=9))
+    other_step, _ = layer.forward(np, {}, x, Context(True, 5, idx, seed=9, layer=2))
     assert not np.array_equal(other_step, whole)
+    other_layer, _ = layer.forward(np, {}, x, Context(True, 4, idx, seed=9, layer=3))
+    assert not np.array_equal(other_layer, whole)
     evaluated, _ = layer.forward(np, {}, x, Context(False, 4, idx, seed=9))
     np.testing.assert_array_equal(evaluated, x)
+
+
+
+def test_one_dropout_layer_serves_two_models_at_different_indices():
+    shared = Dropout(0.5)
+    first = Sequential([shared, Dense(6, 2)], input_shape=(6,))
+    second = Sequential([Dense(6, 6), ReLU(), shared, Dense(6, 2)], input_shape=(6,))
+    x, idx = np.ones((8, 6)), np.arange(8)
+    alone = Sequential([Dropout(0.5), Dense(6, 2)], input_shape=(6,))
+    ctx = Context(True, 1, idx, seed=3)
+    # the mask is salted by the layer's index in the model that runs it, not by who built it last
+    mask_first = first.forward(np, first.params[:1], x, ctx, 0, 1)[0]
+    mask_alone = alone.forward(np, alone.params[:1], x, ctx, 0, 1)[0]
+    np.testing.assert_array_equal(mask_first, mask_alone)
+    mask_second = second.forward(np, second.params[2:3], x, ctx, 2, 3)[0]
+    assert not np.array_equal(mask_first, mask_second)
 
 
 # ------------------------------------------------------------------------------ trainer

@@ -14,6 +14,7 @@ from pnngraph.exceptions import ConfigError
 from pnngraph.run.calibrate import calibrate
 from pnngraph.run.cluster import local_cluster
 from pnngraph.run.collection import PlacementWarning
+from pnngraph.run.session import live_workers
 from tests.graph.conftest import make_cnn, make_data, make_mlp, max_rel_diff
 
 pytestmark = pytest.mark.cluster
@@ -34,7 +35,7 @@ def test_calibration_measures_every_worker_and_is_cached(tmp_path):
     with local_cluster(2, 0, processes=False, dashboard_address=None) as cluster, \
             Client(cluster) as client:
         model = calibrate(client, cache_dir=tmp_path, budget_seconds=5)
-        assert sorted(model.addresses) == sorted(client.scheduler_info()["workers"])
+        assert sorted(model.addresses) == list(live_workers(client))
         for w in model.workers:
             assert w.backend == "numpy" and w.flops_per_s("float64") > 1e8
         assert 0 < model.task_overhead_seconds < 0.1 and 0 < model.hop_latency_seconds < 0.5

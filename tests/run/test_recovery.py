@@ -22,6 +22,7 @@ import pytest
 
 from pnngraph import DataParallel, build, fit
 from pnngraph.nn import Dense, ReLU, Sequential, Tanh
+from pnngraph.run.session import live_workers
 from tests.graph.conftest import bitwise_equal
 from tests.run.clusters import client_of, local_cluster
 
@@ -84,7 +85,7 @@ def kill_when(client, since, *, step, kind, part, running, timeout=60.0):
 
 def check_recovered(client, since, victim, killed_at):
     """The victim is gone, and the run went on after the kill. Returns the task records."""
-    assert victim not in client.scheduler_info(n_workers=-1)["workers"]
+    assert victim not in live_workers(client)
     records = client.get_task_stream(start=since)
     survivors_after_kill = [
         r for r in records

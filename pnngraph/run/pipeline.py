@@ -1,0 +1,277 @@
+"""The one pipeline every run goes through, and ``build``, which is one chunk of it.
+
+::
+
+    prepare_inputs(model, data, **options)   validate once: a TrainingSpec and the data
+          |                                  (no client, no cluster yet)
+    start_run(inputs, client, cluster, ...)  what stays fixed for the whole run: the data given a
+          |                                  place on the cluster, the cluster model (measured
+          |                                  when the placement needs it), shards sized for it
+    chunk_graph(run, start, steps, states)   compile (abstract graph) -> place (Placement) ->
+                                             a TrainingGraph, lowered when Dask asks for it
+
+``build`` is ``chunk_graph`` of all the steps; :func:`pnngraph.fit` loops over chunks, each
+starting from the states the previous one ended with.
+
+>>> import numpy as np, dask
+>>> from pnngraph.nn import Dense, Sequential
+>>> from pnngraph.compile.strategies import DataParallel
+>>> X = np.random.default_rng(0).standard_normal((64, 3)); y = (X[:, 0] > 0).astype(int)
+>>> model = Sequential([Dense(3, 2)], input_shape=(3,))
+>>> graph = build(model, (X, y), strategy=DataParallel(2), steps=5, batch_size=16, lr=0.1)
+>>> result, = dask.compute(graph, scheduler="sync")
+>>> result.losses.shape
+(5,)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from pnngraph.compile.graph import Source, compile_training
+from pnngraph.compile.kernels import StageState
+from pnngraph.compile.spec import TrainingSpec, prepare
+from pnngraph.compile.strategies import Strategy
+from pnngraph.exceptions import ConfigError, DataError
+from pnngraph.nn.losses import Loss
+from pnngraph.nn.model import Sequential
+from pnngraph.nn.optimizers import Optimizer, State, split_state
+from pnngraph.plan.cluster import ClusterModel
+from pnngraph.plan.placement import (
+    PlacementOptions,
+    model_sizes,
+    needs_cluster_model,
+    place,
+    size_shards,
+)
+from pnngraph.run.calibrate import calibrate
+from pnngraph.run.collection import TrainingGraph
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """A run's validated inputs: the model, its spec, and the data as given (host arrays,
+    checked, or dask arrays, checked by shape)."""
+
+    model: Sequential
+    spec: TrainingSpec
+    X: Any
+    y: Any
+
+
+@dataclass(frozen=True)
+class Run:
+    """What stays fixed for a whole run: the model, the spec (its strategy concrete), where the
+    data is, how to place, the cluster model, the worker of each sized shard, the client and
+    the futures the run keeps alive."""
+
+    model: Sequential
+    spec: TrainingSpec
+    data: tuple[Source, Source]
+    options: PlacementOptions
+    cluster: ClusterModel | None = None
+    shard_workers: tuple[str, ...] | None = None
+    client: Any = None
+    keep: tuple[Any, ...] = ()
+
+
+def prepare_inputs(model: Sequential, data: Any, **options: Any) -> Inputs:
+    """Validate ``model``, ``data`` and the spec ``options`` (those of
+    :func:`pnngraph.compile.spec.prepare`) at the boundary."""
+    X, y = _split_data(data)
+    if _is_dask_array(X) or _is_dask_array(y):
+        X_meta, y_meta = _dask_metadata(X, y)
+        spec, _, _ = prepare(model, X_meta, y_meta, n_samples=int(X.shape[0]), **options)
+        return Inputs(model, spec, X, y)
+    spec, X_arr, y_arr = prepare(model, X, y, **options)
+    return Inputs(model, spec, X_arr, y_arr)
+
+
+def start_run(
+    inputs: Inputs, *, client: Any = None, cluster: ClusterModel | None = None,
+    options: PlacementOptions | None = None,
+) -> Run:
+    """Fix what a run keeps: the placement options resolved, the cluster model (measured on
+    ``client`` when the placement needs one and none is given), shards sized for it, and the
+    data given a place (scattered to every worker with a client, else inside the graph)."""
+    model, spec = inputs.model, inputs.spec
+    options = (options or PlacementOptions()).resolved(planned=client is not None or
+                                                       cluster is not None)
+    if cluster is None and client is not None and needs_cluster_model(options, spec.strategy):
+        cluster = calibrate(client)
+    strategy, shard_workers = size_shards(
+        spec.strategy, cluster, batch_size=spec.batch_size, devices=options.devices,
+        **model_sizes(model),
+    )
+    data, keep = _place_data(inputs, client)
+    return Run(model, replace(spec, strategy=strategy), data, options, cluster, shard_workers,
+               client, keep)
+
+
+def initial_states(
+    model: Sequential, spec: TrainingSpec, opt_state: State | None = None,
+    replicas: Sequence[StageState] = (), losses: Iterable[float] = (),
+) -> list[StageState]:
+    """The states a run starts from (its strategy's slots): the model's parameters and a full
+    optimizer state (fresh, or the one given to continue a run) cut into stages, the last
+    stage holding ``losses``; model averaging adds ``replicas``."""
+    bounds = spec.strategy.stage_bounds(model.layer_flops())
+    full = spec.optimizer.init(model.params) if opt_state is None else opt_state
+    stages = [StageState(model.params[a:z], split_state(full, a, z), ()) for a, z in bounds]
+    stages[-1] = stages[-1]._replace(losses=tuple(float(v) for v in losses))
+    return spec.strategy.slots(stages, replicas)
+
+
+def chunk_graph(run: Run, start: int, steps: int, states: Sequence[Any]) -> TrainingGraph:
+    """The placed TrainingGraph of ``steps`` steps from step ``start``, starting from
+    ``states``: host stage states (as :func:`initial_states` or a checkpoint gives them), or
+    futures of them (a previous chunk's outputs).
+
+    Host states travel inside the graph, even on a cluster: the scheduler then holds them, so
+    Dask can recompute any lost result from them after a worker dies. (Scattered states are not
+    safe: the Active Memory Manager trims a scattered key no task waits for to one replica, and
+    losing that worker loses the root of the whole run's lineage.)
+    """
+    nbytes = sum(int(a.nbytes) for layer in run.model.params for a in layer.values())
+    init = [Source(s, _state_bytes(s)) if isinstance(s, StageState) else
+            Source(s, nbytes, external=True) for s in states]
+    abstract = compile_training(run.model, run.spec, data=run.data, init=init, start=start,
+                                steps=steps)
+    workers: list[str] = []
+    if run.cluster is None and run.client is not None and run.options.scheduler == "static":
+        from pnngraph.run.session import live_workers
+
+        workers = list(live_workers(run.client))
+    placement = place(abstract, run.options, cluster=run.cluster, workers=workers,
+                      dtype=run.model.dtype, shard_workers=run.shard_workers)
+    return TrainingGraph(abstract, run.model, run.spec.strategy, placement, client=run.client,
+                         keep=run.keep)
+
+
+def build(
+    model: Sequential,
+    data: Any,
+    *,
+    strategy: Strategy | str = "data",
+    steps: int | None = None,
+    epochs: int | None = None,
+    batch_size: int = 32,
+    optimizer: str | Optimizer = "sgd",
+    loss: str | Loss = "cross_entropy",
+    seed: int = 0,
+    shuffle: bool = True,
+    fan_in: int = 8,
+    fuse_steps: int | str = "auto",
+    start_step: int = 0,
+    opt_state: State | None = None,
+    client: Any = None,
+    scheduler: str | None = None,
+    cluster: ClusterModel | None = None,
+    devices: str = "any",
+    **optimizer_options: Any,
+) -> TrainingGraph:
+    """Compile training ``model`` on ``data`` under ``strategy`` into a Dask collection.
+
+    Parameters
+    ----------
+    model : Sequential
+        Its parameters are the starting point.
+    data : (X, y) or Dataset
+        numpy arrays, or dask arrays (their blocks are loaded on the workers).
+    strategy : DataParallel, Pipeline, Hybrid, ModelAveraging, or "data", "pipeline", ...
+        ``DataParallel("auto")`` makes one shard per worker, sized by the worker's speed.
+    steps, epochs : int
+        Exactly one.
+    batch_size, optimizer, loss, seed, shuffle, **optimizer_options
+        As for :func:`pnngraph.train_serial`; the result equals that trainer's to rounding.
+    fan_in : int
+        Gradients are summed in a fixed tree of this fan-in, in shard order.
+    fuse_steps : "auto" or int
+        Steps per task when the strategy has one shard and one stage ("auto": enough steps
+        for about 50 ms of work per task, so tiny models are not drowned in task overhead).
+    start_step, opt_state
+        Continue an earlier run (its model, its ``TrainingResult.opt_state``).
+    client : distributed.Client, optional
+        Data is scattered to its workers once (the initial state travels in the graph, so
+        Dask can recompute from it), and the plan pins tasks to them (loosely: a lost
+        worker's tasks run elsewhere).
+    scheduler : str, optional
+        How nodes are placed: "heft" (default with a client or cluster), "peft", "cpop",
+        "best", "heft_lookahead", the baselines of :mod:`schedulers`, "static" (shard j of
+        stage k on worker (j K + k) mod W) or "dask" (no pins). List schedulers need a cluster
+        model: ``cluster``, or one measured by :func:`pnngraph.calibrate` on ``client``.
+    cluster : ClusterModel, optional
+        The cluster to plan for; ``graph.plan`` then holds placement and predicted timeline.
+    devices : {"any", "cpu", "gpu"}
+        Restrict the plan to CPU or to GPU workers.
+
+    Returns
+    -------
+    TrainingGraph
+    """
+    options = PlacementOptions(scheduler, devices)
+    inputs = prepare_inputs(
+        model, data, strategy=strategy, steps=steps, epochs=epochs, batch_size=batch_size,
+        optimizer=optimizer, loss=loss, seed=seed, shuffle=shuffle, fan_in=fan_in,
+        fuse_steps=fuse_steps, **optimizer_options,
+    )
+    run = start_run(inputs, client=client, cluster=cluster, options=options)
+    return chunk_graph(run, start_step, run.spec.steps, initial_states(model, run.spec, opt_state))
+
+
+# ------------------------------------------------------------------------------------- data
+def _place_data(inputs: Inputs, client: Any) -> tuple[tuple[Source, Source], tuple[Any, ...]]:
+    """Where the graph reads X and y, and the futures the run must keep alive: dask arrays
+    stay where they are; numpy data is scattered to every worker (with a client) or travels in
+    the graph."""
+    X, y = inputs.X, inputs.y
+    if _is_dask_array(X):
+        return (_dask_source(X), _dask_source(y)), ()
+    if client is None:
+        return (Source(X, X.nbytes), Source(y, y.nbytes)), ()
+    # not hashed: a later build with the same data must not race this one's release of it
+    futures = client.scatter([X, y], broadcast=True, hash=False)
+    sources = (Source(futures[0], X.nbytes, external=True),
+               Source(futures[1], y.nbytes, external=True))
+    return sources, tuple(futures)
+
+
+def _is_dask_array(a: Any) -> bool:
+    return hasattr(a, "__dask_graph__") and hasattr(a, "chunks")
+
+
+def _split_data(data: Any) -> tuple[Any, Any]:
+    if hasattr(data, "X") and hasattr(data, "y"):
+        return data.X, data.y
+    if isinstance(data, tuple | list) and len(data) == 2:
+        return data[0], data[1]
+    raise ConfigError("data", "an (X, y) pair or a Dataset", type(data).__name__)
+
+
+def _state_bytes(state: StageState) -> int:
+    return sum(int(a.nbytes) for layer in state.params for a in layer.values())
+
+
+def _dask_metadata(X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Host stand-ins with the dask arrays' shapes, for validation without computing."""
+    if not (_is_dask_array(X) and _is_dask_array(y)):
+        raise ConfigError("data", "both X and y as dask arrays (or both as numpy)", "a mix")
+    if X.shape[0] != y.shape[0]:
+        raise DataError("X/y", f"X has {X.shape[0]} samples but y has {y.shape[0]}")
+    if any(np.isnan(d) for d in X.shape):
+        raise DataError("X", "unknown chunk sizes: call X.compute_chunk_sizes() first")
+    X_meta = np.zeros((1, *X.shape[1:]), dtype=X.dtype)
+    y_meta = np.zeros((1, *y.shape[1:]), dtype=y.dtype)
+    return X_meta, y_meta
+
+
+def _dask_source(a: Any) -> Source:
+    one = a.rechunk(a.shape)
+    key = one.__dask_keys__()
+    while isinstance(key, list):
+        key = key[0]
+    return Source((one, key), int(a.nbytes), external=True)
