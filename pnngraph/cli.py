@@ -76,8 +76,9 @@ def _cluster_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      help="Join a running cluster (tcp://host:8786) instead of starting one."),
         click.option("--timeout", default=30.0, show_default=True, type=float,
                      help="Seconds to wait for the scheduler at --scheduler-address."),
-        click.option("--workers", default=2, show_default=True, type=click.IntRange(min=0),
-                     help="CPU workers of the embedded cluster."),
+        click.option("--workers", default=None, type=click.IntRange(min=0),
+                     help="CPU workers of the embedded cluster (default: one for a model whose "
+                          "step is tiny, which a second worker cannot speed up; else two)."),
         click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1),
                      help="Threads per worker of the embedded cluster."),
         click.option("--gpu-workers", default=0, show_default=True, type=click.IntRange(min=0),
@@ -115,6 +116,8 @@ def _flags() -> Iterator[None]:
 def _client(opts: dict[str, Any]) -> Iterator[Any]:
     from pnngraph.run.session import open_client
 
+    if opts["workers"] is None:
+        opts["workers"] = 2
     if opts["scheduler_address"] is None and opts["workers"] + opts["gpu_workers"] == 0:
         raise ConfigError("--workers", "at least one worker (or --gpu-workers)", 0)
     with _flags(), open_client(
@@ -258,9 +261,8 @@ def _strategy(opts: dict[str, Any], model: Any, n_workers: int) -> Any:
     name = opts["strategy"]
     shards = _parse_shards(opts["shards"])
     if name == "auto":
-        step_flops = 3.0 * sum(model.layer_flops()) * opts["batch_size"]
-        if shards is None and (step_flops < TINY_STEP_FLOPS or n_workers < 2):
-            return pnngraph.DataParallel(1)
+        if shards is None:
+            return "auto"  # every candidate planned on the cluster, the fastest kept
         name = "data"
     if name == "serial":
         return None
@@ -297,6 +299,9 @@ def train(**opts: Any) -> None:
         f"model: {opts['model_spec']}, {model.n_params} parameters; data: "
         f"{train_set.name}, {len(train_set.X)} train / {len(test_set.X)} test samples"
     )
+    if opts["workers"] is None:
+        tiny = 3.0 * sum(model.layer_flops()) * opts["batch_size"] < TINY_STEP_FLOPS
+        opts["workers"] = 1 if tiny and opts["gpu_workers"] == 0 else 2
     if opts["strategy"] == "serial":
         _train_serial(opts, model, train_set, test_set, optimizer, per_epoch, run_dir)
         return
@@ -352,23 +357,18 @@ def _train_cluster(opts: dict[str, Any], model: Any, train_set: Any, test_set: A
                    optimizer: Any, per_epoch: int, run_dir: Path) -> None:
     """Train with :func:`pnngraph.fit`, one chunk per epoch, checkpoints every epoch."""
     import pnngraph
-    from pnngraph.run.checkpoint import list_checkpoints
 
-    checkpoints = run_dir / "checkpoints"
-    first_epoch = 0
-    if opts["resume"]:
-        found = list_checkpoints(checkpoints)
-        if not found:
-            raise ConfigError("--resume", f"a checkpoint in {checkpoints}", "none")
-        step, path = found[-1]
-        first_epoch = step // per_epoch
-        click.echo(f"resuming from {path} (epoch {first_epoch})")
+    first_epoch = _resume_epoch(opts, run_dir / "checkpoints", per_epoch)
+    clock = _Clock()
     with _client(opts) as client:
+        clock.lap("cluster start")
         n_workers = _n_workers(client)
         strategy = _strategy(opts, model, n_workers)
-        click.echo(f"cluster: {n_workers} workers; dashboard {client.dashboard_link} "
-                   f"(plan: /pnngraph); strategy {strategy!r}, scheduler {opts['scheduler']}")
-        cluster = _cluster_model(client, opts, strategy)
+        cluster = _cluster_model(client, opts, pnngraph.compile.strategies.as_strategy(strategy))
+        clock.lap("calibration")
+        plural = "s" if n_workers != 1 else ""
+        click.echo(f"cluster: {n_workers} worker{plural}; dashboard {client.dashboard_link} "
+                   f"(plan: /pnngraph); scheduler {opts['scheduler']}")
         epochs = _Epochs(client, opts, test_set, per_epoch, first_epoch)
         received_before = client.run(_received_bytes)
         with _flags():
@@ -376,16 +376,51 @@ def _train_cluster(opts: dict[str, Any], model: Any, train_set: Any, test_set: A
                 model, train_set, strategy=strategy, epochs=opts["epochs"],
                 batch_size=opts["batch_size"], optimizer=optimizer, seed=opts["seed"],
                 chunk_steps=per_epoch, client=client, scheduler=opts["scheduler"],
-                cluster=cluster, progress=False, checkpoint_dir=checkpoints,
+                cluster=cluster, progress=False, checkpoint_dir=run_dir / "checkpoints",
                 checkpoint_every=per_epoch, resume=opts["resume"], on_graph=epochs.on_graph,
                 on_chunk=epochs.on_chunk, on_steps=epochs.bars.update, learn=cluster is not None,
             )
+        clock.lap("training", minus=epochs.evaluation)
+        clock.laps["evaluation"] = epochs.evaluation
+        epochs.remember()
         received = client.run(_received_bytes)
+    clock.lap("cluster stop")
     record = epochs.record
-    record.meta.update({"strategy": repr(strategy), "workers": n_workers})
+    record.meta.update({"strategy": epochs.strategy or repr(strategy), "workers": n_workers})
     record.losses = result.losses.tolist()
     record.bytes_moved = {w: max(received[w] - received_before.get(w, 0), 0) for w in received}
-    _finish(run_dir, result.model, record, opts)
+    _finish(run_dir, result.model, record, opts, clock)
+
+
+def _resume_epoch(opts: dict[str, Any], checkpoints: Path, per_epoch: int) -> int:
+    """The epoch a resumed run starts at (0 for a new run)."""
+    from pnngraph.run.checkpoint import list_checkpoints
+
+    if not opts["resume"]:
+        return 0
+    found = list_checkpoints(checkpoints)
+    if not found:
+        raise ConfigError("--resume", f"a checkpoint in {checkpoints}", "none")
+    step, path = found[-1]
+    click.echo(f"resuming from {path} (epoch {step // per_epoch})")
+    return step // per_epoch
+
+
+class _Clock:
+    """Wall time of each phase of a command, for the breakdown it prints at the end."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self.last = time.perf_counter()
+
+    def lap(self, name: str, minus: float = 0.0) -> None:
+        now = time.perf_counter()
+        self.laps[name] = now - self.last - minus
+        self.last = now
+
+    def line(self) -> str:
+        parts = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in self.laps.items())
+        return f"time: {parts}"
 
 
 class _Epochs:
@@ -401,16 +436,39 @@ class _Epochs:
         self.record = RunRecord()
         self.planned: list[Any] = []
         self.stream: list[dict[str, Any]] = []
+        self.evaluation = 0.0
+        self.strategy: str | None = None
+        self.cluster: Any = None
+        self.published = -1.0
+
+    def remember(self) -> None:
+        """Cache the cluster model as the run refined it: the next run starts there."""
+        from pnngraph.run.calibrate import remember
+
+        if self.cluster is not None:
+            remember(self.client, self.cluster,
+                     gpu_backend="emulated" if self.opts["emulate_gpu"] else "auto")
 
     def on_graph(self, graph: Any) -> None:
         from pnngraph.run import dashboard
 
-        if graph.plan is not None and self.opts["scheduler_address"] is None:
+        if self.strategy is None:  # the first chunk: say what runs, and why
+            self.strategy = repr(graph.strategy)
+            plan = graph.plan
+            why = ""
+            if plan is not None and len(plan.alternatives) > 1:
+                (_, best), (runner, seconds) = plan.alternatives[0], plan.alternatives[1]
+                why = (f" (predicted {best:.2f} s for the run; runner-up {runner}, "
+                       f"{seconds:.2f} s)")
+            click.echo(f"strategy: {self.strategy}{why}")
+        now = time.perf_counter()
+        if graph.plan is not None and self.opts["scheduler_address"] is None and \
+                now - self.published > 1.0:  # at most once a second, off the critical path
             dashboard.publish_plan(self.client, graph)
+            self.published = now
 
     def on_chunk(self, report: Any) -> None:
         from pnngraph.record import records_from_slots, records_from_task_stream
-        from pnngraph.run.calibrate import remember
 
         self.bars.close()
         epoch = report.step // self.per_epoch
@@ -418,10 +476,10 @@ class _Epochs:
             offset = min(s["start"] for r in report.stream for s in r["startstops"])
             self.planned.append((offset, records_from_slots(report.graph.plan.predicted.slots)))
         self.stream.extend(report.stream)
-        if report.cluster is not None:  # refined by this epoch: the next run starts there
-            remember(self.client, report.cluster,
-                     gpu_backend="emulated" if self.opts["emulate_gpu"] else "auto")
+        self.cluster = report.cluster  # refined by this epoch: cached at the end of the run
+        t0 = time.perf_counter()
         scores = report.result.model.evaluate(self.test_set.X, self.test_set.y)
+        self.evaluation += time.perf_counter() - t0
         self.record.accuracy.append((epoch, scores["accuracy"]))
         click.echo(f"epoch {epoch}: train loss {report.result.losses[-self.per_epoch:].mean():.4f}"
                    f", test loss {scores['loss']:.4f}, test accuracy {scores['accuracy']:.4f}")
@@ -434,17 +492,23 @@ class _Epochs:
         self.record.measured = records_from_task_stream(self.stream) if self.stream else []
 
 
-def _finish(run_dir: Path, model: Any, record: Any, opts: dict[str, Any]) -> None:
+def _finish(run_dir: Path, model: Any, record: Any, opts: dict[str, Any],
+            clock: _Clock | None = None) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     model.save(run_dir / "model.npz")
     record.meta.update({"model": opts["model_spec"], "data": opts["data"],
                         "epochs": opts["epochs"], "batch size": opts["batch_size"],
                         "optimizer": opts["optimizer"], "scheduler": opts["scheduler"]})
+    if clock is not None:
+        record.meta["time"] = {k: round(v, 3) for k, v in clock.laps.items()}
     record.save(run_dir / "run.json")
     if not opts.get("no_report"):
         click.echo(f"report written to {_render(run_dir)}")
+    if clock is not None:
+        clock.lap("report")
+        click.echo(clock.line())
     final = record.accuracy[-1][1] if record.accuracy else float("nan")
-    click.echo(f"final loss {record.losses[-1]:.4f}, test accuracy {final:.4f}; "
+    click.echo(f"loss of the last step {record.losses[-1]:.4f}, test accuracy {final:.4f}; "
                f"model and checkpoints in {run_dir}")
 
 

@@ -5,7 +5,8 @@ and ``bytes`` (edges carry their producer's bytes); the planner turns them into 
 cluster model. Everything is counted from the model's per-sample forward FLOPs of each stage, the
 stage's parameter bytes and activation shapes, and how many state arrays the optimizer keeps::
 
-    grad        3 F n            (forward, loss and backward of n samples, whole model)
+    grad        (3 F - F_1) n    (forward, loss and backward of n samples, whole model; the
+                                 first layer's input gradient F_1 is not computed)
     forward     F_k n            output and caches: every activation of the stage
     backward    3 F_k n (last stage: it runs its forward and the loss too), else 2 F_k n
     aggregate   P_k / itemsize * fan_in     additions of parameter-sized gradients
@@ -16,17 +17,21 @@ stage's parameter bytes and activation shapes, and how many state arrays the opt
 >>> from pnngraph.nn import Dense, ReLU, SGD, Sequential
 >>> model = Sequential([Dense(4, 8), ReLU(), Dense(8, 2)], input_shape=(4,))
 >>> costs = stage_costs(model, [(0, 3)], SGD(0.1, momentum=0.9))
->>> costs.grad(0, 10)
-{'flops': 3120.0, 'bytes': 472}
+>>> cost = costs.grad(0, 10)
+>>> cost["flops"], cost["bytes"], cost["rows"], cost["sig"].startswith("grad:")
+(2480.0, 472, 10.0, True)
 >>> costs.state_factor
 2
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -34,11 +39,11 @@ from pnngraph.nn.model import Sequential
 from pnngraph.nn.optimizers import Optimizer
 
 LOSS_BYTES = 8  # a float travels with every gradient
-STEP_TARGET_SECONDS = 0.05  # fused step tasks aim at about this much work
+STEP_TARGET_SECONDS = 0.25  # fused step tasks aim at about this much work (a hop: ~10 ms)
 DEFAULT_FLOPS_PER_S = 1e10  # a rough CPU core, for the fusion decision only
 LAYER_OVERHEAD_SECONDS = 50e-6  # Python per layer and step, for the fusion decision only
 
-Cost = dict[str, float]
+Cost = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -47,47 +52,67 @@ class StageCosts:
 
     ``flops[k]`` forward FLOPs per sample of stage k, ``param_bytes[k]`` its parameters,
     ``act_bytes[k]`` the bytes per sample of every activation it keeps (its output and caches),
-    ``in_bytes[k]`` the bytes per sample of its input; ``state_factor`` how many parameter-sized
-    arrays a stage's state holds (1 + the optimizer's state arrays).
+    ``in_bytes[k]`` the bytes per sample of its input, ``dx_flops[k]`` the FLOPs per sample of
+    its input gradient that the first stage skips (nothing needs it); ``state_factor`` how many
+    parameter-sized arrays a stage's state holds (1 + the optimizer's state arrays); ``sigs[k]``
+    names what stage k computes (its layers, dtype, optimizer and loss), so that a measured
+    kernel time can price every node that runs the same kernel on the same stage.
+
+    Every cost also says how much work of its kind a node does, for measured kernel times
+    (``a * count + b * rows`` seconds): ``sig`` (kernel and stage), ``rows`` (samples; parts
+    summed for aggregate and update, replicas for average) and ``count`` (calls: the steps of a
+    fused task).
     """
 
     flops: tuple[float, ...]
     param_bytes: tuple[int, ...]
     act_bytes: tuple[int, ...]
     in_bytes: tuple[int, ...]
+    dx_flops: tuple[float, ...]
     itemsize: int
     state_factor: int
+    sigs: tuple[str, ...]
+
+    def _work(self, kernel: str, k: int, rows: float, count: int = 1) -> dict[str, Any]:
+        return {"sig": f"{kernel}:{self.sigs[k]}", "rows": float(rows), "count": count}
 
     def grad(self, k: int, n: int) -> Cost:
-        return {"flops": 3.0 * self.flops[k] * n, "bytes": self.param_bytes[k] + LOSS_BYTES}
+        return {"flops": (3.0 * self.flops[k] - self.dx_flops[k]) * n,
+                "bytes": self.param_bytes[k] + LOSS_BYTES, **self._work("grad", k, n)}
 
     def forward(self, k: int, n: int) -> Cost:
-        return {"flops": self.flops[k] * n, "bytes": self.act_bytes[k] * n}
+        return {"flops": self.flops[k] * n, "bytes": self.act_bytes[k] * n,
+                **self._work("forward", k, n)}
 
     def backward(self, k: int, n: int, *, last: bool) -> Cost:
         factor = 3.0 if last else 2.0
-        return {"flops": factor * self.flops[k] * n,
-                "bytes": self.in_bytes[k] * n + self.param_bytes[k]}
+        return {"flops": (factor * self.flops[k] - self.dx_flops[k]) * n,
+                "bytes": self.in_bytes[k] * n + self.param_bytes[k],
+                **self._work("loss_backward" if last else "backward", k, n)}
 
     def aggregate(self, k: int, fan_in: int) -> Cost:
         return {"flops": self.param_bytes[k] / self.itemsize * fan_in,
-                "bytes": self.param_bytes[k] + LOSS_BYTES}
+                "bytes": self.param_bytes[k] + LOSS_BYTES, **self._work("aggregate", k, fan_in)}
 
     def update(self, k: int, parts: int) -> Cost:
         return {"flops": self.param_bytes[k] / self.itemsize * (parts + 2 * self.state_factor),
-                "bytes": self.param_bytes[k] * self.state_factor}
+                "bytes": self.param_bytes[k] * self.state_factor,
+                **self._work("update", k, parts)}
 
     def params(self, k: int) -> Cost:
-        return {"flops": 0.0, "bytes": self.param_bytes[k]}
+        return {"flops": 0.0, "bytes": self.param_bytes[k], **self._work("params", k, 0)}
 
-    def steps(self, k: int, rows: int) -> Cost:
-        """Whole training steps of ``rows`` samples in all (fused steps, local steps)."""
-        return {"flops": 3.0 * self.flops[k] * rows,
-                "bytes": self.param_bytes[k] * self.state_factor}
+    def steps(self, k: int, rows: int, count: int = 1, kernel: str = "train_steps") -> Cost:
+        """Whole training steps of ``rows`` samples in all, ``count`` steps (fused steps;
+        ``kernel="local_steps"`` for model averaging's)."""
+        return {"flops": (3.0 * self.flops[k] - self.dx_flops[k]) * rows,
+                "bytes": self.param_bytes[k] * self.state_factor,
+                **self._work(kernel, k, rows, count)}
 
     def average(self, k: int, replicas: int) -> Cost:
         return {"flops": 2.0 * replicas * self.param_bytes[k] / self.itemsize,
-                "bytes": self.param_bytes[k] * self.state_factor}
+                "bytes": self.param_bytes[k] * self.state_factor,
+                **self._work("average", k, replicas)}
 
     def fused_steps(self, batch_size: int, n_layers: int, steps: int) -> int:
         """Steps per task for a one-shard, one-stage run: about ``STEP_TARGET_SECONDS`` of work."""
@@ -97,14 +122,21 @@ class StageCosts:
 
 
 def stage_costs(
-    model: Sequential, bounds: Sequence[tuple[int, int]], optimizer: Optimizer
+    model: Sequential, bounds: Sequence[tuple[int, int]], optimizer: Optimizer,
+    loss: Any = None,
 ) -> StageCosts:
-    """The :class:`StageCosts` of ``model`` cut into stages ``bounds``."""
+    """The :class:`StageCosts` of ``model`` cut into stages ``bounds`` (``loss``: the run's,
+    which the last stage computes)."""
     itemsize = np.dtype(model.dtype).itemsize
     layer_flops, shapes = model.layer_flops(), model.shapes
+    layers = model.config()["layers"]
 
     def size(q: int) -> int:
         return math.prod(shapes[q]) * itemsize
+
+    def sig(a: int, z: int) -> str:
+        last = repr(loss) if z == len(model.layers) else None
+        return _digest(layers[a:z], list(shapes[a]), model.dtype, repr(optimizer), last)
 
     return StageCosts(
         flops=tuple(float(sum(layer_flops[a:z])) for a, z in bounds),
@@ -115,6 +147,13 @@ def stage_costs(
         ),
         act_bytes=tuple(sum(size(q) for q in range(a, z + 1)) for a, z in bounds),
         in_bytes=tuple(size(a) for a, _ in bounds),
+        dx_flops=tuple(float(layer_flops[0]) if a == 0 else 0.0 for a, _ in bounds),
         itemsize=itemsize,
         state_factor=1 + optimizer.state_arrays,
+        sigs=tuple(sig(a, z) for a, z in bounds),
     )
+
+
+def _digest(*parts: Any) -> str:
+    return hashlib.blake2b(json.dumps(parts, sort_keys=True, default=str).encode(),
+                           digest_size=5).hexdigest()

@@ -80,6 +80,10 @@ class Source:
     external: bool = False
 
 
+class Copies(tuple):
+    """The copies of one slot's state, one per copy (data parallelism kept in copies)."""
+
+
 def stage_label(layers: Sequence[Layer]) -> str:
     """Letters-and-dashes name of a group of layers: its parametric layer kinds, in order.
 
@@ -124,7 +128,7 @@ class _Builder:
             *args: Any, cost: Cost, **attrs: Any) -> Ref:
         """Node ``(f"{phase}-{label of stage k}-{token}", *indices)`` running ``fn(*args)``."""
         key = node_key(phase, self.labels[k], self.token, *indices)
-        for name in ("step", "shard", "micro", "stage"):
+        for name in ("step", "shard", "micro", "stage", "copy"):
             attrs.setdefault(name, None)
         self.g.add_node(key, kind=phase, fn=fn, args=args, **cost, **attrs)
         for a in args:
@@ -132,11 +136,12 @@ class _Builder:
                 self.g.add_edge(a.key, key, bytes=self.g.nodes[a.key]["bytes"])
         return Ref(key)
 
-    def source(self, phase: str, i: int, source: Source, **attrs: Any) -> Ref:
-        key = node_key(phase, "", self.token, i)
+    def source(self, phase: str, i: int, source: Source, *, stage: int | None = None,
+               copy: int | None = None) -> Ref:
+        key = node_key(phase, "", self.token, i, *(() if copy is None else (copy,)))
         self.g.add_node(key, kind=phase, fn=None, args=(), source=source, flops=0.0,
-                        bytes=source.nbytes, step=None, shard=None, micro=None,
-                        stage=attrs.get("stage"))
+                        bytes=source.nbytes, step=None, shard=None, micro=None, stage=stage,
+                        copy=copy)
         return Ref(key)
 
     def tree(self, leaves: list[Ref], k: int, step: int) -> list[Ref]:
@@ -160,26 +165,36 @@ def compile_training(
     spec: TrainingSpec,
     *,
     data: tuple[Source, Source],
-    init: Sequence[Source],
+    init: Sequence[Source | Copies],
     start: int,
     steps: int,
+    copies: int = 1,
 ) -> nx.DiGraph:
     """The abstract graph of steps ``start, ..., start + steps - 1`` of the run ``spec``.
 
     ``init`` holds one source per slot of the strategy (:meth:`Strategy.slots`): a
     :class:`kernels.StageState` per stage, or for model averaging the last average followed by
     one state per replica. ``data`` is the sources of X and y.
+
+    ``copies`` > 1 (data parallelism, one stage, several shards): the state is kept in that
+    many copies, and every step each copy's own update sums all the shards' gradients, so no
+    parameters travel after an update (shard j reads copy j mod ``copies``); the copies stay
+    bitwise equal, and the first is the graph's output (``graph["carry"]`` lists them all, for
+    a next graph to start from). An init slot may then be :class:`Copies` of sources.
     """
     start = check_int("start_step", start, low=0)
     steps = check_int("steps", steps)
     strategy = spec.strategy
     bounds = strategy.stage_bounds(model.layer_flops())
+    copies = check_int("copies", copies) if len(bounds) == 1 and strategy.algorithm == "sgd" \
+        and strategy.layout[0] > 1 else 1
+    flat = [s for slot in init for s in (slot if isinstance(slot, Copies) else (slot,))]
     token = fingerprint(
-        model.config(), spec.to_json(), start, steps,
+        model.config(), spec.to_json(), start, steps, copies,
         [s.value if s.external else s.nbytes for s in data],
         *[s.value for s in data if not s.external],
-        [s.value if s.external else None for s in init],
-        *[p for s in init if not s.external for layer in s.value.params for p in layer.values()],
+        [s.value if s.external else None for s in flat],
+        *[p for s in flat if not s.external for layer in s.value.params for p in layer.values()],
     )
     b = _Builder(
         spec=spec, token=token, start=start, g=nx.DiGraph(),
@@ -187,21 +202,31 @@ def compile_training(
                                  spec.loss if z == len(model.layers) else None, spec.optimizer,
                                  spec.seed) for a, z in bounds],
         labels=[stage_label(model.layers[a:z]) for a, z in bounds],
-        costs=stage_costs(model, bounds, spec.optimizer),
+        costs=stage_costs(model, bounds, spec.optimizer, spec.loss),
         batches=[spec.batch(s) for s in range(start, start + steps)],
     )
     x = b.source("data", 0, data[0])
     y = b.source("data", 1, data[1])
-    slots = [b.source("init", i, s, stage=i) for i, s in enumerate(init)]
+    slots = [[b.source("init", i, s, stage=i)] if not isinstance(s, Copies) else
+             [b.source("init", i, c, stage=i, copy=r) for r, c in enumerate(s)]
+             for i, s in enumerate(init)]
     S, _, M = strategy.layout
+    carry: list[list[Ref]]
     if strategy.algorithm == "averaging":
-        outputs = _averaging(b, cast(ModelAveraging, strategy), slots, x, y)
+        outputs = _averaging(b, cast(ModelAveraging, strategy), [s[0] for s in slots], x, y)
+        carry = [[r] for r in outputs]
     else:
         _check_split(b, M)
         per_task = _fusion(b, len(model.layers))
-        outputs = _fused(b, slots[0], x, y, per_task) if per_task > 1 else \
-            _steps(b, slots, x, y, M)
-    b.g.graph.update(outputs=[r.key for r in outputs], token=token, layout=(S, len(bounds), M))
+        if copies > 1:
+            carry = [_copies(b, [slots[0][r % len(slots[0])] for r in range(copies)], x, y)]
+        elif per_task > 1:
+            carry = [[_fused(b, slots[0][0], x, y, per_task)]]
+        else:
+            carry = [[r] for r in _steps(b, [s[0] for s in slots], x, y, M)]
+        outputs = [c[0] for c in carry]
+    b.g.graph.update(outputs=[r.key for r in outputs], carry=[[r.key for r in c] for c in carry],
+                     token=token, layout=(S, len(bounds), M), copies=copies)
     return b.g
 
 
@@ -232,15 +257,39 @@ def _fusion(b: _Builder, n_layers: int) -> int:
     return min(fuse, steps)
 
 
-def _fused(b: _Builder, init: Ref, x: Ref, y: Ref, per_task: int) -> list[Ref]:
+def _fused(b: _Builder, init: Ref, x: Ref, y: Ref, per_task: int) -> Ref:
     state = init
+    spec = b.spec
     for lo in range(0, len(b.batches), per_task):
         idx = tuple(b.batches[lo : lo + per_task])
         s = b.start + lo
-        state = b.add("steps", 0, (s,), kernels.train_steps, b.specs[0], state, x, y, idx, s,
-                      cost=b.costs.steps(0, sum(len(i) for i in idx)), step=s, stage=0,
-                      n_steps=len(idx))
-    return [state]
+        batches = kernels.Batches(spec.n_samples, spec.batch_size, spec.seed, spec.shuffle, s,
+                                  len(idx))
+        state = b.add("steps", 0, (s,), kernels.train_steps, b.specs[0], state, x, y, batches, s,
+                      cost=b.costs.steps(0, sum(len(i) for i in idx), len(idx)), step=s,
+                      stage=0, n_steps=len(idx))
+    return state
+
+
+def _copies(b: _Builder, init: list[Ref], x: Ref, y: Ref) -> list[Ref]:
+    """Data parallelism on ``len(init)`` copies of the state: every step, shard j's gradient
+    reads copy j mod R, and each copy's update sums every shard's gradient (the same tree, the
+    same order, so the copies stay bitwise equal)."""
+    states, R = list(init), len(init)
+    for i, index in enumerate(b.batches):
+        s = b.start + i
+        parts, offset = [], 0
+        for j, n_shard in enumerate(b.spec.strategy.shard_sizes(len(index))):
+            rows = index[offset : offset + n_shard]
+            offset += n_shard
+            parts.append(b.add("grad", 0, (s, j, 0), kernels.grad, b.specs[0], states[j % R], x,
+                               y, rows, len(index), s, j, cost=b.costs.grad(0, n_shard), step=s,
+                               shard=j, micro=0, stage=0, copy=j % R))
+        leaves = b.tree(parts, 0, s)
+        states = [b.add("update", 0, (s, 0, r), kernels.update, b.specs[0], states[r], *leaves,
+                        cost=b.costs.update(0, len(leaves)), step=s, stage=0, copy=r)
+                  for r in range(R)]
+    return states
 
 
 def _steps(b: _Builder, init: list[Ref], x: Ref, y: Ref, M: int) -> list[Ref]:
@@ -325,7 +374,8 @@ def _averaging(b: _Builder, strategy: ModelAveraging, init: list[Ref], x: Ref, y
             states[r] = b.add(
                 "local", 0, (s, r), kernels.local_steps, spec,
                 params_from if s % H == 0 else states[r], states[r], x, y, tuple(idx),
-                tuple(weights), s, r, cost=b.costs.steps(0, sum(len(i) for i in idx)), step=s,
+                tuple(weights), s, r,
+                cost=b.costs.steps(0, sum(len(i) for i in idx), len(idx), "local_steps"), step=s,
                 shard=r, stage=0, n_steps=len(idx))
         if seg_end % H == 0 or seg_end == end:
             params_from = b.add(

@@ -14,10 +14,11 @@ What one task of each kind computes (K = 1 fuses forward, loss and backward into
     forward(spec, state, x_in, X, index)  -> (y, caches)              one stage, one micro-batch
     loss_backward(spec, state, x_in, ...) -> (dx, grads, loss)        last stage
     backward(spec, state, fwd, upstream)  -> (dx, grads, 0.0)         earlier stages
+                                             (dx is None on the first stage: nothing needs it)
     aggregate(backend, *parts)            -> Partial(sum of grads, sum of losses)   fixed order
     update(spec, state, *parts)           -> StageState               sum, then optimizer step
     params_of(state)                      -> StageState               parameters only
-    train_steps(spec, state, X, Y, ...)   -> StageState               several whole steps, S = K = 1
+    train_steps(spec, state, X, Y, batches, first) -> StageState      several whole steps, S = K = 1
     local_steps(spec, params, state, ...) -> StageState               model averaging, one replica
     average(backend, weights, *states)    -> StageState               weighted parameter mean
     to_host(value)                        -> value with every array copied to host numpy
@@ -30,6 +31,7 @@ device implicitly (the lowering inserts ``to_host`` tasks where a device output 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -41,6 +43,7 @@ from pnngraph.nn.layers import Context, Layer
 from pnngraph.nn.losses import Loss
 from pnngraph.nn.model import ParamList, backward_layers, forward_layers
 from pnngraph.nn.optimizers import Optimizer, State
+from pnngraph.nn.train import batch_indices
 
 
 class StageState(NamedTuple):
@@ -157,7 +160,7 @@ def loss_backward(
     ctx = Context(training=True, step=step, index=index, seed=spec.seed)
     out, caches = forward_layers(be.xp, spec.layers, params, x, ctx, spec.start)
     value, dout = spec.loss.value_and_grad(be.xp, out, _inputs(be, Y, index), n_global)
-    dx, grads = backward_layers(be.xp, spec.layers, params, caches, dout)
+    dx, grads = backward_layers(be.xp, spec.layers, params, caches, dout, spec.start > 0)
     return dx, grads, _check_loss(float(value), step, shard)
 
 
@@ -167,7 +170,8 @@ def backward(
     """Backward of a non-last stage, from its forward caches and the next stage's input grad."""
     be = _backend(spec)
     dx, grads = backward_layers(
-        be.xp, spec.layers, _adopt(be, state.params), _adopt(be, fwd[1]), _adopt(be, upstream[0])
+        be.xp, spec.layers, _adopt(be, state.params), _adopt(be, fwd[1]), _adopt(be, upstream[0]),
+        spec.start > 0,
     )
     return dx, grads, 0.0
 
@@ -226,19 +230,56 @@ def params_of(state: StageState) -> StageState:
     return StageState(state.params, {}, ())
 
 
+@dataclass(frozen=True)
+class Batches:
+    """Steps ``first, ..., first + count - 1`` of a run's batch order, drawn where the task
+    runs (:func:`pnngraph.nn.train.batch_indices`), so a task of many fused steps carries a few
+    integers instead of every index array."""
+
+    n_samples: int
+    batch_size: int
+    seed: int
+    shuffle: bool
+    first: int
+    count: int
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for s in range(self.first, self.first + self.count):
+            yield batch_indices(self.n_samples, self.batch_size, self.seed, s,
+                                shuffle=self.shuffle)
+
+
 def train_steps(
     spec: StageSpec,
     state: StageState,
     X: Any,
     Y: Any,
-    indices: tuple[np.ndarray, ...],
+    indices: Iterable[np.ndarray],
     first_step: int,
 ) -> StageState:
-    """Several whole training steps in one task (one shard, one stage): the serial loop."""
+    """Several whole training steps in one task (one shard, one stage): the serial loop.
+
+    The same arithmetic as ``grad`` then ``update`` per step (one part: no sum), with the
+    inputs moved to the backend once and the losses collected in a list. ``indices`` gives
+    each step's rows (a :class:`Batches` or the arrays themselves).
+    """
+    be = _backend(spec)
+    assert spec.loss is not None
+    params, opt_state = _adopt(be, state.params), _adopt(be, state.opt_state)
+    X_host, Y_host = np.asarray(X), np.asarray(Y)
+    losses = list(state.losses)
     for i, index in enumerate(indices):
-        part = grad(spec, state, X, Y, index, len(index), first_step + i, 0)
-        state = update(spec, state, part)
-    return state
+        step = first_step + i
+        ctx = Context(training=True, step=step, index=index, seed=spec.seed)
+        out, caches = forward_layers(be.xp, spec.layers, params, be.asarray(X_host[index]), ctx)
+        value, dout = spec.loss.value_and_grad(be.xp, out, be.asarray(Y_host[index]), len(index))
+        _, grads = backward_layers(be.xp, spec.layers, params, caches, dout, False)
+        params, opt_state = spec.optimizer.update(params, grads, opt_state)
+        losses.append(_check_loss(float(value), step, 0))
+    return StageState(params, opt_state, tuple(losses))
 
 
 def local_steps(

@@ -113,7 +113,7 @@ def train_serial(
         ctx = Context(training=True, step=s, index=idx, seed=spec.seed)
         out, caches = model.forward(xp, params, be.asarray(X_arr[idx]), ctx)
         value, dout = spec.loss.value_and_grad(xp, out, be.asarray(y_arr[idx]), len(idx))
-        _, grads = model.backward(xp, params, caches, dout)
+        _, grads = model.backward(xp, params, caches, dout, input_grad=False)
         params, state = spec.optimizer.update(params, grads, state)
         losses[i] = float(value)
         seconds[i] = time.perf_counter() - t0
@@ -167,7 +167,7 @@ def train_averaging_serial(
                 ctx = Context(training=True, step=lo + i, index=rows, seed=spec.seed)
                 out, caches = model.forward(xp, params, X_arr[rows], ctx)
                 value, dout = spec.loss.value_and_grad(xp, out, y_arr[rows], len(rows))
-                _, grads = model.backward(xp, params, caches, dout)
+                _, grads = model.backward(xp, params, caches, dout, input_grad=False)
                 params, states[r] = opt.update(params, grads, states[r])
                 losses[lo + i] += float(value) * sizes[r] / len(index)
             finals.append(params)

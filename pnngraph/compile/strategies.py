@@ -124,6 +124,10 @@ class _LargeBatchSGD:
         """A graph's outputs as (one state per stage, replicas): no replicas."""
         return list(slots), ()
 
+    def candidates(self, workers: int, n_layers: int, large: bool) -> list[Strategy]:
+        """The strategies a run with this one may use: this one (only :class:`Auto` picks)."""
+        return [self]  # type: ignore[list-item]
+
 
 @dataclass(frozen=True, init=False)
 class DataParallel(_LargeBatchSGD):
@@ -299,16 +303,55 @@ class ModelAveraging:
         """A graph's outputs as ([the average], the replicas)."""
         return [slots[0]], tuple(slots[1:])
 
+    def candidates(self, workers: int, n_layers: int, large: bool) -> list[Strategy]:
+        return [self]
 
-Strategy = DataParallel | Pipeline | Hybrid | ModelAveraging
-STRATEGIES = ("data", "pipeline", "hybrid", "averaging")
+
+@dataclass(frozen=True)
+class Auto(_LargeBatchSGD):
+    """Large-batch SGD, split whichever way is predicted fastest on the cluster the run is
+    planned for: one shard (fused steps where a step is tiny), data parallelism over 1..W
+    workers (shards sized to their speed), a pipeline or a hybrid where the model is large.
+    Model averaging is never chosen (it is another algorithm). Resolved by ``build`` and
+    ``fit`` (:mod:`pnngraph.run.auto`), which need a client or a cluster model."""
+
+    auto: ClassVar[bool] = True
+
+    @property
+    def layout(self) -> tuple[int, int, int]:
+        raise ConfigError("strategy", "a cluster to choose a strategy for (build with a client)",
+                          "auto")
+
+    def candidates(self, workers: int, n_layers: int, large: bool) -> list[Strategy]:
+        """What is compared: DataParallel(1) (fused steps where a step is tiny), DataParallel(S)
+        for S = 2..W and with shards sized to the workers, and where the model is ``large``,
+        pipelines of 2..min(W, layers) stages with 4 or 8 micro-batches and a hybrid of two
+        pipelines.
+
+        >>> [s.weights for s in Auto().candidates(2, 3, False)]
+        [(1.0,), (1.0, 1.0), ()]
+        """
+        out: list[Strategy] = [DataParallel(s) for s in range(1, workers + 1)]
+        if workers > 1:
+            out.append(DataParallel("auto"))
+        if large:
+            out += [Pipeline(k, m) for k in range(2, min(workers, n_layers) + 1) for m in (4, 8)]
+            if workers >= 4 and n_layers >= 2:
+                out.append(Hybrid(DataParallel(workers // 2), Pipeline(2, 4)))
+        return out
+
+
+Strategy = DataParallel | Pipeline | Hybrid | ModelAveraging | Auto
+STRATEGIES = ("auto", "data", "pipeline", "hybrid", "averaging")
 
 
 def as_strategy(strategy: Any) -> Strategy:
-    """A strategy object from an object or a short name ("data", "pipeline", ...)."""
-    if isinstance(strategy, DataParallel | Pipeline | Hybrid | ModelAveraging):
+    """A strategy object from an object or a short name ("auto", "data", "pipeline", ...)."""
+    if isinstance(strategy, DataParallel | Pipeline | Hybrid | ModelAveraging | Auto):
         return strategy
     if isinstance(strategy, str):
+        if strategy == "auto":
+            return Auto()
         if strategy == "data":
             return DataParallel(2)
         if strategy == "pipeline":
@@ -319,7 +362,7 @@ def as_strategy(strategy: Any) -> Strategy:
             return ModelAveraging(2, 1)
         raise UnknownNameError("strategy", strategy, STRATEGIES)
     raise ConfigError(
-        "strategy", "DataParallel, Pipeline, Hybrid, ModelAveraging or a name", strategy
+        "strategy", "DataParallel, Pipeline, Hybrid, ModelAveraging, Auto or a name", strategy
     )
 
 

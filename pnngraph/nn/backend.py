@@ -10,7 +10,9 @@ Three backends exist:
 ========== ======================================== =============================================
 name       namespace                                use
 ========== ======================================== =============================================
-numpy      ``array_api_compat.numpy``               CPU workers, the serial reference
+numpy      ``numpy`` itself (2.1 and later          CPU workers, the serial reference
+           implement the standard; no wrapper
+           between a layer and numpy's functions)
 cupy       ``array_api_compat.cupy``                GPU workers (the ``gpu`` extra)
 emulated   ``array_api_strict`` on device "device1"  tests: a stand-in GPU that refuses implicit
                                                     mixing with numpy and other devices
@@ -79,6 +81,9 @@ class Backend:
         return tree_map(lambda v: v if _is_scalar(v) else self.asarray(v), tree)
 
 
+NUMPY = Backend("numpy", np, None)
+
+
 def get_backend(name: str = "numpy") -> Backend:
     """Return the backend called ``name`` ("numpy", "cupy" or "emulated").
 
@@ -90,7 +95,7 @@ def get_backend(name: str = "numpy") -> Backend:
         For "cupy" when CuPy is not installed or no CUDA device is visible.
     """
     if name == "numpy":
-        return Backend("numpy", array_api_compat.array_namespace(np.empty(0)), None)
+        return NUMPY
     if name == "emulated":
         import array_api_strict as strict
 
@@ -111,7 +116,10 @@ def get_backend(name: str = "numpy") -> Backend:
 
 
 def namespace(*arrays: Array) -> Any:
-    """The array API namespace of ``arrays`` (they must share one)."""
+    """The array API namespace of ``arrays`` (they must share one): numpy itself for numpy
+    arrays, as :data:`NUMPY` has it."""
+    if all(isinstance(a, np.ndarray) for a in arrays):
+        return np
     return array_api_compat.array_namespace(*arrays)
 
 

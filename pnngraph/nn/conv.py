@@ -93,16 +93,22 @@ def conv2d_backward(
     W = params["W"]
     f, _, kh, kw = W.shape
     oh, ow = dy.shape[2], dy.shape[3]
-    dyr = xp.reshape(xp.permute_dims(dy, (0, 2, 3, 1)), (n * oh * ow, f))
+    dyr, grads = _conv2d_grads(xp, W, cols, dy)
     wmat = xp.reshape(W, (f, c * kh * kw))
-    dW = xp.reshape(xp.matrix_transpose(dyr) @ cols, W.shape)
-    db = xp.sum(dyr, axis=0)
     dcols = xp.reshape(dyr @ wmat, (n, oh, ow, c, kh * kw))
     dwin = xp.permute_dims(dcols, (0, 3, 4, 1, 2))  # (N, C, K, OH, OW)
     padded = (n, c, h + 2 * padding, w + 2 * padding)
     dxpad = _scatter(xp, dwin, padded, kh, kw, stride, dy.dtype)
     dx = dxpad[:, :, padding : padding + h, padding : padding + w] if padding else dxpad
-    return dx, {"W": dW, "b": db}
+    return dx, grads
+
+
+def _conv2d_grads(xp: Any, W: Array, cols: Array, dy: Array) -> tuple[Array, Params]:
+    """``dy`` as rows (N*OH*OW, F), and the gradients of the weights and the bias."""
+    n, f, oh, ow = dy.shape
+    dyr = xp.reshape(xp.permute_dims(dy, (0, 2, 3, 1)), (n * oh * ow, f))
+    dW = xp.reshape(xp.matrix_transpose(dyr) @ cols, W.shape)
+    return dyr, {"W": dW, "b": xp.sum(dyr, axis=0)}
 
 
 def maxpool2d_forward(xp: Any, x: Array, size: int, stride: int) -> tuple[Array, Any]:
@@ -180,6 +186,9 @@ class Conv2D(Layer):
 
     def backward(self, xp: Any, params: Params, cache: Any, dy: Array) -> tuple[Array, Params]:
         return conv2d_backward(xp, params, cache, dy, self.stride, self.padding)
+
+    def param_grads(self, xp: Any, params: Params, cache: Any, dy: Array) -> Params:
+        return _conv2d_grads(xp, params["W"], cache[0], dy)[1]
 
     def flops(self, shape: Shape) -> float:
         f, oh, ow = self.output_shape(shape)

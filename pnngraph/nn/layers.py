@@ -79,6 +79,11 @@ class Layer:
     def backward(self, xp: Any, params: Params, cache: Any, dy: Array) -> tuple[Array, Params]:
         raise NotImplementedError
 
+    def param_grads(self, xp: Any, params: Params, cache: Any, dy: Array) -> Params:
+        """The gradients of ``backward`` without the input gradient (the first layer of a model
+        needs none); layers whose input gradient costs work override it to skip that work."""
+        return self.backward(xp, params, cache, dy)[1] if params else {}
+
     def flops(self, shape: Shape) -> float:
         """Forward floating-point operations per sample (backward costs about twice that)."""
         return float(math.prod(shape))
@@ -96,12 +101,17 @@ class Layer:
 
 
 def dense_forward(xp: Any, params: Params, x: Array) -> tuple[Array, Array]:
-    return x @ params["W"] + params["b"], x
+    y = x @ params["W"]
+    y += params["b"]  # the product is a new array: add the bias in place, one array not two
+    return y, x
+
+
+def dense_param_grads(xp: Any, x: Array, dy: Array) -> Params:
+    return {"W": xp.matrix_transpose(x) @ dy, "b": xp.sum(dy, axis=0)}
 
 
 def dense_backward(xp: Any, params: Params, x: Array, dy: Array) -> tuple[Array, Params]:
-    dx = dy @ xp.matrix_transpose(params["W"])
-    return dx, {"W": xp.matrix_transpose(x) @ dy, "b": xp.sum(dy, axis=0)}
+    return dy @ xp.matrix_transpose(params["W"]), dense_param_grads(xp, x, dy)
 
 
 INITS = ("he", "glorot")
@@ -143,6 +153,9 @@ class Dense(Layer):
     def backward(self, xp: Any, params: Params, cache: Any, dy: Array) -> tuple[Array, Params]:
         return dense_backward(xp, params, cache, dy)
 
+    def param_grads(self, xp: Any, params: Params, cache: Any, dy: Array) -> Params:
+        return dense_param_grads(xp, cache, dy)
+
     def flops(self, shape: Shape) -> float:
         return 2.0 * self.n_in * self.n_out
 
@@ -154,12 +167,18 @@ class Dense(Layer):
 
 
 def relu_forward(xp: Any, x: Array) -> tuple[Array, Array]:
-    mask = x > 0
-    return xp.where(mask, x, 0.0), mask
+    # max(x, 0) + 0.0 is where(x > 0, x, 0.0) for every finite x (-0.0 becomes +0.0), in a
+    # fifth of the time; a NaN stays NaN (so the loss check sees it)
+    y = xp.maximum(x, 0.0)
+    y += 0.0
+    return y, y
 
 
-def relu_backward(xp: Any, mask: Array, dy: Array) -> Array:
-    return xp.where(mask, dy, 0.0)
+def relu_backward(xp: Any, y: Array, dy: Array) -> Array:
+    # dy where y > 0, else +0.0 (the product gives -0.0 for a negative dy: adding 0.0 clears it)
+    dx = dy * xp.astype(y > 0, dy.dtype)
+    dx += 0.0
+    return dx
 
 
 def tanh_forward(xp: Any, x: Array) -> tuple[Array, Array]:

@@ -84,13 +84,22 @@ def forward_layers(
 
 
 def backward_layers(
-    xp: Any, layers: Sequence[Layer], params: ParamList, caches: list[Any], dy: Array
-) -> tuple[Array, ParamList]:
-    """Backward through ``layers`` in reverse: the input gradient and per-layer gradients."""
+    xp: Any, layers: Sequence[Layer], params: ParamList, caches: list[Any], dy: Array,
+    input_grad: bool = True,
+) -> tuple[Array | None, ParamList]:
+    """Backward through ``layers`` in reverse: the input gradient and per-layer gradients.
+
+    ``input_grad=False`` skips the input gradient (``None`` comes back): the first layer of a
+    model computes the gradients of its parameters only, which saves a GEMM per dense layer.
+    """
     grads: ParamList = [{}] * len(layers)
-    for j in range(len(layers) - 1, -1, -1):
+    last = 0 if input_grad else 1
+    for j in range(len(layers) - 1, last - 1, -1):
         dy, grads[j] = layers[j].backward(xp, params[j], caches[j], dy)
-    return dy, grads
+    if input_grad:
+        return dy, grads
+    grads[0] = layers[0].param_grads(xp, params[0], caches[0], dy)
+    return None, grads
 
 
 class Sequential:
@@ -203,9 +212,11 @@ class Sequential:
         dy: Array,
         start: int = 0,
         stop: int | None = None,
-    ) -> tuple[Array, ParamList]:
-        """Backward through layers ``start:stop``: the input gradient and per-layer gradients."""
-        return backward_layers(xp, self.layers[start:stop], params, caches, dy)
+        input_grad: bool = True,
+    ) -> tuple[Array | None, ParamList]:
+        """Backward through layers ``start:stop``: the input gradient (``None`` with
+        ``input_grad=False``) and per-layer gradients."""
+        return backward_layers(xp, self.layers[start:stop], params, caches, dy, input_grad)
 
     def check_inputs(self, X: Any, what: str = "X") -> np.ndarray:
         """``X`` as a host array of the model's dtype, after checking its shape and values."""

@@ -14,6 +14,7 @@ use it, so a parallel run trains on exactly the same batches. Every trainer retu
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,14 +39,18 @@ def batch_indices(
     >>> batch_indices(10, 4, 0, 2, shuffle=False)
     array([8, 9])
     """
-    per = steps_per_epoch(n_samples, batch_size)
-    epoch, j = divmod(step, per)
-    order = (
-        np.random.default_rng([seed, epoch]).permutation(n_samples)
-        if shuffle
-        else np.arange(n_samples)
-    )
-    return order[j * batch_size : (j + 1) * batch_size]
+    epoch, j = divmod(step, steps_per_epoch(n_samples, batch_size))
+    order = epoch_order(n_samples, seed, epoch) if shuffle else np.arange(n_samples)
+    return order[j * batch_size : (j + 1) * batch_size].copy()
+
+
+@functools.lru_cache(maxsize=4)
+def epoch_order(n_samples: int, seed: int, epoch: int) -> np.ndarray:
+    """The order epoch ``epoch`` visits the samples in: ``default_rng([seed, epoch])``'s
+    permutation, drawn once per epoch and read-only (every step of the epoch slices it)."""
+    order = np.random.default_rng([seed, epoch]).permutation(n_samples)
+    order.flags.writeable = False
+    return order
 
 
 @dataclass

@@ -10,6 +10,13 @@ of placement on hardware this machine lacks)::
       task_overhead_seconds    Dask's cost of one task (scheduling, messages)
       hop_latency_seconds      a dependent task starts this long after its input is done
       network_bytes_per_s      worker-to-worker bandwidth
+      graph_seconds            fixed cost of one client.compute(...).result(): submission, the
+                               first dispatch, the result coming back
+      submit_seconds_per_task  what each task adds to the submission
+      send_bytes_per_s         data inside a graph, client -> scheduler -> worker
+      result_bytes_per_s       a result, worker -> client
+      kernels                  measured kernel times per (kernel and stage, worker): seconds =
+                               a * calls + b * rows (:func:`pnngraph.run.calibrate.profile`)
       history                  measured/predicted correction per (phase, worker), refined per run
 
 >>> cluster = simulated_cluster(cpus=2, gpus=1, gpu_speedup=20.0)
@@ -33,6 +40,10 @@ from pnngraph.exceptions import ConfigError
 DEFAULT_TASK_OVERHEAD_SECONDS = 0.7e-3  # measured here: a pinned independent task
 DEFAULT_HOP_LATENCY_SECONDS = 6e-3  # measured here: one dependent hop on the critical path
 DEFAULT_NETWORK_BYTES_PER_S = 1.5e9  # measured here: worker-to-worker over TCP
+DEFAULT_GRAPH_SECONDS = 0.03  # measured here: a one-task graph, submitted and gathered
+DEFAULT_SUBMIT_SECONDS_PER_TASK = 0.2e-3  # measured here: tasks of a 200-task graph
+DEFAULT_SEND_BYTES_PER_S = 0.5e9  # measured here: in-graph data, client to the worker using it
+DEFAULT_RESULT_BYTES_PER_S = 0.5e9  # measured here: a result, worker to client
 
 
 @dataclass(frozen=True)
@@ -69,7 +80,13 @@ class ClusterModel:
     task_overhead_seconds: float = DEFAULT_TASK_OVERHEAD_SECONDS
     hop_latency_seconds: float = DEFAULT_HOP_LATENCY_SECONDS
     network_bytes_per_s: float = DEFAULT_NETWORK_BYTES_PER_S
+    graph_seconds: float = DEFAULT_GRAPH_SECONDS
+    submit_seconds_per_task: float = DEFAULT_SUBMIT_SECONDS_PER_TASK
+    send_bytes_per_s: float = DEFAULT_SEND_BYTES_PER_S
+    result_bytes_per_s: float = DEFAULT_RESULT_BYTES_PER_S
+    kernels: Mapping[str, tuple[float, float]] = field(default_factory=dict)
     history: Mapping[str, float] = field(default_factory=dict)
+    spread: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.workers:
@@ -82,12 +99,15 @@ class ClusterModel:
             for rate in (*w.gemm_flops_per_s.values(), w.memory_bytes_per_s):
                 if not (math.isfinite(rate) and rate > 0):
                     raise ConfigError(f"worker {w.address} speed", "a positive number", rate)
-        for name in ("task_overhead_seconds", "hop_latency_seconds"):
+        for name in ("task_overhead_seconds", "hop_latency_seconds", "graph_seconds",
+                     "submit_seconds_per_task"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 0):
                 raise ConfigError(name, "a number >= 0", v)
-        if not (math.isfinite(self.network_bytes_per_s) and self.network_bytes_per_s > 0):
-            raise ConfigError("network_bytes_per_s", "a positive number", self.network_bytes_per_s)
+        for name in ("network_bytes_per_s", "send_bytes_per_s", "result_bytes_per_s"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v > 0):
+                raise ConfigError(name, "a positive number", v)
 
     @property
     def addresses(self) -> list[str]:
@@ -110,6 +130,15 @@ class ClusterModel:
     def with_history(self, history: Mapping[str, float]) -> ClusterModel:
         return replace(self, history=dict(history))
 
+    def kernel_seconds(self, sig: str, address: str, rows: float, count: int) -> float | None:
+        """Measured seconds of kernel ``sig`` on ``address`` for ``rows`` rows in ``count``
+        calls (``None`` when that kernel was not measured there)."""
+        ab = self.kernels.get(f"{sig}|{address}")
+        return None if ab is None else max(0.0, ab[0] * count + ab[1] * rows)
+
+    def with_kernels(self, kernels: Mapping[str, tuple[float, float]]) -> ClusterModel:
+        return replace(self, kernels={**self.kernels, **kernels})
+
     # -------------------------------------------------------------------------------- files
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1, sort_keys=True)
@@ -122,7 +151,10 @@ class ClusterModel:
                 WorkerModel(**{**w, "gemm_flops_per_s": dict(w["gemm_flops_per_s"])})
                 for w in raw.pop("workers")
             )
-            return cls(workers=workers, **{**raw, "history": dict(raw.get("history", {}))})
+            kernels = {k: (float(v[0]), float(v[1])) for k, v in raw.pop("kernels", {}).items()}
+            return cls(workers=workers, **{**raw, "history": dict(raw.get("history", {})),
+                                           "spread": dict(raw.get("spread", {})),
+                                           "kernels": kernels})
         except (KeyError, TypeError, ValueError) as err:
             raise ConfigError("cluster model", "JSON from ClusterModel.to_json", err) from None
 

@@ -26,7 +26,7 @@ True
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import networkx as nx
@@ -59,7 +59,9 @@ class Plan:
     hop latency (its makespan is the prediction). ``placement`` maps node -> worker address,
     ``priorities`` node -> Dask priority (earlier start, higher), ``backends`` node -> array
     library. With ``algorithm == "dask"`` nothing is pinned and the prediction models Dask's
-    own earliest-start rule.
+    own earliest-start rule. ``terms`` splits the predicted wall time (:func:`wall_terms`);
+    with ``strategy="auto"``, ``alternatives`` holds every candidate strategy and its predicted
+    wall time for the whole run, fastest first (the first is this plan's).
     """
 
     algorithm: str
@@ -69,22 +71,32 @@ class Plan:
     priorities: dict[Key, int]
     backends: dict[Key, str]
     pinned: bool = True
+    terms: dict[str, float] = field(default_factory=dict)
+    alternatives: tuple[tuple[str, float], ...] = ()
 
     @property
     def makespan(self) -> float:
-        """Predicted seconds for the whole graph."""
+        """Predicted seconds from the graph's first task to its last."""
         return self.predicted.makespan
+
+    @property
+    def wall_seconds(self) -> float:
+        """Predicted wall time of ``client.compute(graph).result()``: submission, every step
+        and the result coming back (:func:`wall_terms`)."""
+        return float(sum(self.terms.values())) if self.terms else self.makespan
 
     def step_makespans(self) -> dict[int, float]:
         """Predicted seconds per step (from the first start to the last finish of its nodes)."""
         return step_spans((step_of(k), s.start, s.finish) for k, s in self.predicted.slots.items())
 
     def summary(self) -> str:
-        """A few lines: algorithm, predicted makespan, nodes per worker."""
+        """A few lines: algorithm, predicted wall time and its terms, nodes per worker."""
         per: dict[str, int] = {}
         for w in self.placement.values():
             per[w] = per.get(w, 0) + 1
-        lines = [f"plan: {self.algorithm}, predicted makespan {self.makespan:.4f} s"]
+        terms = ", ".join(f"{k} {v:.4f} s" for k, v in self.terms.items())
+        lines = [f"plan: {self.algorithm}, predicted wall time {self.wall_seconds:.4f} s "
+                 f"({terms})"]
         lines += [f"  {w}: {n} tasks" for w, n in sorted(per.items())]
         return "\n".join(lines)
 
@@ -117,12 +129,18 @@ def machine_for(cluster: ClusterModel, dtype: str) -> schedulers.Machine:
 def scheduling_graph(
     abstract: nx.DiGraph, cluster: ClusterModel, *, dtype: str = "float64", devices: str = "any"
 ) -> nx.DiGraph:
-    """The computing nodes of ``abstract`` with ``costs`` per worker and ``comm`` per edge."""
+    """The computing nodes of ``abstract`` with ``costs`` per worker and ``comm`` per edge.
+
+    A node's compute time is its kernel's measured time on that worker when the cluster model
+    has one (:meth:`ClusterModel.kernel_seconds`), else the roofline of its FLOPs and bytes;
+    either way times the history correction of its phase there, plus Dask's task overhead.
+    """
     keep = [k for k, kind in abstract.nodes(data="kind") if kind not in SOURCES]
     sub = nx.DiGraph()
     for k in keep:
         node = abstract.nodes[k]
-        sub.add_node(k, kind=node["kind"], flops=float(node["flops"]), bytes=float(node["bytes"]))
+        sub.add_node(k, kind=node["kind"], flops=float(node["flops"]), bytes=float(node["bytes"]),
+                     sig=node.get("sig"), rows=node.get("rows", 0.0), count=node.get("count", 1))
     for u, v, d in abstract.edges(data=True):
         if u in sub and v in sub:
             sub.add_edge(u, v, bytes=float(d["bytes"]))
@@ -130,12 +148,38 @@ def scheduling_graph(
     allowed = set(cluster.usable(devices))
     overhead = cluster.task_overhead_seconds
     for _, node in costed.nodes(data=True):
-        node["costs"] = {
-            proc: overhead + (seconds - overhead) * cluster.correction(node["kind"], proc)
-            for proc, seconds in node["costs"].items()
-            if proc in allowed
-        }
+        costs = {}
+        for proc, seconds in node["costs"].items():
+            if proc not in allowed:
+                continue
+            measured = None if node["sig"] is None else cluster.kernel_seconds(
+                node["sig"], str(proc), node["rows"], node["count"])
+            compute = seconds - overhead if measured is None else measured
+            costs[proc] = overhead + compute * cluster.correction(node["kind"], proc)
+        node["costs"] = costs
     return costed
+
+
+def wall_terms(abstract: nx.DiGraph, cluster: ClusterModel, makespan: float,
+               placement: Mapping[Any, Hashable] | None = None) -> dict[str, float]:
+    """The predicted wall time of ``client.compute(graph).result()``, term by term (seconds):
+    ``submit`` (the fixed cost of a graph, each task, the data inside the graph reaching the
+    first worker that reads it, then every other), ``steps`` (the simulated makespan) and
+    ``gather`` (the outputs to the client)."""
+    tasks = abstract.number_of_nodes()
+    inside = 0.0
+    for key, node in abstract.nodes(data=True):
+        if node["kind"] not in SOURCES or node["source"].external:
+            continue
+        readers = {placement.get(v) for v in abstract.successors(key)} if placement else set()
+        inside += node["bytes"] / cluster.send_bytes_per_s
+        inside += node["bytes"] * max(len(readers) - 1, 0) / cluster.network_bytes_per_s
+    outputs = sum(abstract.nodes[k]["bytes"] for k in abstract.graph.get("outputs", ()))
+    return {
+        "submit": cluster.graph_seconds + tasks * cluster.submit_seconds_per_task + inside,
+        "steps": makespan,
+        "gather": outputs / cluster.result_bytes_per_s,
+    }
 
 
 def make_plan(
@@ -153,7 +197,9 @@ def make_plan(
     ``scheduler`` is any of :data:`schedulers.SCHEDULERS`, ``"static"`` (the shard/stage rule)
     or ``"dask"`` (no pins; predicted with the earliest-start rule Dask follows). ``devices``
     restricts the workers used ("cpu" or "gpu" only); ``shard_workers[j]`` is the only worker
-    shard j's gradient tasks may run on (shards sized for their worker's speed).
+    shard j's gradient tasks may run on (shards sized for their worker's speed). A state kept in
+    copies has each copy at home on one worker (``shard_workers[r]``, else the r-th usable
+    worker): copy r's update and the gradients that read it run there.
     """
     scheduler_name(scheduler)
     if devices not in DEVICES:
@@ -166,16 +212,12 @@ def make_plan(
         raise ConfigError("devices", "a cluster with CPU workers for devices='cpu'",
                           "every worker has a GPU")
     costed = scheduling_graph(abstract, cluster, dtype=dtype, devices=devices)
-    if shard_workers:
-        for key, node in costed.nodes(data=True):
-            shard = abstract.nodes[key].get("shard")
-            if node["kind"] == "grad" and shard is not None and shard < len(shard_workers):
-                w = shard_workers[shard]
-                node["costs"] = {w: node["costs"][w]} if w in node["costs"] else node["costs"]
     processors = cluster.usable(devices)
+    _tie(costed, abstract, list(shard_workers or processors), bool(shard_workers))
     if scheduler == "static":
         stages = abstract.graph.get("layout", (1, 1, 1))[1]
-        placement: Mapping[Any, Hashable] = static_placement(costed, processors, stages=stages)
+        placement: Mapping[Any, Hashable] = static_placement(
+            abstract.subgraph(costed.nodes), processors, stages=stages)
         schedule = schedulers.simulate(costed, placement, processors=processors)
     else:
         fn = schedulers.SCHEDULERS["greedy_start" if scheduler == "dask" else scheduler]
@@ -197,7 +239,24 @@ def make_plan(
         priorities=priorities,
         backends={k: backend_of[str(p)] for k, p in placement.items()},
         pinned=scheduler != "dask",
+        terms=wall_terms(abstract, cluster, predicted.makespan, placement),
     )
+
+
+def _tie(costed: nx.DiGraph, abstract: nx.DiGraph, homes: list[str], sized: bool) -> None:
+    """Leave one worker in the costs of the nodes that must run there: copy r's tasks on
+    ``homes[r]``; with shards sized for their workers (``sized``), shard j's gradients on
+    ``homes[j]``."""
+    for key, node in costed.nodes(data=True):
+        where = abstract.nodes[key]
+        copy, shard = where.get("copy"), where.get("shard")
+        home = None
+        if copy is not None:
+            home = homes[copy % len(homes)]
+        elif sized and node["kind"] == "grad" and shard is not None and shard < len(homes):
+            home = homes[shard]
+        if home is not None and home in node["costs"]:
+            node["costs"] = {home: node["costs"][home]}
 
 
 def auto_shares(

@@ -37,7 +37,8 @@ def static_placement(
     for key, node in graph.nodes(data=True):
         if node["kind"] in UNPLACED:
             continue
-        shard = node.get("shard") or 0
+        copy = node.get("copy")
+        shard = (node.get("shard") or 0) if copy is None else copy
         stage = node.get("stage") or 0
         out[key] = workers[(shard * stages + stage) % len(workers)]
     return out

@@ -16,14 +16,17 @@ threads and resources) as JSON under ``cache_dir`` (default ``~/.cache/pnngraph`
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import statistics
 import time
+import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
+from dask.task_spec import DataNode, Task, TaskRef
 
 from pnngraph.exceptions import ConfigError, UnknownNameError
 from pnngraph.plan.cluster import ClusterModel, WorkerModel
@@ -175,9 +178,7 @@ def calibrate(
             figures["memory_bytes_per_s"] *= emulated_speedup
             figures["host_device_bytes_per_s"] = 12e9
         workers.append(WorkerModel(address, int(info[address]["nthreads"]), backend, **figures))
-    overhead, hop, bandwidth = _measure_dask(client, addresses, deadline)
-    model = ClusterModel(tuple(workers), task_overhead_seconds=overhead,
-                         hop_latency_seconds=hop, network_bytes_per_s=bandwidth)
+    model = ClusterModel(tuple(workers), **_measure_dask(client, addresses, deadline))
     if cache:
         save_cluster_model(model, path)
     return model
@@ -199,26 +200,98 @@ def remember(
     return path
 
 
-def _measure_dask(client: Any, addresses: list[str], deadline: float) -> tuple[float, float, float]:
-    """(seconds per pinned task, seconds per dependent hop, worker-to-worker bytes/s)."""
+def _measure_dask(client: Any, addresses: list[str], deadline: float) -> dict[str, Any]:
+    """Dask's own costs, each the median of repeats after a warm-up, measured the way a
+    training graph pays them (graphs submitted whole, every key new), and their spread
+    ((max - min) / median over the repeats)::
+
+        graph_seconds            a one-task graph, submitted and its result back
+        task_overhead_seconds    each further independent task (on one worker)
+        hop_latency_seconds      each further task of a chain on one worker
+        send_bytes_per_s         8 MB inside a graph, client -> scheduler -> its worker
+        result_bytes_per_s       8 MB from a worker to the client
+        network_bytes_per_s      8 MB from one worker to another
+    """
     a = addresses[0]
-    n_tasks = 100
-    t0 = time.perf_counter()
-    futures = [client.submit(_noop, i, workers=[a], pure=False) for i in range(n_tasks)]
-    client.gather(futures)
-    overhead = (time.perf_counter() - t0) / n_tasks
-    del futures
-    hops = 10
-    t0 = time.perf_counter()
-    f = client.submit(_noop, workers=[a], pure=False)
-    for _ in range(hops):
-        f = client.submit(_noop, f, workers=[a], pure=False)
-    f.result()
-    hop = max((time.perf_counter() - t0) / (hops + 1), overhead)  # a hop includes its task
-    if len(addresses) < 2:
-        return overhead, hop, 1.5e9
-    b = addresses[1]
+    run = _GraphTimer(client, a)
     size = 8_000_000
+    payload = np.ones(size, np.uint8)
+    one = run.median(lambda u: ({("one", u): Task(("one", u), _noop, 0)}, ("one", u)))
+    n_tasks = 50
+    many = run.median(lambda u: _fan(u, n_tasks))
+    chain = run.median(lambda u: _chain(u, 10))
+    send = run.median(lambda u: ({("data", u): DataNode(("data", u), payload),
+                                  ("use", u): Task(("use", u), _noop, TaskRef(("data", u)))},
+                                 ("use", u)))
+    make = run.median(lambda u: ({("make", u): Task(("make", u), _size_of, Task(
+        ("bytes", u), _make_bytes, size, 0))}, ("make", u)))
+    result = run.median(lambda u: ({("get", u): Task(("get", u), _make_bytes, size, 0)},
+                                   ("get", u)))
+    g = one.value
+    figures: dict[str, Any] = {
+        "graph_seconds": g,
+        "task_overhead_seconds": max((many.value - g) / n_tasks, 1e-5),
+        "hop_latency_seconds": max((chain.value - g) / 9, 1e-5),
+        "send_bytes_per_s": size / max(send.value - g, 1e-4),
+        "result_bytes_per_s": size / max(result.value - make.value, 1e-4),
+        "submit_seconds_per_task": 0.0,
+    }
+    spread = {"graph_seconds": one.spread, "task_overhead_seconds": many.spread,
+              "hop_latency_seconds": chain.spread, "send_bytes_per_s": send.spread,
+              "result_bytes_per_s": result.spread}
+    figures["network_bytes_per_s"], spread["network_bytes_per_s"] = _network(
+        client, addresses, size, figures["hop_latency_seconds"], deadline)
+    figures["spread"] = spread
+    return figures
+
+
+class _Timed(NamedTuple):
+    value: float
+    spread: float
+
+
+class _GraphTimer:
+    """Times ``client.get`` of small graphs on one worker, each with keys never used before."""
+
+    def __init__(self, client: Any, worker: str, repeats: int = 5) -> None:
+        self.client, self.worker, self.repeats = client, worker, repeats
+        self.ids = itertools.count()
+
+    def median(self, make: Any) -> _Timed:
+        times = []
+        for i in range(self.repeats + 1):  # the first is the warm-up
+            dsk, key = make(f"{uuid.uuid4().hex[:8]}{next(self.ids)}")
+            t0 = time.perf_counter()
+            self.client.get(dsk, key, workers=[self.worker])
+            if i:
+                times.append(time.perf_counter() - t0)
+        mid = statistics.median(times)
+        return _Timed(mid, (max(times) - min(times)) / mid if mid > 0 else 0.0)
+
+
+def _fan(u: str, n: int) -> tuple[dict[Any, Any], Any]:
+    dsk: dict[Any, Any] = {("fan", u, i): Task(("fan", u, i), _noop, i) for i in range(n)}
+    dsk[("all", u)] = Task(("all", u), _noop, *[TaskRef(("fan", u, i)) for i in range(n)])
+    return dsk, ("all", u)
+
+
+def _chain(u: str, n: int) -> tuple[dict[Any, Any], Any]:
+    dsk: dict[Any, Any] = {("hop", u, 0): Task(("hop", u, 0), _noop, 0)}
+    for i in range(1, n):
+        dsk[("hop", u, i)] = Task(("hop", u, i), _noop, TaskRef(("hop", u, i - 1)))
+    return dsk, ("hop", u, n - 1)
+
+
+def _size_of(a: Any) -> int:
+    return int(a.nbytes)
+
+
+def _network(client: Any, addresses: list[str], size: int, hop: float,
+             deadline: float) -> tuple[float, float]:
+    """Worker-to-worker bytes/s (median of three) and its spread; the default with one worker."""
+    if len(addresses) < 2:
+        return 1.5e9, 0.0
+    a, b = addresses[0], addresses[1]
     samples = []
     for salt in range(3):
         if time.perf_counter() > deadline:
@@ -229,5 +302,7 @@ def _measure_dask(client: Any, addresses: list[str], deadline: float) -> tuple[f
         client.submit(_noop, src, workers=[b], pure=False).result()
         elapsed = time.perf_counter() - t0
         samples.append(size / max(elapsed - hop, elapsed / 4))
-    bandwidth = statistics.median(samples) if samples else 1.5e9
-    return overhead, hop, bandwidth
+    if not samples:
+        return 1.5e9, 0.0
+    mid = statistics.median(samples)
+    return mid, (max(samples) - min(samples)) / mid

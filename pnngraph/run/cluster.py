@@ -7,6 +7,12 @@ and calibrated with ``gpu_backend="emulated"``: they compute on the emulated dev
 refuses any array that was not explicitly moved to it, so a missing transfer fails as it would
 on CuPy. Everything binds to 127.0.0.1 unless ``host`` says otherwise.
 
+Every worker of these clusters keeps freed memory for reuse (:class:`KeepFreedMemory`): Dask's
+nannies start workers with ``MALLOC_TRIM_THRESHOLD_=65536``, which makes glibc hand every large
+array back to the system as soon as it is freed, so a training step that allocates the same
+activations each time pays page faults for every one of them again (10-15 % of a step measured
+here, see docs/performance.md).
+
 To join GPU workers to an existing cluster: ``dask worker tcp://SCHEDULER:8786 --nthreads 1
 --resources GPU=1`` on each GPU machine (one per device, with ``CUDA_VISIBLE_DEVICES``), or
 dask-cuda's ``dask cuda worker tcp://SCHEDULER:8786 --resources GPU=1``.
@@ -14,12 +20,37 @@ dask-cuda's ``dask cuda worker tcp://SCHEDULER:8786 --resources GPU=1``.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 from typing import Any
 
 from distributed import Nanny, Scheduler, SpecCluster, Worker
+from distributed.diagnostics.plugin import WorkerPlugin
 
 from pnngraph.exceptions import ConfigError, check_int
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+KEEP_BYTES = 1 << 30  # free memory at the top of the heap kept for reuse, at most
+MMAP_BYTES = 1 << 25  # arrays below this come from the heap, so freed ones are reused
+
+
+class KeepFreedMemory(WorkerPlugin):
+    """Tell glibc's allocator in the worker process to keep freed memory for reuse (heap
+    allocation up to 32 MiB, trimming only above 1 GiB); nothing happens without glibc."""
+
+    name = "pnngraph-keep-freed-memory"
+
+    def setup(self, worker: Any) -> None:
+        path = ctypes.util.find_library("c")
+        if path is None:
+            return
+        try:
+            libc = ctypes.CDLL(path)
+            libc.mallopt(M_MMAP_THRESHOLD, MMAP_BYTES)
+            libc.mallopt(M_TRIM_THRESHOLD, KEEP_BYTES)
+        except (OSError, AttributeError):  # not glibc: leave the allocator as it is
+            return
 
 
 def local_cluster(
@@ -47,7 +78,7 @@ def local_cluster(
     check_int("threads_per_worker", threads_per_worker)
     cls = Nanny if processes else Worker
     base: dict[str, Any] = {"nthreads": threads_per_worker, "host": host,
-                            "memory_limit": memory_limit}
+                            "memory_limit": memory_limit, "plugins": (KeepFreedMemory(),)}
     if processes:
         base["silence_logs"] = silence_logs
     workers: dict[str, dict[str, Any]] = {

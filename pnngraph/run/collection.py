@@ -31,6 +31,7 @@ from pnngraph.compile.strategies import Strategy
 from pnngraph.nn.model import Sequential
 from pnngraph.nn.optimizers import join_states
 from pnngraph.nn.train import TrainingResult
+from pnngraph.plan.cluster import ClusterModel
 from pnngraph.plan.placement import Placement
 from pnngraph.plan.planner import Plan
 from pnngraph.run.lowering import lower
@@ -67,11 +68,13 @@ class TrainingGraph:
         *,
         client: Any = None,
         keep: Sequence[Any] = (),
+        cluster: ClusterModel | None = None,
     ) -> None:
         self.abstract = abstract
         self.model = model.skeleton()
         self.strategy = strategy
         self.placement_value = placement
+        self.cluster = cluster  # the cluster model the plan was priced with
         self._client = client  # to check, when lowering, that the pinned workers are there
         self._keep = list(keep)  # futures of scattered data: alive as long as the graph
         self._name = f"training-{self.token}"
@@ -156,6 +159,12 @@ class TrainingGraph:
         other._hlg = dsk
         return other
 
+    @property
+    def carry(self) -> list[list[Key]]:
+        """Per output slot, the keys of every copy of its final state (one key but where the
+        state was kept in copies, :func:`pnngraph.compile.graph.compile_training`)."""
+        return [list(keys) for keys in self.abstract.graph["carry"]]
+
     def progress_marks(self) -> dict[Key, int]:
         """Nodes whose completion marks training progress, with the steps each completes: the
         last stage's updates, fused steps, replica 0's local steps."""
@@ -163,7 +172,7 @@ class TrainingGraph:
         marks = {}
         for key, node in self.abstract.nodes(data=True):
             kind = node["kind"]
-            if kind == "update" and node["stage"] == last_stage:
+            if kind == "update" and node["stage"] == last_stage and not node.get("copy"):
                 marks[key] = 1
             elif kind == "steps" or (kind == "local" and node["shard"] == 0):
                 marks[key] = node["n_steps"]

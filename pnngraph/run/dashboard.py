@@ -81,8 +81,9 @@ def plan_page(graph: Any) -> str:
     )
     return (
         head
-        + f"<p>scheduler <b>{html.escape(plan.algorithm)}</b>, predicted makespan "
-        f"<b>{plan.makespan:.4f} s</b>, {len(plan.placement)} tasks placed</p>"
+        + f"<p>scheduler <b>{html.escape(plan.algorithm)}</b>, predicted wall time "
+        f"<b>{plan.wall_seconds:.4f} s</b> (predicted makespan {plan.makespan:.4f} s), "
+        f"{len(plan.placement)} tasks placed</p>"
         + table
         + svg
     )

@@ -30,11 +30,11 @@ bits as a run that was never stopped.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ from typing import Any
 import dask.threaded
 import numpy as np
 
+from pnngraph.compile.graph import Copies
 from pnngraph.compile.strategies import Strategy
 from pnngraph.exceptions import check_int
 from pnngraph.nn.losses import Loss
@@ -132,27 +133,58 @@ def fit(
     )
     seconds = np.zeros(spec.steps)
     watch = on_chunk is not None or (learn and run.cluster is not None)
-    with _progress(progress, spec.steps - start, on_steps) as tick:
+    if client is not None and watch:
+        client.get_task_stream(count=0)  # the scheduler records from now on
+    clock = time.perf_counter()
+    pending: Submitted | None = None
+    writes: list[Future[Any]] = []  # checkpoints are written off the critical path, in order
+    with _progress(progress, spec.steps - start, on_steps) as tick, \
+            ThreadPoolExecutor(1, thread_name_prefix="pnngraph-checkpoint") as writer:
         for lo, hi in chunk_bounds(start, spec.steps, chunk, policy.every):
             graph = chunk_graph(run, lo, hi - lo, states)
+            run = replace(run, cluster=graph.cluster)  # with the kernel times it measured
             if on_graph is not None:
                 on_graph(graph)
             host = hi >= spec.steps or policy.due(hi, spec.steps) or on_chunk is not None
-            t0 = time.perf_counter()
-            states, stream = run_chunk(client, graph, host=host, watch=watch, on_steps=tick)
-            seconds[lo:hi] = (time.perf_counter() - t0) / (hi - lo)
-            if learn and run.cluster is not None and stream:
-                run = replace(run, cluster=history.learn(run.cluster, graph, stream))
-            if on_chunk is not None or policy.due(hi, spec.steps):
-                so_far = finalize(states, model, run.spec.strategy)
-                so_far.step_seconds = seconds[:hi]
-                if policy.due(hi, spec.steps):
-                    policy.save(so_far, run.spec, hi)
-                if on_chunk is not None:
-                    on_chunk(ChunkReport(hi, so_far, graph, stream, run.cluster))
+            # the next chunk is submitted before this one ends: no gap between them
+            current = submit_chunk(client, graph, lo, hi, host=host, on_steps=tick)
+            states = current.carry
+            if pending is not None:
+                run, clock = _finish(pending, run, model, seconds, clock, policy, on_chunk, learn,
+                                     watch, tick, writer, writes)
+            pending = current
+        if pending is not None:
+            run, clock = _finish(pending, run, model, seconds, clock, policy, on_chunk, learn,
+                                 watch, tick, writer, writes)
+            states = pending.states
+        for write in writes:
+            write.result()  # a failed write fails the run
     result = finalize(states, model, run.spec.strategy)
     result.step_seconds = seconds
     return result
+
+
+def _finish(chunk: Submitted, run: Any, model: Sequential, seconds: np.ndarray, clock: float,
+            policy: CheckpointPolicy, on_chunk: Any, learn: bool, watch: bool,
+            tick: Callable[[int], Any] | None, writer: ThreadPoolExecutor,
+            writes: list[Future[Any]]) -> tuple[Any, float]:
+    """Wait for a submitted chunk; record its time (since the previous chunk ended), learn from
+    its task stream, write its checkpoint, tell ``on_chunk``. Returns the run (its cluster
+    model refined) and the time the chunk ended."""
+    stream = chunk.collect(tick, watch)
+    now = time.perf_counter()
+    seconds[chunk.lo : chunk.hi] = (now - clock) / (chunk.hi - chunk.lo)
+    if learn and run.cluster is not None and stream:
+        run = replace(run, cluster=history.learn(run.cluster, chunk.graph, stream))
+    total = len(seconds)
+    if on_chunk is not None or policy.due(chunk.hi, total):
+        so_far = finalize(chunk.states, model, run.spec.strategy)
+        so_far.step_seconds = seconds[: chunk.hi]
+        if policy.due(chunk.hi, total):
+            writes.append(writer.submit(policy.save, so_far, run.spec, chunk.hi))
+        if on_chunk is not None:
+            on_chunk(ChunkReport(chunk.hi, so_far, chunk.graph, stream, run.cluster))
+    return run, now
 
 
 @dataclass(frozen=True)
@@ -186,42 +218,76 @@ def chunk_bounds(
         lo = hi
 
 
+class Submitted:
+    """A chunk's graph submitted to the cluster (or, without a client, computed): ``carry`` is
+    what the next chunk starts from (futures of every copy of its states, at once), ``states``
+    its output states once :meth:`collect` returned (host values where ``host``)."""
+
+    def __init__(self, client: Any, graph: TrainingGraph, lo: int, hi: int, *, host: bool,
+                 on_steps: Callable[[int], Any] | None) -> None:
+        self.client, self.graph, self.lo, self.hi, self.host = client, graph, lo, hi, host
+        self.started = time.time()
+        keys = list(graph.__dask_keys__())
+        self.marks = graph.progress_marks() if on_steps is not None else {}
+        if client is None:  # the threaded scheduler ignores placement; host states go on
+            self.states = list(dask.threaded.get(graph.__dask_graph__(), keys))
+            self.carry: list[Any] = self.states
+            self.trackers: list[Any] = []
+            return
+        others = [k for keys_ in graph.carry for k in keys_[1:]]  # the other copies of a state
+        tracked = [k for k in self.marks if k not in keys]  # outputs are counted when done
+        futures = client.get(graph.__dask_graph__(), keys + others + tracked, sync=False)
+        self.outputs = futures[: len(keys)]
+        copies = dict(zip(others, futures[len(keys) : len(keys) + len(others)], strict=True))
+        self.trackers = futures[len(keys) + len(others) :]
+        self.carry = [out if len(keys_) == 1 else Copies((out, *(copies[k] for k in keys_[1:])))
+                      for out, keys_ in zip(self.outputs, graph.carry, strict=True)]
+        self.states = self.carry
+
+    def collect(self, on_steps: Callable[[int], Any] | None, watch: bool) -> list[dict[str, Any]]:
+        """Wait for the chunk (telling ``on_steps`` of finished steps); its task stream records
+        when ``watch``."""
+        if self.client is None:
+            if on_steps is not None:
+                on_steps(sum(self.marks.values()))
+            return []
+        from distributed import as_completed, wait
+
+        for future in as_completed(self.trackers):
+            if on_steps is not None:
+                on_steps(self.marks[future.key])
+            future.release()  # only a reference: the state stays where the next step needs it
+        if self.host:
+            self.states = list(self.client.gather(self.outputs, errors="raise"))
+        else:
+            wait(self.outputs)
+            for f in self.outputs:
+                if f.status == "error":
+                    f.result()  # raises the task's exception here
+        if on_steps is not None:
+            on_steps(sum(self.marks.get(k, 0) for k in self.graph.__dask_keys__()))
+        if not watch:
+            return []
+        token = self.graph.token
+        return [r for r in self.client.get_task_stream(start=self.started)
+                if token in str(r.get("key"))]
+
+
+submit_chunk = Submitted
+
+
 def run_chunk(
     client: Any, graph: TrainingGraph, *, host: bool, watch: bool,
     on_steps: Callable[[int], Any] | None = None,
 ) -> tuple[list[Any], list[dict[str, Any]]]:
-    """Compute one chunk's graph; returns its output states (host values when ``host`` or
-    without a client, else futures) and, with ``watch``, its task stream records. ``on_steps(n)``
-    is told of finished steps as they finish (without a client: all at the end)."""
-    if client is None:  # the threaded scheduler ignores placement; host states go on
-        states = list(dask.threaded.get(graph.__dask_graph__(), graph.__dask_keys__()))
-        if on_steps is not None:
-            on_steps(sum(graph.progress_marks().values()))
-        return states, []
-    from distributed import as_completed, get_task_stream, wait
-
-    keys = list(graph.__dask_keys__())
-    marks = graph.progress_marks() if on_steps is not None else {}
-    tracked = [k for k in marks if k not in keys]  # outputs are counted when they are done
-    stream: Any = get_task_stream(client=client) if watch else contextlib.nullcontext()
-    with stream:
-        futures = client.get(graph.__dask_graph__(), keys + tracked, sync=False)
-        outputs, trackers = futures[: len(keys)], futures[len(keys):]
-        for future in as_completed(trackers):
-            if on_steps is not None:
-                on_steps(marks[future.key])
-            future.release()  # only a reference: the state stays where the next step needs it
-        if host:
-            states = list(client.gather(outputs, errors="raise"))
-        else:
-            wait(outputs)
-            for f in outputs:
-                if f.status == "error":
-                    f.result()  # raises the task's exception here
-            states = list(outputs)
-        if on_steps is not None:
-            on_steps(sum(marks.get(k, 0) for k in keys))
-    return states, list(stream.data) if watch else []
+    """Compute one chunk's graph and wait for it; returns its output states (host values when
+    ``host`` or without a client, else futures, :class:`Copies` of them where a state has
+    copies) and, with ``watch``, its task stream records."""
+    if client is not None and watch:
+        client.get_task_stream(count=0)
+    chunk = Submitted(client, graph, 0, 1, host=host, on_steps=on_steps)
+    stream = chunk.collect(on_steps, watch)
+    return (chunk.states if host or client is None else chunk.carry), stream
 
 
 class _progress:

@@ -13,7 +13,9 @@ cache, so the next plan of that cluster is priced with what was measured::
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from pnngraph.plan.cluster import ClusterModel, refine
@@ -47,8 +49,39 @@ def duration_samples(
     return samples
 
 
+def hop_samples(graph: Any, stream: Sequence[Mapping[str, Any]]) -> list[float]:
+    """Seconds from the end of a task's last input to its own start, for every task whose last
+    input was computed on its own worker while that worker had nothing else to do: what one
+    dependent hop costs in this run (the calibration times a chain of no-op tasks)."""
+    spans: dict[Any, tuple[str, float, float]] = {}
+    busy: dict[str, list[tuple[float, float]]] = {}
+    for record in stream:
+        for s in record.get("startstops", ()):
+            if s["action"] == "compute":
+                spans[record["key"]] = (record["worker"], s["start"], s["stop"])
+                busy.setdefault(record["worker"], []).append((s["start"], s["stop"]))
+    abstract = graph.to_networkx()
+    gaps = []
+    for key, (worker, start, _) in spans.items():
+        inputs = [spans[u] for u in abstract.predecessors(key) if u in spans] \
+            if key in abstract else []
+        if not inputs:
+            continue
+        last_worker, _, ready = max(inputs, key=lambda span: span[2])
+        idle = not any(ready < b and a < start for a, b in busy[worker])  # not itself: a == start
+        if last_worker == worker and idle and start >= ready:
+            gaps.append(start - ready)
+    return gaps
+
+
 def learn(
     cluster: ClusterModel, graph: Any, stream: Sequence[Mapping[str, Any]], *, weight: float = 0.5
 ) -> ClusterModel:
-    """``cluster`` with its corrections moved towards this run's measured durations."""
-    return refine(cluster, duration_samples(graph, cluster, stream), weight=weight)
+    """``cluster`` with its corrections moved towards this run's measured durations, and its
+    hop latency towards the median hop of the run (:func:`hop_samples`)."""
+    refined = refine(cluster, duration_samples(graph, cluster, stream), weight=weight)
+    gaps = hop_samples(graph, stream)
+    if len(gaps) >= 3:
+        hop = (1 - weight) * refined.hop_latency_seconds + weight * statistics.median(gaps)
+        refined = replace(refined, hop_latency_seconds=hop)
+    return refined

@@ -32,10 +32,10 @@ from typing import Any
 
 import numpy as np
 
-from pnngraph.compile.graph import Source, compile_training
+from pnngraph.compile.graph import Copies, Source, compile_training
 from pnngraph.compile.kernels import StageState
 from pnngraph.compile.spec import TrainingSpec, prepare
-from pnngraph.compile.strategies import Strategy
+from pnngraph.compile.strategies import DataParallel, Strategy
 from pnngraph.exceptions import ConfigError, DataError
 from pnngraph.nn.losses import Loss
 from pnngraph.nn.model import Sequential
@@ -48,8 +48,10 @@ from pnngraph.plan.placement import (
     place,
     size_shards,
 )
-from pnngraph.run.calibrate import calibrate
+from pnngraph.run import auto
+from pnngraph.run.calibrate import calibrate, remember
 from pnngraph.run.collection import TrainingGraph
+from pnngraph.run.profile import profile
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,9 @@ class Run:
     shard_workers: tuple[str, ...] | None = None
     client: Any = None
     keep: tuple[Any, ...] = ()
+    copies: int = 1
+    alternatives: tuple[tuple[str, float], ...] = ()
+    measured: bool = False  # the cluster model was calibrated here: kernel times are cached
 
 
 def prepare_inputs(model: Sequential, data: Any, **options: Any) -> Inputs:
@@ -101,15 +106,40 @@ def start_run(
     model, spec = inputs.model, inputs.spec
     options = (options or PlacementOptions()).resolved(planned=client is not None or
                                                        cluster is not None)
-    if cluster is None and client is not None and needs_cluster_model(options, spec.strategy):
+    measured = cluster is None and client is not None and needs_cluster_model(options,
+                                                                              spec.strategy)
+    if measured:
         cluster = calibrate(client)
+    data, keep = _place_data(inputs, client)
+    run = Run(model, spec, data, options, cluster, None, client, keep, measured=measured)
+    if len(spec.strategy.candidates(2, 2, True)) > 1:  # strategy="auto": plan every candidate
+        if cluster is None:  # nothing to plan for: one shard, the serial loop
+            return replace(run, spec=replace(spec, strategy=DataParallel(1)))
+        return auto.choose(run, chunk_graph, initial_states)
     strategy, shard_workers = size_shards(
         spec.strategy, cluster, batch_size=spec.batch_size, devices=options.devices,
         **model_sizes(model),
     )
-    data, keep = _place_data(inputs, client)
-    return Run(model, replace(spec, strategy=strategy), data, options, cluster, shard_workers,
-               client, keep)
+    return replace(run, spec=replace(spec, strategy=strategy), shard_workers=shard_workers,
+                   copies=copies_for(strategy, options, cluster, client))
+
+
+def copies_for(strategy: Strategy, options: PlacementOptions, cluster: ClusterModel | None,
+               client: Any) -> int:
+    """How many copies of a data-parallel state to keep: one per worker the shards are placed
+    on (at most one per shard), so each worker updates its own copy and no parameters travel;
+    one when nothing is pinned (Dask may put every copy on one worker) or there is one worker."""
+    if options.scheduler == "dask" or strategy.algorithm != "sgd":
+        return 1
+    if cluster is not None:
+        workers = len(cluster.usable(options.devices))
+    elif client is not None:
+        from pnngraph.run.session import live_workers
+
+        workers = len(live_workers(client))
+    else:
+        return 1
+    return max(1, min(strategy.layout[0], workers))
 
 
 def initial_states(
@@ -129,7 +159,8 @@ def initial_states(
 def chunk_graph(run: Run, start: int, steps: int, states: Sequence[Any]) -> TrainingGraph:
     """The placed TrainingGraph of ``steps`` steps from step ``start``, starting from
     ``states``: host stage states (as :func:`initial_states` or a checkpoint gives them), or
-    futures of them (a previous chunk's outputs).
+    futures of them (a previous chunk's outputs; :class:`Copies` of futures where a slot's
+    state was kept in copies).
 
     Host states travel inside the graph, even on a cluster: the scheduler then holds them, so
     Dask can recompute any lost result from them after a worker dies. (Scattered states are not
@@ -137,19 +168,31 @@ def chunk_graph(run: Run, start: int, steps: int, states: Sequence[Any]) -> Trai
     losing that worker loses the root of the whole run's lineage.)
     """
     nbytes = sum(int(a.nbytes) for layer in run.model.params for a in layer.values())
-    init = [Source(s, _state_bytes(s)) if isinstance(s, StageState) else
-            Source(s, nbytes, external=True) for s in states]
+
+    def source(s: Any) -> Source:
+        return Source(s, _state_bytes(s)) if isinstance(s, StageState) else \
+            Source(s, nbytes, external=True)
+
+    init = [Copies(source(c) for c in s) if isinstance(s, Copies) else source(s) for s in states]
     abstract = compile_training(run.model, run.spec, data=run.data, init=init, start=start,
-                                steps=steps)
+                                steps=steps, copies=run.copies)
+    cluster = run.cluster
+    if cluster is not None and run.client is not None and run.options.scheduler != "dask":
+        cluster = profile(run.client, cluster, abstract, run.model)
+        if run.measured and cluster is not run.cluster:
+            remember(run.client, cluster)  # the next run on this cluster knows these kernels
     workers: list[str] = []
     if run.cluster is None and run.client is not None and run.options.scheduler == "static":
         from pnngraph.run.session import live_workers
 
         workers = list(live_workers(run.client))
-    placement = place(abstract, run.options, cluster=run.cluster, workers=workers,
+    placement = place(abstract, run.options, cluster=cluster, workers=workers,
                       dtype=run.model.dtype, shard_workers=run.shard_workers)
+    if placement.plan is not None and run.alternatives:
+        placement = replace(placement, plan=replace(placement.plan,
+                                                    alternatives=run.alternatives))
     return TrainingGraph(abstract, run.model, run.spec.strategy, placement, client=run.client,
-                         keep=run.keep)
+                         keep=run.keep, cluster=cluster)
 
 
 def build(
@@ -253,7 +296,12 @@ def _split_data(data: Any) -> tuple[Any, Any]:
 
 
 def _state_bytes(state: StageState) -> int:
-    return sum(int(a.nbytes) for layer in state.params for a in layer.values())
+    """Bytes of a stage state's arrays: its parameters and its optimizer state."""
+    arrays = [a for layer in state.params for a in layer.values()]
+    for entry in state.opt_state.values():
+        if isinstance(entry, list):
+            arrays += [a for layer in entry for a in layer.values()]
+    return sum(int(a.nbytes) for a in arrays)
 
 
 def _dask_metadata(X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -153,7 +153,7 @@ def recorded() -> dict[str, str]:
     return data["digests"]
 
 
-@pytest.mark.parametrize(("strategy", "model", "opt"), cases(), ids="|".join)
+@pytest.mark.parametrize(("strategy", "model", "opt"), cases(), ids=["|".join(c) for c in cases()])
 def test_threads_give_the_recorded_bits(strategy, model, opt):
     expected = recorded()["|".join((strategy, model, opt))]
     assert digest(run_threads(strategy, model, opt)) == expected

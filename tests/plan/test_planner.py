@@ -43,7 +43,7 @@ def test_build_with_a_cluster_model_exposes_the_plan():
     graph = graph_of(DataParallel(2), cluster=cluster, scheduler="heft")
     assert graph.plan is not None and graph.plan.algorithm == "heft"
     assert graph.plan.makespan > 0 and set(graph.plan.step_makespans()) == {0, 1, 2}
-    assert "predicted makespan" in graph.plan.summary()
+    assert "predicted wall time" in graph.plan.summary()
 
 
 def test_cost_model_is_roofline_plus_overhead_times_history():
