@@ -434,8 +434,10 @@ class _Epochs:
         self.client, self.opts, self.test_set, self.per_epoch = client, opts, test_set, per_epoch
         self.bars = _EpochBars(per_epoch, opts["epochs"], first_epoch)
         self.record = RunRecord()
-        self.planned: list[Any] = []
         self.stream: list[dict[str, Any]] = []
+        self.origin = time.time()  # the run's clock starts as fit starts: nothing is moved
+        self.predicted = 0.0  # predicted seconds of the chunks so far
+        self.done = first_epoch * per_epoch
         self.evaluation = 0.0
         self.strategy: str | None = None
         self.cluster: Any = None
@@ -468,13 +470,21 @@ class _Epochs:
             self.published = now
 
     def on_chunk(self, report: Any) -> None:
-        from pnngraph.record import records_from_slots, records_from_task_stream
+        from pnngraph.record import TaskRecord, records_from_slots, records_from_task_stream
 
         self.bars.close()
         epoch = report.step // self.per_epoch
-        if report.graph.plan is not None and report.stream:
-            offset = min(s["start"] for r in report.stream for s in r["startstops"])
-            self.planned.append((offset, records_from_slots(report.graph.plan.predicted.slots)))
+        plan = report.graph.plan
+        measured = float(np.sum(report.result.step_seconds[self.done:report.step]))
+        self.done = report.step
+        if plan is not None:  # the plan where it was predicted to run: after the ones before
+            shift = self.predicted + plan.terms.get("submit", 0.0)
+            self.record.planned += [
+                TaskRecord(r.key, r.phase, r.worker, r.start + shift, r.stop + shift, r.step)
+                for r in records_from_slots(plan.predicted.slots)]
+            self.predicted += plan.wall_seconds
+        self.record.chunks.append({"step": report.step, "measured": measured,
+                                   "predicted": None if plan is None else plan.wall_seconds})
         self.stream.extend(report.stream)
         self.cluster = report.cluster  # refined by this epoch: cached at the end of the run
         t0 = time.perf_counter()
@@ -483,13 +493,8 @@ class _Epochs:
         self.record.accuracy.append((epoch, scores["accuracy"]))
         click.echo(f"epoch {epoch}: train loss {report.result.losses[-self.per_epoch:].mean():.4f}"
                    f", test loss {scores['loss']:.4f}, test accuracy {scores['accuracy']:.4f}")
-        # the records on one time axis: each chunk's plan from the start of its measured chunk
-        origin = min((s["start"] for r in self.stream for s in r["startstops"]), default=0.0)
-        self.record.planned = [
-            type(r)(r.key, r.phase, r.worker, r.start + off - origin, r.stop + off - origin,
-                    r.step) for off, records in self.planned for r in records
-        ]
-        self.record.measured = records_from_task_stream(self.stream) if self.stream else []
+        self.record.measured = (records_from_task_stream(self.stream, origin=self.origin)
+                                if self.stream else [])
 
 
 def _finish(run_dir: Path, model: Any, record: Any, opts: dict[str, Any],
@@ -582,9 +587,17 @@ def calibrate(**opts: Any) -> None:
     """Measure the cluster's speeds and Dask's costs, and cache them."""
     with _client(opts) as client:
         model = _cluster_model(client, opts, None)
-    click.echo(f"task overhead {model.task_overhead_seconds * 1e3:.2f} ms, dependent hop "
-               f"{model.hop_latency_seconds * 1e3:.2f} ms, network "
-               f"{model.network_bytes_per_s / 1e9:.2f} GB/s")
+    def spread(name: str) -> str:
+        return f" (spread {100 * model.spread[name]:.0f} %)" if name in model.spread else ""
+
+    click.echo(f"graph {model.graph_seconds * 1e3:.2f} ms{spread('graph_seconds')}, task "
+               f"{model.task_overhead_seconds * 1e3:.2f} ms{spread('task_overhead_seconds')}, "
+               f"dependent hop {model.hop_latency_seconds * 1e3:.2f} ms"
+               f"{spread('hop_latency_seconds')}")
+    click.echo(f"network {model.network_bytes_per_s / 1e9:.2f} GB/s"
+               f"{spread('network_bytes_per_s')}, data in a graph "
+               f"{model.send_bytes_per_s / 1e9:.2f} GB/s{spread('send_bytes_per_s')}, results "
+               f"{model.result_bytes_per_s / 1e9:.2f} GB/s{spread('result_bytes_per_s')}")
     for w in model.workers:
         click.echo(f"{w.address}  {w.backend:<8} {w.threads} threads  GEMM float32 "
                    f"{w.flops_per_s('float32') / 1e9:8.1f} GFLOP/s, float64 "

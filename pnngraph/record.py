@@ -128,12 +128,16 @@ def _record(key: Any, phase: str, worker: Any, start: float, stop: float) -> Tas
     return TaskRecord(str(key), phase, str(worker), start, stop, step_of(key))
 
 
-def records_from_task_stream(stream: Sequence[Mapping[str, Any]]) -> list[TaskRecord]:
+def records_from_task_stream(
+    stream: Sequence[Mapping[str, Any]], origin: float | None = None
+) -> list[TaskRecord]:
     """Records of what a cluster ran, from ``distributed.get_task_stream`` records.
 
     Each compute interval of a record becomes a record of the key's phase, each transfer interval
     (the key's input arriving at the record's worker) a ``"transfer"`` record of that key; other
-    actions (``disk-read``, ``deserialize``, ...) are left out. Times count from the earliest start.
+    actions (``disk-read``, ``deserialize``, ...) are left out. Times count from ``origin`` (epoch
+    seconds; the run's start, so that the time before the first task shows), by default from
+    the earliest start.
 
     Parameters
     ----------
@@ -159,7 +163,7 @@ def records_from_task_stream(stream: Sequence[Mapping[str, Any]]) -> list[TaskRe
                 rows.append((rec["key"], phase, rec["worker"],
                              _seconds(name + "['start']", ss["start"]),
                              _seconds(name + "['stop']", ss["stop"])))
-    t0 = min((row[3] for row in rows), default=0.0)
+    t0 = min((row[3] for row in rows), default=0.0) if origin is None else origin
     records = [_record(key, phase, w, a - t0, b - t0) for key, phase, w, a, b in rows]
     return sorted(records, key=lambda r: (r.start, r.worker, r.key))
 
@@ -239,7 +243,8 @@ def busy_fractions(records: Sequence[TaskRecord]) -> dict[str, float]:
 @dataclass
 class RunRecord:
     """What a run keeps of itself (``run.json``): metadata, the loss of every step, accuracy
-    per epoch, the planned and measured task records, and bytes received per worker."""
+    per epoch, the planned and measured task records (both in seconds from the start of the
+    run), bytes received per worker, and each chunk's predicted and measured wall time."""
 
     meta: dict[str, Any] = field(default_factory=dict)
     losses: list[float] = field(default_factory=list)
@@ -247,6 +252,10 @@ class RunRecord:
     planned: list[TaskRecord] = field(default_factory=list)
     measured: list[TaskRecord] = field(default_factory=list)
     bytes_moved: dict[str, int] = field(default_factory=dict)
+    chunks: list[dict[str, Any]] = field(default_factory=list)
+    """Per chunk (graph) of the run: the step it reached, its predicted and measured wall time
+    in seconds. The planned records lie end to end as predicted, never moved to where the
+    measured chunk started, so the planned timeline's end is the whole run's prediction."""
 
     def to_json(self) -> str:
         raw = asdict(self)
@@ -268,6 +277,7 @@ class RunRecord:
                 planned=[TaskRecord(**r) for r in raw.get("planned", [])],
                 measured=[TaskRecord(**r) for r in raw.get("measured", [])],
                 bytes_moved={str(w): int(n) for w, n in raw.get("bytes_moved", {}).items()},
+                chunks=[dict(c) for c in raw.get("chunks", [])],
             )
         except (ValueError, TypeError, AttributeError) as err:
             raise ConfigError("run.json", "a file written by pnngraph train", str(err)) from None

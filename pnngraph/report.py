@@ -159,6 +159,34 @@ def _makespan_section(planned: list[TaskRecord], measured: list[TaskRecord]) -> 
     return out
 
 
+def _chunk_section(chunks: Sequence[Mapping[str, Any]]) -> list[Any]:
+    """Each chunk's predicted and measured wall time, and the whole run's error: the planned
+    chunks lie end to end as predicted, so nothing here is anchored to a measurement."""
+    rows = [(int(c["step"]), float(c["predicted"]), float(c["measured"])) for c in chunks
+            if c.get("predicted") is not None and c.get("measured") is not None]
+    if not rows:
+        return []
+    pred, meas = sum(r[1] for r in rows), sum(r[2] for r in rows)
+    text = (f"Whole run: predicted {pred:.4g} s, measured {meas:.4g} s, "
+            f"error {100.0 * (pred - meas) / meas:+.1f} % (prediction - measurement)"
+            if meas > 0 else "")
+    p = figure(width=WIDTH, height=300, x_axis_label="step reached", y_axis_label="seconds",
+               title="Wall time per chunk", tools="pan,wheel_zoom,box_zoom,reset,save",
+               y_range=DataRange1d(start=0.0))
+    source = ColumnDataSource({
+        "step": [r[0] for r in rows], "predicted": [r[1] for r in rows],
+        "measured": [r[2] for r in rows],
+        "error": [100.0 * (r[1] - r[2]) / r[2] if r[2] > 0 else 0.0 for r in rows]})
+    for name, colour in (("predicted", "#1f77b4"), ("measured", "#d62728")):
+        p.line("step", name, source=source, color=colour, legend_label=name)
+        p.scatter("step", name, source=source, color=colour, legend_label=name, size=6)
+    p.add_tools(HoverTool(tooltips=[("step", "@step"), ("predicted", "@predicted{0.0000} s"),
+                                    ("measured", "@measured{0.0000} s"),
+                                    ("error", "@error{0.0} %")]))
+    _legend_above(p)
+    return [_heading("Prediction per chunk"), Div(text=text, width=WIDTH), p]
+
+
 def _curve(title: str, x: list[int], y: list[float], x_label: str, y_label: str) -> Any:
     p = figure(title=title, width=WIDTH, height=280, x_axis_label=x_label, y_axis_label=y_label,
                tools="pan,wheel_zoom,box_zoom,reset,save")
@@ -217,6 +245,7 @@ def render_report(
     accuracy: Sequence[tuple[int, float]] | None = None,
     bytes_moved: Mapping[str, int] | None = None,
     meta: Mapping[str, Any] | None = None,
+    chunks: Sequence[Mapping[str, Any]] | None = None,
 ) -> pathlib.Path:
     """Write the run report, one standalone HTML file with inline Bokeh resources.
 
@@ -238,6 +267,8 @@ def render_report(
         Bytes each worker received.
     meta : mapping
         Run metadata (model, strategy, scheduler, workers, ...), shown as a table.
+    chunks : sequence of mappings
+        Per chunk: ``step`` reached, ``predicted`` and ``measured`` wall seconds.
 
     Returns
     -------
@@ -268,6 +299,7 @@ def render_report(
             if recs:
                 parts.append(_gantt(f"{name} schedule", recs, x_range))
         parts += _makespan_section(plan, meas)
+    parts += _chunk_section(_sequence("chunks", chunks) if chunks is not None else [])
     if loss or acc:
         parts.append(_heading("Training"))
     if loss:
@@ -300,5 +332,5 @@ def render_run(
     return render_report(
         path, title=title, planned=record.planned or None, measured=record.measured or None,
         losses=record.losses or None, accuracy=record.accuracy or None, meta=record.meta,
-        bytes_moved=record.bytes_moved or None,
+        bytes_moved=record.bytes_moved or None, chunks=record.chunks or None,
     )

@@ -38,3 +38,20 @@ def test_placement_benchmark_prints_its_tables():
 def test_schedulers_benchmark_quick():
     out = run("schedulers.py", "--quick")
     assert "heft" in out and "best" in out
+
+
+@pytest.mark.slow
+@pytest.mark.cluster
+def test_honest_benchmark_prints_a_row_per_candidate():
+    out = run("honest.py", "--sizes", "tiny", "--steps", "3", "--rounds", "1")
+    assert "numpy loop" in out and "vs loop" in out
+    for row in ("serial reference trainer", "DataParallel(1)", "DataParallel(2)", "auto"):
+        assert row in out, row
+
+
+@pytest.mark.slow
+@pytest.mark.cluster
+def test_step_profile_splits_a_data_parallel_step():
+    out = run("step_profile.py", "--hidden", "32", "--batch", "256", "--steps", "3",
+              "--rounds", "1")
+    assert "compute: grad" in out and "waiting" in out and "submission" in out

@@ -68,6 +68,17 @@ def test_default_train_reaches_95_percent_on_digits(tmp_path, monkeypatch):
     info = json.loads((run_dir / "run.json").read_text())
     assert info["accuracy"][-1][1] >= 0.95
     assert (run_dir / "report.html").exists() and list((run_dir / "checkpoints").iterdir())
+    # a tiny model: one worker (a second could not help), the choice said, the time broken down
+    assert "cluster: 1 worker;" in result.output and "strategy: DataParallel" in result.output
+    (line,) = [t for t in result.output.splitlines() if t.startswith("time: ")]
+    for phase in ("cluster start", "calibration", "training", "evaluation", "report"):
+        assert f"{phase} " in line
+    assert set(info["meta"]["time"]) >= {"cluster start", "calibration", "training"}
+    # each epoch's prediction beside its measurement, the planned records end to end
+    assert len(info["chunks"]) == 20 and all(c["predicted"] > 0 for c in info["chunks"])
+    total = sum(c["predicted"] for c in info["chunks"])
+    last_stop = max(r["stop"] for r in info["planned"])
+    assert total - info["chunks"][-1]["predicted"] <= last_stop <= total + 1e-9
 
 
 def _free_port() -> int:
@@ -143,7 +154,8 @@ def test_calibrate_prints_the_cluster(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     result = run("calibrate", "--workers", "1")
     assert result.exit_code == 0, result.output
-    assert "task overhead" in result.output and "GFLOP/s" in result.output
+    assert "dependent hop" in result.output and "GFLOP/s" in result.output
+    assert "spread" in result.output and "data in a graph" in result.output
     assert list((tmp_path / "pnngraph").glob("cluster-*.json"))
 
 

@@ -130,6 +130,7 @@ def place(
 def size_shards(
     strategy: Strategy, cluster: ClusterModel | None, *, flops_per_sample: float,
     param_bytes: float, batch_size: int, dtype: str, devices: str = "any",
+    grad_sig: str | None = None,
 ) -> tuple[Strategy, tuple[str, ...] | None]:
     """``DataParallel("auto")`` -> one shard per usable worker, sized so that all gradients
     reach the update together (speed and transfers priced, :func:`planner.auto_shares`), and
@@ -141,14 +142,27 @@ def size_shards(
     workers = cluster.usable(devices)
     if not workers:
         raise ConfigError("devices", f"workers of kind {devices!r} in the cluster", "none")
+    per_sample = {}  # the gradient kernel's measured seconds per sample, where it was measured
+    for a in workers:
+        line = cluster.kernels.get(f"{grad_sig}|{a}") if grad_sig else None
+        if line is not None and line[1] > 0:
+            per_sample[a] = line[1]
     shares = auto_shares(cluster, workers, flops_per_sample=flops_per_sample, batch=batch_size,
-                         param_bytes=param_bytes, dtype=dtype)
+                         param_bytes=param_bytes, dtype=dtype,
+                         seconds_per_sample=per_sample if len(per_sample) == len(workers)
+                         else None)
     return DataParallel(list(shares.values())), tuple(shares)
 
 
-def model_sizes(model: Any) -> dict[str, Any]:
+def model_sizes(model: Any, spec: Any = None) -> dict[str, Any]:
     """What :func:`size_shards` needs to know of a model: FLOPs per sample of a training step,
-    parameter bytes and dtype."""
+    parameter bytes, dtype and (given the run's spec) the signature of its gradient kernel."""
+    from pnngraph.compile.cost import stage_costs
+
     itemsize = np.dtype(model.dtype).itemsize
-    return {"flops_per_sample": 3.0 * sum(model.layer_flops()),
-            "param_bytes": float(model.n_params * itemsize), "dtype": model.dtype}
+    out = {"flops_per_sample": 3.0 * sum(model.layer_flops()),
+           "param_bytes": float(model.n_params * itemsize), "dtype": model.dtype}
+    if spec is not None:
+        sig = stage_costs(model, [(0, len(model.layers))], spec.optimizer, spec.loss).sigs[0]
+        out["grad_sig"] = f"grad:{sig}"
+    return out

@@ -267,8 +267,12 @@ def auto_shares(
     batch: int,
     param_bytes: float,
     dtype: str = "float64",
+    seconds_per_sample: Mapping[str, float] | None = None,
 ) -> dict[str, float]:
     """Samples per worker so that every shard's gradient reaches the update at the same time.
+
+    A worker's speed is its GEMM speed over ``flops_per_sample``, or, where the cluster model
+    has measured the gradient kernel there, ``1 / seconds_per_sample[worker]``.
 
     The update runs on the fastest worker; any other worker ``i`` first receives the parameters
     and finally sends its gradient, ``c_i`` seconds of transfers and hops. With speeds ``s_i``
@@ -283,7 +287,9 @@ def auto_shares(
     >>> auto_shares(c, c.addresses, flops_per_sample=1e6, batch=1200, param_bytes=0)
     {'sim-gpu-0': 1200.0}
     """
-    speed = {a: cluster.worker(a).flops_per_s(dtype) for a in workers}
+    measured = seconds_per_sample or {}
+    speed = {a: flops_per_sample / measured[a] if measured.get(a) else
+             cluster.worker(a).flops_per_s(dtype) for a in workers}
     home = max(workers, key=lambda a: (speed[a], -list(workers).index(a)))
     machine = machine_for(cluster, dtype)
     comm = {

@@ -51,7 +51,10 @@ def choose(run: Any, plan_chunk: Any, initial_states: Any) -> Any:
         plan = graph.plan
         seconds = plan.terms["submit"] + plan.terms["gather"] \
             + plan.terms["steps"] * spec.steps / horizon
-        scored.append((seconds, repr(candidate), trial))
+        name = repr(trial.spec.strategy)
+        if candidate.auto:
+            name += " (shards sized to the workers)"
+        scored.append((seconds, name, trial))
     scored.sort(key=lambda item: (item[0], item[1]))
     best = scored[0][2]
     alternatives = tuple((name, seconds) for seconds, name, _ in scored)
@@ -66,7 +69,7 @@ def fixed(run: Any, strategy: Strategy) -> Any:
     try:
         concrete, shard_workers = size_shards(
             strategy, run.cluster, batch_size=run.spec.batch_size, devices=run.options.devices,
-            **model_sizes(run.model))
+            **model_sizes(run.model, run.spec))
     except ValueError:
         return None
     return replace(run, spec=replace(run.spec, strategy=concrete), shard_workers=shard_workers,

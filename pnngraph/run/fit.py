@@ -2,9 +2,9 @@
 
 ``fit`` is the pipeline of :mod:`pnngraph.run.pipeline` in a loop: one
 :class:`~pnngraph.run.collection.TrainingGraph` of at most ``chunk_steps`` steps per chunk, each
-starting from the states the one before ended with, and :func:`run_chunk` to compute it. With a
+starting from the states the one before ended with, and a :class:`ChunkRun` to compute it. With a
 client, the states stay on the workers as futures between chunks (the client holds references,
-never the arrays) unless a checkpoint or a hook needs them on the host; without one, each chunk
+never the arrays; a checkpoint or a hook gets a gathered copy besides); without one, each chunk
 runs on Dask's threaded scheduler. Either way the result is bitwise-identical to one graph of
 all the steps::
 
@@ -12,11 +12,13 @@ all the steps::
     chunk 1: steps [c, 2c)     <- starts from those futures
     ...                        -> gathered once at the end -> TrainingResult
 
-With ``checkpoint_dir``, chunk ends fall on every ``checkpoint_every`` steps; there the states are
-gathered and written (:class:`~pnngraph.run.checkpoint.CheckpointPolicy`), and the next chunk
-starts from the gathered copy (inside its graph), which also cuts the lineage Dask would replay
-after losing a worker. ``resume=True`` continues from the newest checkpoint and ends with the same
-bits as a run that was never stopped.
+Each chunk is submitted before the one before it ends, so the cluster never waits for the client
+between chunks; it starts from the previous chunk's futures, and a state lost with a worker is
+recomputed from its lineage (back to the first chunk's initial state, which travels inside that
+graph). With ``checkpoint_dir``, chunk ends fall on every ``checkpoint_every`` steps; there the
+states are gathered and written (:class:`~pnngraph.run.checkpoint.CheckpointPolicy`) by a
+background thread, in order, while the next chunk runs. ``resume=True`` continues from the newest
+checkpoint and ends with the same bits as a run that was never stopped.
 
 >>> import numpy as np
 >>> from pnngraph.nn import Dense, Sequential
@@ -136,7 +138,7 @@ def fit(
     if client is not None and watch:
         client.get_task_stream(count=0)  # the scheduler records from now on
     clock = time.perf_counter()
-    pending: Submitted | None = None
+    pending: ChunkRun | None = None
     writes: list[Future[Any]] = []  # checkpoints are written off the critical path, in order
     with _progress(progress, spec.steps - start, on_steps) as tick, \
             ThreadPoolExecutor(1, thread_name_prefix="pnngraph-checkpoint") as writer:
@@ -147,7 +149,7 @@ def fit(
                 on_graph(graph)
             host = hi >= spec.steps or policy.due(hi, spec.steps) or on_chunk is not None
             # the next chunk is submitted before this one ends: no gap between them
-            current = submit_chunk(client, graph, lo, hi, host=host, on_steps=tick)
+            current = ChunkRun(client, graph, lo, hi, host=host, on_steps=tick)
             states = current.carry
             if pending is not None:
                 run, clock = _finish(pending, run, model, seconds, clock, policy, on_chunk, learn,
@@ -164,7 +166,7 @@ def fit(
     return result
 
 
-def _finish(chunk: Submitted, run: Any, model: Sequential, seconds: np.ndarray, clock: float,
+def _finish(chunk: ChunkRun, run: Any, model: Sequential, seconds: np.ndarray, clock: float,
             policy: CheckpointPolicy, on_chunk: Any, learn: bool, watch: bool,
             tick: Callable[[int], Any] | None, writer: ThreadPoolExecutor,
             writes: list[Future[Any]]) -> tuple[Any, float]:
@@ -218,10 +220,11 @@ def chunk_bounds(
         lo = hi
 
 
-class Submitted:
-    """A chunk's graph submitted to the cluster (or, without a client, computed): ``carry`` is
-    what the next chunk starts from (futures of every copy of its states, at once), ``states``
-    its output states once :meth:`collect` returned (host values where ``host``)."""
+class ChunkRun:
+    """The chunk runner: a chunk's graph submitted to the cluster (or, without a client,
+    computed) when it is made. ``carry`` is what the next chunk starts from (futures of every
+    copy of its states, at once), ``states`` its output states once :meth:`collect` returned
+    (host values where ``host``)."""
 
     def __init__(self, client: Any, graph: TrainingGraph, lo: int, hi: int, *, host: bool,
                  on_steps: Callable[[int], Any] | None) -> None:
@@ -271,23 +274,6 @@ class Submitted:
         token = self.graph.token
         return [r for r in self.client.get_task_stream(start=self.started)
                 if token in str(r.get("key"))]
-
-
-submit_chunk = Submitted
-
-
-def run_chunk(
-    client: Any, graph: TrainingGraph, *, host: bool, watch: bool,
-    on_steps: Callable[[int], Any] | None = None,
-) -> tuple[list[Any], list[dict[str, Any]]]:
-    """Compute one chunk's graph and wait for it; returns its output states (host values when
-    ``host`` or without a client, else futures, :class:`Copies` of them where a state has
-    copies) and, with ``watch``, its task stream records."""
-    if client is not None and watch:
-        client.get_task_stream(count=0)
-    chunk = Submitted(client, graph, 0, 1, host=host, on_steps=on_steps)
-    stream = chunk.collect(on_steps, watch)
-    return (chunk.states if host or client is None else chunk.carry), stream
 
 
 class _progress:

@@ -118,7 +118,7 @@ def start_run(
         return auto.choose(run, chunk_graph, initial_states)
     strategy, shard_workers = size_shards(
         spec.strategy, cluster, batch_size=spec.batch_size, devices=options.devices,
-        **model_sizes(model),
+        **model_sizes(model, spec),
     )
     return replace(run, spec=replace(spec, strategy=strategy), shard_workers=shard_workers,
                    copies=copies_for(strategy, options, cluster, client))
