@@ -98,6 +98,8 @@ class _LargeBatchSGD:
 
     algorithm: ClassVar[Literal["sgd", "averaging"]] = "sgd"
     auto: ClassVar[bool] = False
+    chooses: ClassVar[bool] = False
+    """Whether this strategy is a choice the plan makes among :meth:`candidates`."""
 
     @property
     def layout(self) -> tuple[int, int, int]:
@@ -258,6 +260,7 @@ class ModelAveraging:
 
     algorithm: ClassVar[Literal["sgd", "averaging"]] = "averaging"
     auto: ClassVar[bool] = False
+    chooses: ClassVar[bool] = False
     fusable: ClassVar[bool] = False
 
     def __init__(self, replicas: int | Sequence[float] = 2, local_steps: int = 1) -> None:
@@ -316,6 +319,7 @@ class Auto(_LargeBatchSGD):
     ``fit`` (:mod:`pnngraph.run.auto`), which need a client or a cluster model."""
 
     auto: ClassVar[bool] = True
+    chooses: ClassVar[bool] = True
 
     @property
     def layout(self) -> tuple[int, int, int]:

@@ -16,36 +16,35 @@ computes something else.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
-
-from pnngraph.compile.strategies import Strategy
-from pnngraph.plan.placement import model_sizes, size_shards
 
 HORIZON = 4  # steps planned per candidate (a one-shard candidate: up to FUSED_HORIZON)
 FUSED_HORIZON = 1000
 LARGE_STEP_FLOPS = 2e9  # a step of at least this much arithmetic may pay for a pipeline
 
 
-def choose(run: Any, plan_chunk: Any, initial_states: Any) -> Any:
+def choose(run: Any, fix: Callable[..., Any], plan_chunk: Callable[..., Any],
+           initial_states: Callable[..., Any]) -> Any:
     """``run`` (a :class:`pnngraph.run.pipeline.Run` whose strategy is :class:`Auto`) with the
     candidate predicted fastest, its shards and copies fixed, and the predictions of all
-    candidates in ``run.alternatives`` (fastest first)."""
+    candidates in ``run.alternatives`` (fastest first). ``fix(run, strategy)``,
+    ``plan_chunk`` and ``initial_states`` are the pipeline's own steps."""
     model, spec = run.model, run.spec
     workers = len(run.cluster.usable(run.options.devices))
     step_flops = 3.0 * sum(model.layer_flops()) * spec.batch_size
     candidates = spec.strategy.candidates(workers, len(model.layers),
                                           step_flops >= LARGE_STEP_FLOPS)
     scored: list[tuple[float, str, Any]] = []
-    cluster = run.cluster
+    cluster, failure = run.cluster, None
     for candidate in candidates:
-        trial = fixed(replace(run, cluster=cluster), candidate)
-        if trial is None:
-            continue
-        horizon = min(spec.steps, FUSED_HORIZON if trial.spec.strategy.fusable else HORIZON)
-        try:
+        try:  # a split may not fit this batch or cluster (more shards than samples, ...)
+            trial = fix(replace(run, cluster=cluster), candidate)
+            horizon = min(spec.steps, FUSED_HORIZON if trial.spec.strategy.fusable else HORIZON)
             graph = plan_chunk(trial, 0, horizon, initial_states(model, trial.spec))
-        except ValueError:  # this split does not fit the batch (more shards than samples, ...)
+        except ValueError as err:
+            failure = err
             continue
         cluster = graph.cluster
         plan = graph.plan
@@ -55,22 +54,10 @@ def choose(run: Any, plan_chunk: Any, initial_states: Any) -> Any:
         if candidate.auto:
             name += " (shards sized to the workers)"
         scored.append((seconds, name, trial))
+    if not scored:
+        raise failure or ValueError("no candidate strategy")
     scored.sort(key=lambda item: (item[0], item[1]))
     best = scored[0][2]
     alternatives = tuple((name, seconds) for seconds, name, _ in scored)
     return replace(best, cluster=cluster, alternatives=alternatives)
 
-
-def fixed(run: Any, strategy: Strategy) -> Any:
-    """``run`` with ``strategy`` as its own: shards sized to the workers where asked, the state
-    kept in one copy per worker the shards use (``None``: this strategy cannot run here)."""
-    from pnngraph.run.pipeline import copies_for
-
-    try:
-        concrete, shard_workers = size_shards(
-            strategy, run.cluster, batch_size=run.spec.batch_size, devices=run.options.devices,
-            **model_sizes(run.model, run.spec))
-    except ValueError:
-        return None
-    return replace(run, spec=replace(run.spec, strategy=concrete), shard_workers=shard_workers,
-                   copies=copies_for(concrete, run.options, run.cluster, run.client))

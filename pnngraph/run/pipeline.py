@@ -101,8 +101,9 @@ def start_run(
     options: PlacementOptions | None = None,
 ) -> Run:
     """Fix what a run keeps: the placement options resolved, the cluster model (measured on
-    ``client`` when the placement needs one and none is given), shards sized for it, and the
-    data given a place (scattered to every worker with a client, else inside the graph)."""
+    ``client`` when the placement needs one and none is given), the data given a place
+    (scattered to every worker with a client, else inside the graph), the strategy (chosen
+    among the candidates with ``"auto"``), its shards and copies (:func:`fix`)."""
     model, spec = inputs.model, inputs.spec
     options = (options or PlacementOptions()).resolved(planned=client is not None or
                                                        cluster is not None)
@@ -112,20 +113,26 @@ def start_run(
         cluster = calibrate(client)
     data, keep = _place_data(inputs, client)
     run = Run(model, spec, data, options, cluster, None, client, keep, measured=measured)
-    if len(spec.strategy.candidates(2, 2, True)) > 1:  # strategy="auto": plan every candidate
-        if cluster is None:  # nothing to plan for: one shard, the serial loop
-            return replace(run, spec=replace(spec, strategy=DataParallel(1)))
-        return auto.choose(run, chunk_graph, initial_states)
-    strategy, shard_workers = size_shards(
-        spec.strategy, cluster, batch_size=spec.batch_size, devices=options.devices,
-        **model_sizes(model, spec),
+    if not spec.strategy.chooses:
+        return fix(run, spec.strategy)
+    if cluster is None:  # strategy="auto" with nothing to plan for: one shard, the serial loop
+        return replace(run, spec=replace(spec, strategy=DataParallel(1)))
+    return auto.choose(run, fix, chunk_graph, initial_states)
+
+
+def fix(run: Run, strategy: Strategy) -> Run:
+    """``run`` with ``strategy`` as its own: shards sized to the workers where asked
+    (``DataParallel("auto")``), the state kept in one copy per worker the shards use."""
+    concrete, shard_workers = size_shards(
+        strategy, run.cluster, batch_size=run.spec.batch_size, devices=run.options.devices,
+        **model_sizes(run.model, run.spec),
     )
-    return replace(run, spec=replace(spec, strategy=strategy), shard_workers=shard_workers,
-                   copies=copies_for(strategy, options, cluster, client))
+    return replace(run, spec=replace(run.spec, strategy=concrete), shard_workers=shard_workers,
+                   copies=_copies(concrete, run.options, run.cluster, run.client))
 
 
-def copies_for(strategy: Strategy, options: PlacementOptions, cluster: ClusterModel | None,
-               client: Any) -> int:
+def _copies(strategy: Strategy, options: PlacementOptions, cluster: ClusterModel | None,
+            client: Any) -> int:
     """How many copies of a data-parallel state to keep: one per worker the shards are placed
     on (at most one per shard), so each worker updates its own copy and no parameters travel;
     one when nothing is pinned (Dask may put every copy on one worker) or there is one worker."""
@@ -167,7 +174,9 @@ def chunk_graph(run: Run, start: int, steps: int, states: Sequence[Any]) -> Trai
     safe: the Active Memory Manager trims a scattered key no task waits for to one replica, and
     losing that worker loses the root of the whole run's lineage.)
     """
-    nbytes = sum(int(a.nbytes) for layer in run.model.params for a in layer.values())
+    # a future's size is not known here: a whole model's parameters and optimizer state
+    nbytes = (1 + run.spec.optimizer.state_arrays) * sum(
+        int(a.nbytes) for layer in run.model.params for a in layer.values())
 
     def source(s: Any) -> Source:
         return Source(s, _state_bytes(s)) if isinstance(s, StageState) else \
@@ -225,8 +234,10 @@ def build(
         Its parameters are the starting point.
     data : (X, y) or Dataset
         numpy arrays, or dask arrays (their blocks are loaded on the workers).
-    strategy : DataParallel, Pipeline, Hybrid, ModelAveraging, or "data", "pipeline", ...
-        ``DataParallel("auto")`` makes one shard per worker, sized by the worker's speed.
+    strategy : DataParallel, Pipeline, Hybrid, ModelAveraging, or "auto", "data", ...
+        ``DataParallel("auto")`` makes one shard per worker, sized by the worker's speed;
+        ``"auto"`` plans every candidate on the cluster and keeps the fastest
+        (``graph.plan.alternatives``).
     steps, epochs : int
         Exactly one.
     batch_size, optimizer, loss, seed, shuffle, **optimizer_options
@@ -235,7 +246,8 @@ def build(
         Gradients are summed in a fixed tree of this fan-in, in shard order.
     fuse_steps : "auto" or int
         Steps per task when the strategy has one shard and one stage ("auto": enough steps
-        for about 50 ms of work per task, so tiny models are not drowned in task overhead).
+        for about a quarter of a second of work per task, so tiny models are not drowned in
+        task overhead).
     start_step, opt_state
         Continue an earlier run (its model, its ``TrainingResult.opt_state``).
     client : distributed.Client, optional
