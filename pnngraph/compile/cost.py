@@ -135,8 +135,12 @@ def stage_costs(
         return math.prod(shapes[q]) * itemsize
 
     def sig(a: int, z: int) -> str:
-        last = repr(loss) if z == len(model.layers) else None
-        return _digest(layers[a:z], list(shapes[a]), model.dtype, repr(optimizer), last)
+        # what decides a kernel's time: the layers (not their names), the input shape, dtype,
+        # the optimizer's kind and state (not its learning rate), the loss on the last stage
+        kinds = [{k: v for k, v in layer.items() if k != "name"} for layer in layers[a:z]]
+        last = type(loss).__name__ if z == len(model.layers) and loss is not None else None
+        return _digest(kinds, list(shapes[a]), model.dtype, type(optimizer).__name__,
+                       optimizer.state_arrays, last)
 
     return StageCosts(
         flops=tuple(float(sum(layer_flops[a:z])) for a, z in bounds),

@@ -12,7 +12,6 @@ of placement on hardware this machine lacks)::
       network_bytes_per_s      worker-to-worker bandwidth
       graph_seconds            fixed cost of one client.compute(...).result(): submission, the
                                first dispatch, the result coming back
-      submit_seconds_per_task  what each task adds to the submission
       send_bytes_per_s         data inside a graph, client -> scheduler -> worker
       result_bytes_per_s       a result, worker -> client
       kernels                  measured kernel times per (kernel and stage, worker): seconds =
@@ -41,7 +40,6 @@ DEFAULT_TASK_OVERHEAD_SECONDS = 0.7e-3  # measured here: a pinned independent ta
 DEFAULT_HOP_LATENCY_SECONDS = 6e-3  # measured here: one dependent hop on the critical path
 DEFAULT_NETWORK_BYTES_PER_S = 1.5e9  # measured here: worker-to-worker over TCP
 DEFAULT_GRAPH_SECONDS = 0.03  # measured here: a one-task graph, submitted and gathered
-DEFAULT_SUBMIT_SECONDS_PER_TASK = 0.2e-3  # measured here: tasks of a 200-task graph
 DEFAULT_SEND_BYTES_PER_S = 0.5e9  # measured here: in-graph data, client to the worker using it
 DEFAULT_RESULT_BYTES_PER_S = 0.5e9  # measured here: a result, worker to client
 
@@ -81,7 +79,6 @@ class ClusterModel:
     hop_latency_seconds: float = DEFAULT_HOP_LATENCY_SECONDS
     network_bytes_per_s: float = DEFAULT_NETWORK_BYTES_PER_S
     graph_seconds: float = DEFAULT_GRAPH_SECONDS
-    submit_seconds_per_task: float = DEFAULT_SUBMIT_SECONDS_PER_TASK
     send_bytes_per_s: float = DEFAULT_SEND_BYTES_PER_S
     result_bytes_per_s: float = DEFAULT_RESULT_BYTES_PER_S
     kernels: Mapping[str, tuple[float, float]] = field(default_factory=dict)
@@ -99,8 +96,7 @@ class ClusterModel:
             for rate in (*w.gemm_flops_per_s.values(), w.memory_bytes_per_s):
                 if not (math.isfinite(rate) and rate > 0):
                     raise ConfigError(f"worker {w.address} speed", "a positive number", rate)
-        for name in ("task_overhead_seconds", "hop_latency_seconds", "graph_seconds",
-                     "submit_seconds_per_task"):
+        for name in ("task_overhead_seconds", "hop_latency_seconds", "graph_seconds"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 0):
                 raise ConfigError(name, "a number >= 0", v)

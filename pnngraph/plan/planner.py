@@ -163,10 +163,9 @@ def scheduling_graph(
 def wall_terms(abstract: nx.DiGraph, cluster: ClusterModel, makespan: float,
                placement: Mapping[Any, Hashable] | None = None) -> dict[str, float]:
     """The predicted wall time of ``client.compute(graph).result()``, term by term (seconds):
-    ``submit`` (the fixed cost of a graph, each task, the data inside the graph reaching the
-    first worker that reads it, then every other), ``steps`` (the simulated makespan) and
-    ``gather`` (the outputs to the client)."""
-    tasks = abstract.number_of_nodes()
+    ``submit`` (the fixed cost of a graph and the data inside it reaching the first worker
+    that reads it, then every other), ``steps`` (the simulated makespan, which charges every
+    task its overhead) and ``gather`` (the outputs to the client)."""
     inside = 0.0
     for key, node in abstract.nodes(data=True):
         if node["kind"] not in SOURCES or node["source"].external:
@@ -176,7 +175,7 @@ def wall_terms(abstract: nx.DiGraph, cluster: ClusterModel, makespan: float,
         inside += node["bytes"] * max(len(readers) - 1, 0) / cluster.network_bytes_per_s
     outputs = sum(abstract.nodes[k]["bytes"] for k in abstract.graph.get("outputs", ()))
     return {
-        "submit": cluster.graph_seconds + tasks * cluster.submit_seconds_per_task + inside,
+        "submit": cluster.graph_seconds + inside,
         "steps": makespan,
         "gather": outputs / cluster.result_bytes_per_s,
     }

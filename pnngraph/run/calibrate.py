@@ -16,7 +16,6 @@ threads and resources) as JSON under ``cache_dir`` (default ``~/.cache/pnngraph`
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import os
 import statistics
@@ -234,7 +233,6 @@ def _measure_dask(client: Any, addresses: list[str], deadline: float) -> dict[st
         "hop_latency_seconds": max((chain.value - g) / 9, 1e-5),
         "send_bytes_per_s": size / max(send.value - g, 1e-4),
         "result_bytes_per_s": size / max(result.value - make.value, 1e-4),
-        "submit_seconds_per_task": 0.0,
     }
     spread = {"graph_seconds": one.spread, "task_overhead_seconds": many.spread,
               "hop_latency_seconds": chain.spread, "send_bytes_per_s": send.spread,
@@ -255,12 +253,11 @@ class _GraphTimer:
 
     def __init__(self, client: Any, worker: str, repeats: int = 5) -> None:
         self.client, self.worker, self.repeats = client, worker, repeats
-        self.ids = itertools.count()
 
     def median(self, make: Any) -> _Timed:
         times = []
         for i in range(self.repeats + 1):  # the first is the warm-up
-            dsk, key = make(f"{uuid.uuid4().hex[:8]}{next(self.ids)}")
+            dsk, key = make(uuid.uuid4().hex)
             t0 = time.perf_counter()
             self.client.get(dsk, key, workers=[self.worker])
             if i:

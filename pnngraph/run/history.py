@@ -13,6 +13,7 @@ cache, so the next plan of that cluster is priced with what was measured::
 
 from __future__ import annotations
 
+import bisect
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -54,12 +55,17 @@ def hop_samples(graph: Any, stream: Sequence[Mapping[str, Any]]) -> list[float]:
     input was computed on its own worker while that worker had nothing else to do: what one
     dependent hop costs in this run (the calibration times a chain of no-op tasks)."""
     spans: dict[Any, tuple[str, float, float]] = {}
-    busy: dict[str, list[tuple[float, float]]] = {}
     for record in stream:
         for s in record.get("startstops", ()):
             if s["action"] == "compute":
                 spans[record["key"]] = (record["worker"], s["start"], s["stop"])
-                busy.setdefault(record["worker"], []).append((s["start"], s["stop"]))
+    # per worker, its tasks by start, and the latest end among the tasks started before each
+    starts: dict[str, list[float]] = {}
+    latest: dict[str, list[float]] = {}
+    for worker, a, b in sorted(spans.values(), key=lambda span: span[1]):
+        starts.setdefault(worker, []).append(a)
+        done = latest.setdefault(worker, [])
+        done.append(max(b, done[-1]) if done else b)
     abstract = graph.to_networkx()
     gaps = []
     for key, (worker, start, _) in spans.items():
@@ -68,7 +74,8 @@ def hop_samples(graph: Any, stream: Sequence[Mapping[str, Any]]) -> list[float]:
         if not inputs:
             continue
         last_worker, _, ready = max(inputs, key=lambda span: span[2])
-        idle = not any(ready < b and a < start for a, b in busy[worker])  # not itself: a == start
+        before = bisect.bisect_left(starts[worker], start)  # tasks started before this one
+        idle = before == 0 or latest[worker][before - 1] <= ready
         if last_worker == worker and idle and start >= ready:
             gaps.append(start - ready)
     return gaps
