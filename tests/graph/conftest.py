@@ -3,7 +3,24 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from pnngraph import DataParallel, Hybrid, Pipeline
 from pnngraph.nn import Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sequential, Tanh
+
+LAYOUTS = {
+    "dp1": DataParallel(1),
+    "dp2": DataParallel(2),
+    "dp3": DataParallel(3),
+    "dp5": DataParallel(5),
+    "dp-unequal": DataParallel([1, 2, 4]),
+    "pipe2x1": Pipeline(2, 1),
+    "pipe2x2": Pipeline(2, 2),
+    "pipe2x4": Pipeline(2, 4),
+    "pipe3x1": Pipeline(3, 1),
+    "pipe3x2": Pipeline(3, 2),
+    "pipe3x4": Pipeline(3, 4),
+    "hybrid2x2": Hybrid(DataParallel(2), Pipeline(2, 2)),
+}
+"""Every large-batch SGD layout the equivalence and digest tests cover."""
 
 
 def max_rel_diff(a_params, b_params) -> float:

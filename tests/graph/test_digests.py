@@ -23,18 +23,15 @@ import numpy as np
 import pytest
 
 from pnngraph import (
-    DataParallel,
     Dropout,
-    Hybrid,
     ModelAveraging,
-    Pipeline,
     build,
     fit,
     train_averaging_serial,
     train_serial,
 )
 from pnngraph.nn import Dense, ReLU, Sequential, Tanh
-from tests.graph.conftest import make_cnn, make_data, make_mlp
+from tests.graph.conftest import LAYOUTS, make_cnn, make_data, make_mlp
 
 FILE = Path(__file__).with_name("digests.json")
 T, BATCH = 5, 20
@@ -43,18 +40,7 @@ OPTIMIZERS = {
     "adam": {"optimizer": "adam", "lr": 0.01},
 }
 STRATEGIES: dict[str, Any] = {
-    "dp1": DataParallel(1),
-    "dp2": DataParallel(2),
-    "dp3": DataParallel(3),
-    "dp5": DataParallel(5),
-    "dp-unequal": DataParallel([1, 2, 4]),
-    "pipe2x1": Pipeline(2, 1),
-    "pipe2x2": Pipeline(2, 2),
-    "pipe2x4": Pipeline(2, 4),
-    "pipe3x1": Pipeline(3, 1),
-    "pipe3x2": Pipeline(3, 2),
-    "pipe3x4": Pipeline(3, 4),
-    "hybrid2x2": Hybrid(DataParallel(2), Pipeline(2, 2)),
+    **LAYOUTS,
     "avg2x1": ModelAveraging(2, 1),
     "avg3x4": ModelAveraging(3, 4),
     "avg-unequal": ModelAveraging((2.0, 1.0), 3),

@@ -16,7 +16,14 @@ from pnngraph import (
     train_averaging_serial,
     train_serial,
 )
-from tests.graph.conftest import bitwise_equal, make_cnn, make_data, make_mlp, max_rel_diff
+from tests.graph.conftest import (
+    LAYOUTS,
+    bitwise_equal,
+    make_cnn,
+    make_data,
+    make_mlp,
+    max_rel_diff,
+)
 
 T = 5
 BATCH = 20  # 46 samples: batches of 20, 20, 6, so the last batch of the epoch is short
@@ -24,20 +31,7 @@ OPTIMIZERS = {
     "sgd-momentum": {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9},
     "adam": {"optimizer": "adam", "lr": 0.01},
 }
-STRATEGIES = {
-    "dp1": DataParallel(1),
-    "dp2": DataParallel(2),
-    "dp3": DataParallel(3),
-    "dp5": DataParallel(5),
-    "dp-unequal": DataParallel([1, 2, 4]),
-    "pipe2x1": Pipeline(2, 1),
-    "pipe2x2": Pipeline(2, 2),
-    "pipe2x4": Pipeline(2, 4),
-    "pipe3x1": Pipeline(3, 1),
-    "pipe3x2": Pipeline(3, 2),
-    "pipe3x4": Pipeline(3, 4),
-    "hybrid2x2": Hybrid(DataParallel(2), Pipeline(2, 2)),
-}
+STRATEGIES = LAYOUTS
 MODELS = {"mlp": make_mlp, "cnn": make_cnn}
 
 
