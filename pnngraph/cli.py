@@ -42,6 +42,10 @@ FLAGS = {  # library arguments -> the flags that set them, for errors a user can
 TINY_STEP_FLOPS = 1e8  # below this a step is ~10 ms: one fused shard beats any split
 
 
+class _Told(KeyboardInterrupt):
+    """Ctrl-C, after the command said what it saved."""
+
+
 def _fail_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
     """One-line errors and exit codes: 2 for bad usage, 1 for a failed run, 130 interrupted."""
 
@@ -49,10 +53,11 @@ def _fail_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, debug: bool = False, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except click.exceptions.ClickException:
+        except (click.exceptions.ClickException, click.exceptions.Exit):
             raise
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
+        except KeyboardInterrupt as err:
+            if not isinstance(err, _Told):
+                click.echo("interrupted", err=True)
             sys.exit(130)
         except Exception as err:
             if debug:
@@ -136,7 +141,8 @@ def _n_workers(client: Any) -> int:
     return len(live_workers(client))
 
 
-def _cluster_model(client: Any, opts: dict[str, Any], strategy: Any) -> Any:
+def _cluster_model(client: Any, opts: dict[str, Any], strategy: Any,
+                   refresh: bool = False) -> Any:
     """The measured cluster when the placement needs one (``None`` otherwise)."""
     from pnngraph.plan.placement import PlacementOptions, needs_cluster_model
     from pnngraph.run.calibrate import calibrate
@@ -144,7 +150,8 @@ def _cluster_model(client: Any, opts: dict[str, Any], strategy: Any) -> Any:
     if strategy is not None and not needs_cluster_model(PlacementOptions(opts["scheduler"]),
                                                         strategy):
         return None
-    return calibrate(client, gpu_backend="emulated" if opts["emulate_gpu"] else "auto")
+    return calibrate(client, gpu_backend="emulated" if opts["emulate_gpu"] else "auto",
+                     refresh=refresh)
 
 
 def _received_bytes(dask_worker: Any) -> int:
@@ -278,12 +285,22 @@ def _strategy(opts: dict[str, Any], model: Any, n_workers: int) -> Any:
 
 
 # ------------------------------------------------------------------------------------- train
+RUN_OPTIONS = ("data", "model_spec", "hidden", "dtype", "seed", "test_fraction", "strategy",
+               "shards", "stages", "microbatches", "replicas", "local_steps", "batch_size",
+               "optimizer", "lr", "momentum")
+"""Options that define a run: ``--resume`` reads them from run.json and refuses other values."""
+RESUMED_UNLESS_GIVEN = ("epochs", "scheduler")
+"""Options ``--resume`` reads from run.json unless given again (more epochs, another plan)."""
+
+
 @main.command()
 @_model_options
 @click.option("--epochs", default=20, show_default=True, type=click.IntRange(min=1))
 @click.option("--output-dir", default=None, type=click.Path(file_okay=False),
               help="Run directory (default: runs/<date-time>).")
-@click.option("--resume", is_flag=True, help="Continue from the newest checkpoint of the run.")
+@click.option("--resume", is_flag=True,
+              help="Continue the run in --output-dir (default: the newest run in runs/) from "
+                   "its newest checkpoint, with the options recorded in its run.json.")
 @click.option("--no-report", is_flag=True, help="Do not write report.html.")
 @_cluster_options
 @_fail_cleanly
@@ -291,21 +308,135 @@ def train(**opts: Any) -> None:
     """Train a model on the cluster and report loss and accuracy per epoch."""
     from pnngraph.nn.train import steps_per_epoch
 
+    run_dir = _run_dir(opts)
+    if opts["resume"]:
+        _resumed_options(opts, run_dir)
+    _check_devices(opts)
     model, train_set, test_set, optimizer = _prepare(opts)
-    _parse_shards(opts["shards"])  # bad --shards is bad usage before any cluster starts
-    run_dir = Path(opts["output_dir"] or Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
     per_epoch = steps_per_epoch(len(train_set.X), opts["batch_size"])
+    if opts["workers"] is None:
+        tiny = 3.0 * sum(model.layer_flops()) * opts["batch_size"] < TINY_STEP_FLOPS
+        opts["workers"] = 1 if tiny and opts["gpu_workers"] == 0 else 2
+    _check_run(opts, model, train_set, optimizer, run_dir)  # before any process starts
     click.echo(
         f"model: {opts['model_spec']}, {model.n_params} parameters; data: "
         f"{train_set.name}, {len(train_set.X)} train / {len(test_set.X)} test samples"
     )
-    if opts["workers"] is None:
-        tiny = 3.0 * sum(model.layer_flops()) * opts["batch_size"] < TINY_STEP_FLOPS
-        opts["workers"] = 1 if tiny and opts["gpu_workers"] == 0 else 2
-    if opts["strategy"] == "serial":
-        _train_serial(opts, model, train_set, test_set, optimizer, per_epoch, run_dir)
+    run = _train_serial if opts["strategy"] == "serial" else _train_cluster
+    run(opts, model, train_set, test_set, optimizer, per_epoch, run_dir)
+
+
+def _run_dir(opts: dict[str, Any]) -> Path:
+    """--output-dir; else with --resume the newest run in runs/, else a new runs/<date-time>."""
+    if opts["output_dir"]:
+        return Path(opts["output_dir"])
+    runs = Path("runs")
+    if opts["resume"]:
+        found = sorted((p for p in runs.glob("*") if (p / "run.json").is_file()
+                        or (p / "checkpoints").is_dir()), key=lambda p: p.stat().st_mtime)
+        if not found:
+            raise ConfigError("--resume", "a run to continue in runs/ (or --output-dir)", "none")
+        return found[-1]
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run_dir, n = runs / stamp, 1
+    while run_dir.exists():  # two runs in one second
+        n += 1
+        run_dir = runs / f"{stamp}-{n}"
+    return run_dir
+
+
+def _flag(name: str) -> str:
+    """The command-line flag of the option ``name``."""
+    for param in click.get_current_context().command.params:
+        if param.name == name and param.opts:
+            return max(param.opts, key=len)
+    return name
+
+
+def _resumed_options(opts: dict[str, Any], run_dir: Path) -> None:
+    """Fill ``opts`` from the run.json of the run being resumed: the options that define the
+    run must agree where given again; the others are taken from it where not given."""
+    from click.core import ParameterSource
+
+    from pnngraph.record import RunRecord
+
+    path = run_dir / "run.json"
+    if not path.is_file():
+        return  # a run stopped before it wrote run.json: the flags as given
+    recorded = RunRecord.load(path).options
+    ctx = click.get_current_context()
+    given = {name for name in opts if ctx.get_parameter_source(name) not in
+             (None, ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)}
+    differ = [n for n in RUN_OPTIONS if n in given and n in recorded and opts[n] != recorded[n]]
+    if differ:
+        was = ", ".join(f"{_flag(n)} {recorded[n]}" for n in differ)
+        raise ConfigError(", ".join(_flag(n) for n in differ),
+                          f"the run's own options ({was}, in {path})",
+                          ", ".join(str(opts[n]) for n in differ))
+    for name in (*RUN_OPTIONS, *RESUMED_UNLESS_GIVEN):
+        if name in recorded and name not in given:
+            opts[name] = recorded[name]
+    click.echo(f"resuming {run_dir} with its options from run.json")
+
+
+def _check_devices(opts: dict[str, Any]) -> None:
+    """GPU workers of the embedded cluster can compute: CuPy and enough CUDA devices, or the
+    emulated device; before any process starts."""
+    from pnngraph.nn.backend import check_backend
+
+    embedded = opts["scheduler_address"] is None
+    if opts["emulate_gpu"]:
+        if embedded and opts["gpu_workers"] == 0:
+            raise ConfigError("--emulate-gpu", "--gpu-workers N (the GPU workers to emulate)",
+                              "no GPU workers")
+        backend, flag = "emulated", "--emulate-gpu"
+    elif embedded and opts["gpu_workers"]:
+        backend, flag = "cupy", "--gpu-workers"
+    else:
         return
-    _train_cluster(opts, model, train_set, test_set, optimizer, per_epoch, run_dir)
+    try:
+        check_backend(backend, opts["gpu_workers"] if backend == "cupy" else 1)
+    except ConfigError as err:
+        hint = " (or --emulate-gpu)" if backend == "cupy" else ""
+        raise ConfigError(flag, err.expected + hint, err.got) from None
+
+
+def _check_run(opts: dict[str, Any], model: Any, train_set: Any, optimizer: Any,
+               run_dir: Path) -> None:
+    """What can be refused without a cluster: a run directory in use, a strategy the model or
+    the batches cannot be split for, a checkpoint of another run."""
+    from pnngraph.run.checkpoint import CheckpointPolicy
+
+    checkpoints = run_dir / "checkpoints"
+    if not opts["resume"] and ((run_dir / "run.json").exists() or checkpoints.is_dir()
+                               and any(checkpoints.iterdir())):
+        raise ConfigError("--output-dir", "a new run directory (or --resume to continue the "
+                          "run in it)", str(run_dir))
+    if opts["strategy"] == "serial":
+        if opts["resume"]:
+            raise ConfigError("--resume", "a run on a cluster (serial runs keep no checkpoints)",
+                              "--strategy serial")
+        return
+    spec = _check_strategy(opts, model, train_set, optimizer, epochs=opts["epochs"])
+    if spec is not None:
+        with _flags():
+            CheckpointPolicy(checkpoints, resume=opts["resume"]).resume_point(model, spec)
+
+
+def _check_strategy(opts: dict[str, Any], model: Any, train_set: Any, optimizer: Any,
+                    **steps: Any) -> Any:
+    """The run's spec, validated, where its strategy is known before the cluster is (``None``
+    where the shards are one per worker of a cluster not yet joined)."""
+    from pnngraph.run.pipeline import prepare_inputs
+
+    embedded = opts["scheduler_address"] is None
+    if not embedded and opts["shards"] is None and opts["strategy"] in ("data", "hybrid"):
+        return None
+    workers = opts["workers"] + opts["gpu_workers"] if embedded else 1
+    with _flags():
+        return prepare_inputs(model, train_set, strategy=_strategy(opts, model, workers),
+                              batch_size=opts["batch_size"], optimizer=optimizer,
+                              seed=opts["seed"], **steps).spec
 
 
 def _train_serial(opts: dict[str, Any], model: Any, train_set: Any, test_set: Any,
@@ -313,23 +444,41 @@ def _train_serial(opts: dict[str, Any], model: Any, train_set: Any, test_set: An
     from pnngraph.compile.reference import train_serial
     from pnngraph.record import RunRecord
 
-    state, losses, accuracy = None, [], []
-    for epoch in range(opts["epochs"]):
-        label = f"epoch {epoch + 1}/{opts['epochs']}"
-        with click.progressbar(length=per_epoch, label=label) as bar:
-            result = train_serial(
-                model, train_set.X, train_set.y, steps=per_epoch, batch_size=opts["batch_size"],
-                optimizer=optimizer, seed=opts["seed"], start_step=epoch * per_epoch,
-                opt_state=state, callback=lambda s, v: bar.update(1),
-            )
-        model, state = result.model, result.opt_state
-        losses.extend(result.losses.tolist())
-        scores = model.evaluate(test_set.X, test_set.y)
-        accuracy.append((epoch + 1, scores["accuracy"]))
-        click.echo(f"epoch {epoch + 1}: train loss {result.losses.mean():.4f}, test loss "
-                   f"{scores['loss']:.4f}, test accuracy {scores['accuracy']:.4f}")
-    _finish(run_dir, model, RunRecord(meta={"strategy": "serial"}, losses=losses,
-                                      accuracy=accuracy), opts)
+    record = RunRecord(meta={"strategy": "serial", "steps per epoch": per_epoch},
+                       options=_options(opts))
+    state, epoch = None, 0
+    try:
+        for epoch in range(opts["epochs"]):
+            label = f"epoch {epoch + 1}/{opts['epochs']}"
+            with click.progressbar(length=per_epoch, label=label) as bar:
+                result = train_serial(
+                    model, train_set.X, train_set.y, steps=per_epoch,
+                    batch_size=opts["batch_size"], optimizer=optimizer, seed=opts["seed"],
+                    start_step=epoch * per_epoch, opt_state=state,
+                    callback=lambda s, v: bar.update(1),
+                )
+            model, state = result.model, result.opt_state
+            record.losses.extend(result.losses.tolist())
+            scores = model.evaluate(test_set.X, test_set.y)
+            record.accuracy.append((epoch + 1, scores["accuracy"]))
+            record.meta["final test loss"] = scores["loss"]
+            _epoch_line(epoch + 1, result.losses, scores)
+    except KeyboardInterrupt:
+        if not record.accuracy:
+            raise
+        _finish(run_dir, model, record, opts, interrupted=epoch)
+        raise _Told from None
+    _finish(run_dir, model, record, opts)
+
+
+def _options(opts: dict[str, Any]) -> dict[str, Any]:
+    """The options of ``opts`` that run.json keeps for ``--resume``."""
+    return {name: opts[name] for name in (*RUN_OPTIONS, *RESUMED_UNLESS_GIVEN)}
+
+
+def _epoch_line(epoch: int, losses: Any, scores: dict[str, float]) -> None:
+    click.echo(f"epoch {epoch}: mean train loss {float(np.mean(losses)):.4f}, test loss "
+               f"{scores['loss']:.4f}, test accuracy {scores['accuracy']:.4f}")
 
 
 class _EpochBars:
@@ -360,36 +509,68 @@ def _train_cluster(opts: dict[str, Any], model: Any, train_set: Any, test_set: A
 
     first_epoch = _resume_epoch(opts, run_dir / "checkpoints", per_epoch)
     clock = _Clock()
-    with _client(opts) as client:
-        clock.lap("cluster start")
-        n_workers = _n_workers(client)
-        strategy = _strategy(opts, model, n_workers)
-        cluster = _cluster_model(client, opts, pnngraph.compile.strategies.as_strategy(strategy))
-        clock.lap("calibration")
-        plural = "s" if n_workers != 1 else ""
-        click.echo(f"cluster: {n_workers} worker{plural}; dashboard {client.dashboard_link} "
-                   f"(plan: /pnngraph); scheduler {opts['scheduler']}")
-        epochs = _Epochs(client, opts, test_set, per_epoch, first_epoch)
-        received_before = client.run(_received_bytes)
-        with _flags():
-            result = pnngraph.fit(
-                model, train_set, strategy=strategy, epochs=opts["epochs"],
-                batch_size=opts["batch_size"], optimizer=optimizer, seed=opts["seed"],
-                chunk_steps=per_epoch, client=client, scheduler=opts["scheduler"],
-                cluster=cluster, progress=False, checkpoint_dir=run_dir / "checkpoints",
-                checkpoint_every=per_epoch, resume=opts["resume"], on_graph=epochs.on_graph,
-                on_chunk=epochs.on_chunk, on_steps=epochs.bars.update, learn=cluster is not None,
-            )
-        clock.lap("training", minus=epochs.evaluation)
-        clock.laps["evaluation"] = epochs.evaluation
-        epochs.remember()
-        received = client.run(_received_bytes)
+    epochs: _Epochs | None = None
+    try:
+        with _client(opts) as client:
+            clock.lap("cluster start")
+            n_workers = _n_workers(client)
+            if opts["strategy"] in ("data", "hybrid") and opts["shards"] is None:
+                opts["shards"] = str(max(n_workers, 1))  # kept: a resumed run splits alike
+            strategy = _strategy(opts, model, n_workers)
+            cluster = _cluster_model(client, opts,
+                                     pnngraph.compile.strategies.as_strategy(strategy))
+            clock.lap("calibration")
+            plural = "s" if n_workers != 1 else ""
+            click.echo(f"cluster: {n_workers} worker{plural}; dashboard "
+                       f"{client.dashboard_link} (plan: /pnngraph); scheduler {opts['scheduler']}")
+            epochs = _Epochs(client, opts, test_set, per_epoch, first_epoch,
+                             _earlier_record(run_dir, opts, first_epoch, per_epoch))
+            epochs.record.meta.update({"workers": n_workers, "steps per epoch": per_epoch})
+            run_dir.mkdir(parents=True, exist_ok=True)
+            epochs.record.save(run_dir / "run.json")  # the options, for --resume after a crash
+            received_before = client.run(_received_bytes)
+            with _flags():
+                result = pnngraph.fit(
+                    model, train_set, strategy=strategy, epochs=opts["epochs"],
+                    batch_size=opts["batch_size"], optimizer=optimizer, seed=opts["seed"],
+                    chunk_steps=per_epoch, client=client, scheduler=opts["scheduler"],
+                    cluster=cluster, progress=False, checkpoint_dir=run_dir / "checkpoints",
+                    checkpoint_every=per_epoch, resume=opts["resume"],
+                    on_graph=epochs.on_graph, on_chunk=epochs.on_chunk,
+                    on_steps=epochs.bars.update, learn=cluster is not None,
+                )
+            clock.lap("training", minus=epochs.evaluation)
+            clock.laps["evaluation"] = epochs.evaluation
+            epochs.remember()
+            received = client.run(_received_bytes)
+    except KeyboardInterrupt:
+        if epochs is None or epochs.last is None:
+            raise
+        epochs.bars.close()
+        epochs.record.losses = epochs.last.losses.tolist()
+        _finish(run_dir, epochs.last.model, epochs.record, opts, interrupted=epochs.epoch)
+        raise _Told from None
     clock.lap("cluster stop")
     record = epochs.record
-    record.meta.update({"strategy": epochs.strategy or repr(strategy), "workers": n_workers})
+    record.meta["strategy"] = epochs.strategy or repr(strategy)
     record.losses = result.losses.tolist()
     record.bytes_moved = {w: max(received[w] - received_before.get(w, 0), 0) for w in received}
     _finish(run_dir, result.model, record, opts, clock)
+
+
+def _earlier_record(run_dir: Path, opts: dict[str, Any], epoch: int, per_epoch: int) -> Any:
+    """The record a run starts with: its options; a resumed run keeps the epochs and chunks
+    its run.json holds up to ``epoch``, where it continues."""
+    from pnngraph.record import RunRecord
+
+    record = RunRecord(options=_options(opts))
+    path = run_dir / "run.json"
+    if opts["resume"] and path.is_file():
+        earlier = RunRecord.load(path)
+        record.accuracy = [(e, a) for e, a in earlier.accuracy if e <= epoch]
+        record.chunks = [c for c in earlier.chunks if c.get("step", 0) <= epoch * per_epoch]
+        record.meta = {k: v for k, v in earlier.meta.items() if k == "strategy"}
+    return record
 
 
 def _resume_epoch(opts: dict[str, Any], checkpoints: Path, per_epoch: int) -> int:
@@ -428,12 +609,12 @@ class _Epochs:
     dashboard, evaluation, the records for the report, the refined cluster model cached."""
 
     def __init__(self, client: Any, opts: dict[str, Any], test_set: Any, per_epoch: int,
-                 first_epoch: int) -> None:
-        from pnngraph.record import RunRecord
-
+                 first_epoch: int, record: Any) -> None:
         self.client, self.opts, self.test_set, self.per_epoch = client, opts, test_set, per_epoch
         self.bars = _EpochBars(per_epoch, opts["epochs"], first_epoch)
-        self.record = RunRecord()
+        self.record = record
+        self.epoch = first_epoch  # epochs done
+        self.last: Any = None  # the result at the end of the newest epoch
         self.stream: list[dict[str, Any]] = []
         self.origin = time.time()  # the run's clock starts as fit starts: nothing is moved
         self.predicted = 0.0  # predicted seconds of the chunks so far
@@ -491,30 +672,62 @@ class _Epochs:
         scores = report.result.model.evaluate(self.test_set.X, self.test_set.y)
         self.evaluation += time.perf_counter() - t0
         self.record.accuracy.append((epoch, scores["accuracy"]))
-        click.echo(f"epoch {epoch}: train loss {report.result.losses[-self.per_epoch:].mean():.4f}"
-                   f", test loss {scores['loss']:.4f}, test accuracy {scores['accuracy']:.4f}")
+        self.record.meta["final test loss"] = scores["loss"]
+        self.epoch, self.last = epoch, report.result
+        _epoch_line(epoch, report.result.losses[-self.per_epoch:], scores)
         self.record.measured = (records_from_task_stream(self.stream, origin=self.origin)
                                 if self.stream else [])
 
 
 def _finish(run_dir: Path, model: Any, record: Any, opts: dict[str, Any],
-            clock: _Clock | None = None) -> None:
+            clock: _Clock | None = None, interrupted: int | None = None) -> None:
+    """Write model.npz, run.json and report.html; say where. ``interrupted``: the epochs done
+    when Ctrl-C stopped the run, which can go on with ``--resume``."""
     run_dir.mkdir(parents=True, exist_ok=True)
     model.save(run_dir / "model.npz")
-    record.meta.update({"model": opts["model_spec"], "data": opts["data"],
-                        "epochs": opts["epochs"], "batch size": opts["batch_size"],
-                        "optimizer": opts["optimizer"], "scheduler": opts["scheduler"]})
+    record.options = _options(opts)
+    record.meta.update(_meta(opts, model, record))
     if clock is not None:
+        record.meta["wall seconds"] = round(sum(clock.laps.values()), 3)
         record.meta["time"] = {k: round(v, 3) for k, v in clock.laps.items()}
     record.save(run_dir / "run.json")
-    if not opts.get("no_report"):
-        click.echo(f"report written to {_render(run_dir)}")
+    report = None if opts.get("no_report") else _render(run_dir)
+    if interrupted is not None:
+        written = "model.npz, run.json" + (", report.html" if report else "")
+        click.echo(f"interrupted after epoch {interrupted} of {opts['epochs']}: {written} in "
+                   f"{run_dir}; continue with: pnngraph train --output-dir {run_dir} --resume",
+                   err=True)
+        return
+    if report is not None:
+        click.echo(f"report written to {report}")
     if clock is not None:
         clock.lap("report")
         click.echo(clock.line())
     final = record.accuracy[-1][1] if record.accuracy else float("nan")
-    click.echo(f"loss of the last step {record.losses[-1]:.4f}, test accuracy {final:.4f}; "
-               f"model and checkpoints in {run_dir}")
+    click.echo(f"done: {opts['epochs']} epochs; mean train loss of the last epoch "
+               f"{record.meta.get('final train loss', float('nan')):.4f}, test accuracy "
+               f"{final:.4f}; model, report and checkpoints in {run_dir}")
+
+
+def _meta(opts: dict[str, Any], model: Any, record: Any) -> dict[str, Any]:
+    """The run's settings and final figures, for the report's table."""
+    meta: dict[str, Any] = {"model": opts["model_spec"], "parameters": model.n_params}
+    if opts["model_spec"] == "mlp":
+        meta["widths"] = opts["hidden"]
+    meta.update({"data": opts["data"], "dtype": opts["dtype"], "epochs": opts["epochs"],
+                 "batch size": opts["batch_size"], "optimizer": opts["optimizer"],
+                 "learning rate": opts["lr"]})
+    if opts["optimizer"] == "sgd":
+        meta["momentum"] = opts["momentum"]
+    meta.update({"seed": opts["seed"], "scheduler": opts["scheduler"]})
+    per_epoch = record.meta.get("steps per epoch")
+    if record.losses and per_epoch:
+        meta["final train loss"] = round(float(np.mean(record.losses[-per_epoch:])), 6)
+    if record.accuracy:
+        meta["final test accuracy"] = round(record.accuracy[-1][1], 6)
+    if "final test loss" in record.meta:
+        meta["final test loss"] = round(float(record.meta["final test loss"]), 6)
+    return meta
 
 
 def _render(run_dir: Path) -> Path:
@@ -546,7 +759,13 @@ def plan(**opts: Any) -> None:
 
     if opts["strategy"] == "serial":
         raise ConfigError("--strategy", "a parallel strategy to plan", "serial")
+    if not opts["cluster_file"]:
+        _check_devices(opts)
     model, train_set, _, optimizer = _prepare(opts)
+    if not opts["cluster_file"]:  # before the cluster starts
+        if opts["workers"] is None:
+            opts["workers"] = 2
+        _check_strategy(opts, model, train_set, optimizer, steps=opts["steps"])
     kw = {"steps": opts["steps"], "batch_size": opts["batch_size"], "optimizer": optimizer,
           "seed": opts["seed"], "scheduler": opts["scheduler"]}
     if opts["cluster_file"]:
@@ -581,12 +800,15 @@ def plan(**opts: Any) -> None:
 
 # --------------------------------------------------------------------------------- calibrate
 @main.command()
+@click.option("--refresh", is_flag=True,
+              help="Measure again even when this cluster's calibration is cached.")
 @_cluster_options
 @_fail_cleanly
-def calibrate(**opts: Any) -> None:
+def calibrate(refresh: bool, **opts: Any) -> None:
     """Measure the cluster's speeds and Dask's costs, and cache them."""
+    _check_devices(opts)
     with _client(opts) as client:
-        model = _cluster_model(client, opts, None)
+        model = _cluster_model(client, opts, None, refresh=refresh)
     def spread(name: str) -> str:
         return f" (spread {100 * model.spread[name]:.0f} %)" if name in model.spread else ""
 

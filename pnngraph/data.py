@@ -21,6 +21,7 @@ and seeded synthetic sets; :func:`load` maps a command-line string to one of the
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import math
 import numbers
 import struct
@@ -361,14 +362,22 @@ def digits(*, flatten: bool = True) -> Dataset:
     ``X`` is float64 of shape ``(1797, 64)``, or ``(1797, 1, 8, 8)`` when ``flatten`` is false.
     Needs the optional extra: ``pip install 'pnngraph[digits]'``.
     """
-    try:
+    found = importlib.util.find_spec("sklearn")  # found without importing it (seconds)
+    if found is None or not found.submodule_search_locations:
+        raise ImportError("digits() needs scikit-learn: pip install 'pnngraph[digits]'")
+    path = Path(found.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz"
+    if path.is_file():  # the file scikit-learn's load_digits reads: 64 pixels, then the label
+        with gzip.open(path, "rt") as f:
+            table = np.loadtxt(f, delimiter=",")
+        images, target = table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(int)
+    else:
         from sklearn.datasets import load_digits
-    except ImportError as err:
-        raise ImportError("digits() needs scikit-learn: pip install 'pnngraph[digits]'") from err
-    bunch = load_digits()
-    images = np.asarray(bunch.images, dtype=np.float64) / 16.0
+
+        bunch = load_digits()
+        images, target = np.asarray(bunch.images, dtype=np.float64), np.asarray(bunch.target)
+    images = images / 16.0
     X = images.reshape(len(images), -1) if flatten else images[:, None, :, :]
-    return _dataset(X, np.asarray(bunch.target), 10, "digits")
+    return _dataset(X, target, 10, "digits")
 
 
 _NAMED: dict[str, Callable[[], Dataset]] = {

@@ -256,6 +256,8 @@ class RunRecord:
     """Per chunk (graph) of the run: the step it reached, its predicted and measured wall time
     in seconds. The planned records lie end to end as predicted, never moved to where the
     measured chunk started, so the planned timeline's end is the whole run's prediction."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """The command-line options that define the run (``pnngraph train --resume`` reads them)."""
 
     def to_json(self) -> str:
         raw = asdict(self)
@@ -278,13 +280,17 @@ class RunRecord:
                 measured=[TaskRecord(**r) for r in raw.get("measured", [])],
                 bytes_moved={str(w): int(n) for w, n in raw.get("bytes_moved", {}).items()},
                 chunks=[dict(c) for c in raw.get("chunks", [])],
+                options=dict(raw.get("options", {})),
             )
         except (ValueError, TypeError, AttributeError) as err:
             raise ConfigError("run.json", "a file written by pnngraph train", str(err)) from None
 
     def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the record atomically: a reader sees the old file or the new one."""
         out = Path(path)
-        out.write_text(self.to_json())
+        tmp = out.with_name(f".{out.name}.tmp")
+        tmp.write_text(self.to_json())
+        tmp.replace(out)
         return out
 
     @classmethod

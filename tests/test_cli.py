@@ -3,11 +3,15 @@ planning from a cluster file, calibration, re-rendering a report, and one-line e
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +19,7 @@ from click.testing import CliRunner
 
 from pnngraph.cli import main
 from pnngraph.nn import Sequential
+from pnngraph.record import RunRecord
 
 
 def run(*args):
@@ -27,7 +32,8 @@ def test_train_short_on_the_embedded_cluster_writes_a_run(tmp_path):
     out = tmp_path / "run"
     result = run("train", "--epochs", "2", "--output-dir", str(out), "--strategy", "data")
     assert result.exit_code == 0, result.output
-    assert "epoch 2: train loss" in result.output and "dashboard http://127.0.0.1:" in result.output
+    assert "epoch 2: mean train loss" in result.output
+    assert "dashboard http://127.0.0.1:" in result.output
     for name in ("model.npz", "report.html", "run.json"):
         assert (out / name).exists(), name
     assert list((out / "checkpoints").glob("ckpt-*.npz"))
@@ -45,12 +51,20 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path, strategy):
     pytest.importorskip("sklearn")
     out = tmp_path / "run"
     common = ["train", "--no-report", "--strategy", strategy, "--local-steps", "4"]
-    assert run(*common, "--output-dir", str(out), "--epochs", "1").exit_code == 0
-    resumed = run(*common, "--output-dir", str(out), "--epochs", "2", "--resume")
+    assert run(*common, "--output-dir", str(out), "--epochs", "1", "--lr", "0.05").exit_code == 0
+    # the run's options come from its run.json; given again, they must agree
+    other = run("train", "--output-dir", str(out), "--epochs", "2", "--resume", "--lr", "0.2")
+    assert other.exit_code == 2
+    assert "--lr: expected the run's own options (--lr 0.05" in other.output
+    resumed = run("train", "--no-report", "--output-dir", str(out), "--epochs", "2", "--resume")
     assert resumed.exit_code == 0, resumed.output
-    assert "resuming from" in resumed.output and "epoch 2: train loss" in resumed.output
+    assert "resuming from" in resumed.output and "epoch 2: mean train loss" in resumed.output
+    info = json.loads((out / "run.json").read_text())
+    assert [e for e, _ in info["accuracy"]] == [1, 2] and info["options"]["lr"] == 0.05
+    assert [c["step"] for c in info["chunks"]] == [45, 90]  # the first epoch's record is kept
     straight = tmp_path / "straight"
-    assert run(*common, "--output-dir", str(straight), "--epochs", "2").exit_code == 0
+    assert run(*common, "--output-dir", str(straight), "--epochs", "2",
+               "--lr", "0.05").exit_code == 0
     a, b = Sequential.load(out / "model.npz"), Sequential.load(straight / "model.npz")
     assert all(np.array_equal(x[k], y[k]) for x, y in zip(a.params, b.params, strict=True)
                for k in x)
@@ -113,7 +127,7 @@ def test_train_on_a_scheduler_and_two_workers_started_from_the_shell(tmp_path):
             capture_output=True, text=True, timeout=300,
         )
         assert proc.returncode == 0, proc.stderr[-3000:]
-        assert "cluster: 2 workers" in proc.stdout and "epoch 2: train loss" in proc.stdout
+        assert "cluster: 2 workers" in proc.stdout and "epoch 2: mean train loss" in proc.stdout
     finally:
         for p in procs:
             p.terminate()
@@ -168,3 +182,110 @@ def test_train_serially_on_an_npz_with_the_cnn(tmp_path):
                  "--strategy", "serial", "--output-dir", str(tmp_path / "run"), "--no-report")
     assert result.exit_code == 0, result.output
     assert "model: cnn" in result.output and (tmp_path / "run" / "model.npz").exists()
+
+
+# ------------------------------------------------------------------ refused before any cluster
+@contextlib.contextmanager
+def _no_cluster(opts):
+    raise AssertionError("a cluster was started for options that could be checked without one")
+    yield
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--strategy", "pipeline", "--stages", "5"],
+     "--stages: expected at most the model's 3 layers, got 5"),
+    (["--strategy", "data", "--shards", "100"],
+     "--shards: expected at most the smallest batch's 30 samples, got 100"),
+    (["--strategy", "pipeline", "--microbatches", "64"],
+     "--microbatches: expected at most the smallest shard's 30 samples, got 64"),
+    (["--emulate-gpu"], "--emulate-gpu: expected --gpu-workers N (the GPU workers to emulate)"),
+    (["--strategy", "serial", "--resume"], "--resume: expected a run on a cluster"),
+])
+def test_bad_options_are_refused_before_a_cluster_starts(args, message, tmp_path, monkeypatch):
+    pytest.importorskip("sklearn")
+    monkeypatch.setattr("pnngraph.cli._client", _no_cluster)
+    result = run("train", "--output-dir", str(tmp_path / "run"), *args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+
+
+@pytest.mark.parametrize("leftover", ["run.json", "checkpoints/ckpt-00000045.npz"])
+def test_a_used_run_directory_needs_resume(leftover, tmp_path, monkeypatch):
+    pytest.importorskip("sklearn")
+    monkeypatch.setattr("pnngraph.cli._client", _no_cluster)
+    path = tmp_path / "run" / leftover
+    path.parent.mkdir(parents=True)
+    path.write_text("{}")
+    result = run("train", "--output-dir", str(tmp_path / "run"))
+    assert result.exit_code == 2
+    assert "--output-dir: expected a new run directory (or --resume to continue the run in it)" \
+        in result.output
+
+
+def test_gpu_workers_without_cupy_say_what_to_install(tmp_path, monkeypatch):
+    pytest.importorskip("sklearn")
+    monkeypatch.setattr("pnngraph.cli._client", _no_cluster)
+    monkeypatch.setitem(sys.modules, "cupy", None)  # as on a machine without CuPy
+    result = run("train", "--gpu-workers", "1", "--output-dir", str(tmp_path / "run"))
+    assert result.exit_code == 2
+    assert ("--gpu-workers: expected CuPy installed (pip install 'pnngraph[gpu]') (or "
+            "--emulate-gpu), got 'cupy'") in result.output
+
+
+def test_emulated_gpus_without_the_emulator_say_what_to_install(tmp_path, monkeypatch):
+    pytest.importorskip("sklearn")
+    monkeypatch.setattr("pnngraph.cli._client", _no_cluster)
+    monkeypatch.setitem(sys.modules, "array_api_strict", None)
+    result = run("train", "--gpu-workers", "1", "--emulate-gpu",
+                 "--output-dir", str(tmp_path / "run"))
+    assert result.exit_code == 2
+    assert ("--emulate-gpu: expected the emulated device installed (pip install "
+            "'pnngraph[emulate]')") in result.output
+
+
+def test_resume_without_output_dir_continues_the_newest_run(tmp_path, monkeypatch):
+    pytest.importorskip("sklearn")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("pnngraph.cli._client", _no_cluster)
+    none = run("train", "--resume")
+    assert none.exit_code == 2 and "--resume: expected a run to continue in runs/" in none.output
+    newest, older = tmp_path / "runs" / "a", tmp_path / "runs" / "b"
+    for d, stamp in ((newest, 2e9), (older, 1e9)):  # "a" was modified last: the newest run
+        d.mkdir(parents=True)
+        RunRecord(options={"lr": 0.5}).save(d / "run.json")
+        os.utime(d, (stamp, stamp))
+    result = run("train", "--resume", "--lr", "0.2")
+    assert result.exit_code == 2 and f"in {Path('runs') / 'a' / 'run.json'}" in result.output
+
+
+# ------------------------------------------------------------------------------------ Ctrl-C
+@pytest.mark.slow
+@pytest.mark.cluster
+def test_ctrl_c_stops_quietly_and_keeps_what_finished(tmp_path):
+    """SIGINT to the whole process group, as a terminal sends it: one line, exit 130, the
+    finished epochs written, and the run goes on with --resume."""
+    pytest.importorskip("sklearn")
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pnngraph", "train", "--epochs", "500", "--workers", "2",
+         "--strategy", "data", "--output-dir", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        for line in proc.stdout:  # an event, not a clock: the first epoch has finished
+            if line.startswith("epoch 1:"):
+                break
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert "interrupted after epoch" in err and "--resume" in err
+    for name in ("model.npz", "run.json", "report.html"):
+        assert (out / name).exists(), name
+    info = json.loads((out / "run.json").read_text())
+    assert info["accuracy"] and len(info["losses"]) == 45 * info["accuracy"][-1][0]
+    assert Sequential.load(out / "model.npz").input_shape == (64,)

@@ -447,6 +447,17 @@ def test_digits() -> None:
     assert np.array_equal(flat.X, images.X.reshape(1797, 64))
 
 
+def test_digits_read_without_importing_scikit_learn_equal_its_loader() -> None:
+    """The bundled file is read directly (importing scikit-learn takes seconds); the arrays
+    are the ones ``load_digits`` gives."""
+    pytest.importorskip("sklearn")
+    from sklearn.datasets import load_digits
+
+    bunch, ours = load_digits(), digits(flatten=False)
+    assert np.array_equal(ours.X[:, 0], bunch.images / 16.0)
+    assert np.array_equal(ours.y, bunch.target)
+
+
 def test_digits_without_scikit_learn(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "sklearn", None)
     monkeypatch.setitem(sys.modules, "sklearn.datasets", None)

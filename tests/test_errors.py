@@ -12,8 +12,10 @@ from click.testing import CliRunner
 import pnngraph
 from pnngraph import exceptions as ex
 from pnngraph.cli import main
+from pnngraph.compile.strategies import strategy_from_repr
 from pnngraph.nn import Dense, Dropout, ReLU, Sequential, activation, get_loss, get_optimizer
 from pnngraph.plan.cluster import simulated_cluster
+from pnngraph.record import RunRecord
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "errors.md"
 rng = np.random.default_rng(0)
@@ -88,6 +90,7 @@ API_CASES = {
     "a seed that is not an integer >= 0": (ex.ConfigError, api(pnngraph.train_serial, mlp(), X, Y,
                                                               steps=1, seed=-1)),
     "loss becomes NaN during a run": (ex.TrainingError, nan_loss),
+    "a recorded strategy that is not one": (ex.ConfigError, api(strategy_from_repr, "Dense(3)")),
 }
 
 CLI_CASES = {
@@ -103,6 +106,15 @@ CLI_CASES = {
                                       "--workers", "1"],
     "report of a folder that is not a run": ["report", "{tmp}"],
     "cluster file that is not a cluster": ["plan", "--cluster-file", "{tmp}/bad.yaml"],
+    "more stages than layers": ["train", "--strategy", "pipeline", "--stages", "5"],
+    "more shards than samples in the smallest batch": ["train", "--strategy", "data", "--shards",
+                                                       "100"],
+    "emulated GPUs without GPU workers": ["train", "--emulate-gpu"],
+    "a run directory in use": ["train", "--output-dir", "{tmp}/used"],
+    "resumed with another option": ["train", "--resume", "--output-dir", "{tmp}/done", "--lr",
+                                    "0.5"],
+    "a serial run resumed": ["train", "--strategy", "serial", "--resume", "--output-dir",
+                             "{tmp}/empty"],
 }
 
 
@@ -134,6 +146,9 @@ def test_foreign_model_file_error(tmp_path):
 def test_cli_errors_are_one_line_with_exit_code_2(case, tmp_path):
     (tmp_path / "ca.pem").write_text("x")
     (tmp_path / "bad.yaml").write_text("just: text\n")
+    for run_dir in ("used", "done"):  # a finished run's directory
+        (tmp_path / run_dir).mkdir()
+        RunRecord(options={"lr": 0.1}).save(tmp_path / run_dir / "run.json")
     args = [a.replace("{tmp}", str(tmp_path)) for a in CLI_CASES[case]]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 2, result.output

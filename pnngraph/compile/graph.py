@@ -212,11 +212,11 @@ def compile_training(
              for i, s in enumerate(init)]
     S, _, M = strategy.layout
     carry: list[list[Ref]]
+    spec.check_split(model, min(len(i) for i in b.batches))
     if strategy.algorithm == "averaging":
         outputs = _averaging(b, cast(ModelAveraging, strategy), [s[0] for s in slots], x, y)
         carry = [[r] for r in outputs]
     else:
-        _check_split(b, M)
         per_task = _fusion(b, len(model.layers))
         if copies > 1:
             carry = [_copies(b, [slots[0][r % len(slots[0])] for r in range(copies)], x, y)]
@@ -228,20 +228,6 @@ def compile_training(
     b.g.graph.update(outputs=[r.key for r in outputs], carry=[[r.key for r in c] for c in carry],
                      token=token, layout=(S, len(bounds), M), copies=copies)
     return b.g
-
-
-def _check_split(b: _Builder, M: int) -> None:
-    smallest = min(len(i) for i in b.batches)
-    n_shards = len(b.spec.strategy.shard_sizes(max(smallest, 1)))
-    if n_shards > smallest:
-        raise ConfigError(
-            "shards", f"at most the smallest batch's {smallest} samples", n_shards
-        )
-    per_shard = min(b.spec.strategy.shard_sizes(smallest))
-    if per_shard < M:
-        raise ConfigError(
-            "microbatches", f"at most the smallest shard's {per_shard} samples", M
-        )
 
 
 def _fusion(b: _Builder, n_layers: int) -> int:
@@ -355,7 +341,6 @@ def _averaging(b: _Builder, strategy: ModelAveraging, init: list[Ref], x: Ref, y
     H, R, spec = strategy.local_steps, strategy.replicas, b.specs[0]
     if len(init) != 1 + R:
         raise ConfigError("init", f"{1 + R} states (average, then one per replica)", len(init))
-    _check_split(b, 1)
     params_from, states = init[0], list(init[1:])
     end = b.start + len(b.batches)
     s = b.start

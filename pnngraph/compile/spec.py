@@ -82,6 +82,32 @@ class TrainingSpec:
     def steps_per_epoch(self) -> int:
         return steps_per_epoch(self.n_samples, self.batch_size)
 
+    @property
+    def smallest_batch(self) -> int:
+        """Samples in the run's smallest batch (an epoch's last batch may be short)."""
+        last = self.n_samples - (self.steps_per_epoch - 1) * self.batch_size
+        return last if self.steps >= self.steps_per_epoch else min(self.batch_size,
+                                                                     self.n_samples)
+
+    def check_split(self, model: Sequential, smallest: int | None = None) -> None:
+        """Refuse a strategy the model or the batches cannot be split for: more stages than
+        layers, more shards than samples in the smallest batch (``smallest``, by default the
+        run's), more micro-batches than samples in the smallest shard. A strategy still to be
+        chosen or sized is checked when it is."""
+        strategy = self.strategy
+        if strategy.chooses or strategy.auto:
+            return
+        strategy.stage_bounds(model.layer_flops())
+        smallest = self.smallest_batch if smallest is None else smallest
+        shards, _, microbatches = strategy.layout
+        if shards > smallest:
+            raise ConfigError("shards", f"at most the smallest batch's {smallest} samples",
+                              shards)
+        per_shard = min(strategy.shard_sizes(smallest))
+        if per_shard < microbatches:
+            raise ConfigError("microbatches",
+                              f"at most the smallest shard's {per_shard} samples", microbatches)
+
     def batch(self, step: int) -> np.ndarray:
         """Dataset rows of step ``step``'s batch (:func:`pnngraph.nn.train.batch_indices`)."""
         return batch_indices(self.n_samples, self.batch_size, self.seed, step,
@@ -167,5 +193,6 @@ def prepare(
         batch_size=bs, n_samples=n, optimizer=opt, loss=loss_fn, seed=seed, shuffle=shuffle,
         fan_in=fan_in, fuse_steps=fuse_steps,
     )
+    spec.check_split(model)
     return spec, X_arr, y_arr
 

@@ -38,6 +38,7 @@ task) and, for the states a run hands from one graph to the next, ``slots`` / ``
 
 from __future__ import annotations
 
+import ast
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -368,6 +369,48 @@ def as_strategy(strategy: Any) -> Strategy:
     raise ConfigError(
         "strategy", "DataParallel, Pipeline, Hybrid, ModelAveraging, Auto or a name", strategy
     )
+
+
+def strategy_from_repr(text: str) -> Strategy:
+    """The strategy whose ``repr`` is ``text`` (as a checkpoint records it), read without
+    evaluating anything: only the strategy classes and literal arguments are accepted.
+
+    >>> s = Hybrid(DataParallel([2, 1]), Pipeline(2, 4))
+    >>> strategy_from_repr(repr(s)) == s
+    True
+    >>> strategy_from_repr("DataParallel(weights=(1.0,))")
+    DataParallel(weights=(1.0,))
+    """
+    try:
+        return _strategy_node(ast.parse(text, mode="eval").body)
+    except (SyntaxError, ValueError, TypeError, KeyError, ConfigError) as err:
+        why = {KeyError: f"no field {err}", SyntaxError: "not Python syntax"}.get(
+            type(err), str(err))
+        raise ConfigError("strategy", "the repr of a strategy", f"{text[:80]} ({why})") from None
+
+
+def _strategy_node(node: ast.expr) -> Any:
+    if not isinstance(node, ast.Call):
+        try:
+            return ast.literal_eval(node)
+        except ValueError:
+            raise ValueError("not a literal") from None
+    if not isinstance(node.func, ast.Name) or node.args:
+        raise ValueError("unknown call: expected Strategy(field=value, ...)")
+    kw = {k.arg: _strategy_node(k.value) for k in node.keywords}
+    name = node.func.id
+    if name == "DataParallel":
+        return DataParallel(list(kw["weights"]) or "auto")
+    if name == "Pipeline":
+        counts = kw.get("layer_counts")
+        return Pipeline(list(counts) if counts else kw["stages"], kw["microbatches"])
+    if name == "Hybrid":
+        return Hybrid(kw["data"], kw["pipeline"])
+    if name == "ModelAveraging":
+        return ModelAveraging(list(kw["weights"]), kw["local_steps"])
+    if name == "Auto":
+        return Auto()
+    raise ValueError(f"unknown strategy {name}")
 
 
 def balanced_bounds(layer_flops: Sequence[float], k: int) -> Bounds:

@@ -96,23 +96,45 @@ def get_backend(name: str = "numpy") -> Backend:
     """
     if name == "numpy":
         return NUMPY
+    check_backend(name)
     if name == "emulated":
         import array_api_strict as strict
 
         return Backend("emulated", strict, strict.Device("device1"))
     if name == "cupy":
-        try:
-            import cupy
-        except ImportError as err:
-            raise ConfigError(
-                "backend", "CuPy installed (pip install 'pnngraph[gpu]')", "cupy"
-            ) from err
-        try:
-            cupy.cuda.runtime.getDeviceCount()
-        except Exception as err:
-            raise ConfigError("backend", "a visible CUDA device", "cupy") from err
+        import cupy
+
         return Backend("cupy", array_api_compat.array_namespace(cupy.empty(0)), None)
     raise UnknownNameError("backend", name, BACKENDS)
+
+
+def check_backend(name: str, devices: int = 1) -> None:
+    """Refuse, with what to install, a backend this process cannot compute with: "cupy"
+    without CuPy or with fewer than ``devices`` visible CUDA devices, "emulated" without
+    array-api-strict.
+
+    >>> check_backend("numpy")
+    """
+    if name == "emulated":
+        try:
+            import array_api_strict  # noqa: F401
+        except ImportError:
+            raise ConfigError("backend", "the emulated device installed "
+                              "(pip install 'pnngraph[emulate]')", "emulated") from None
+        return
+    if name != "cupy":
+        return
+    try:
+        import cupy
+    except ImportError:
+        raise ConfigError("backend", "CuPy installed (pip install 'pnngraph[gpu]')",
+                          "cupy") from None
+    try:
+        count = int(cupy.cuda.runtime.getDeviceCount())
+    except Exception as err:
+        raise ConfigError("backend", "a visible CUDA device", f"cupy ({err})") from None
+    if count < devices:
+        raise ConfigError("backend", f"{devices} visible CUDA devices", count)
 
 
 def namespace(*arrays: Array) -> Any:

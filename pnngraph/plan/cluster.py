@@ -135,6 +135,26 @@ class ClusterModel:
     def with_kernels(self, kernels: Mapping[str, tuple[float, float]]) -> ClusterModel:
         return replace(self, kernels={**self.kernels, **kernels})
 
+    def readdressed(self, mapping: Mapping[str, str]) -> ClusterModel:
+        """The same cluster with workers renamed (``mapping``: old address -> new), their
+        kernel times and history with them.
+
+        >>> c = simulated_cluster(cpus=1, gpus=0).readdressed({"sim-cpu-0": "tcp://127.0.0.1:1"})
+        >>> c.addresses
+        ['tcp://127.0.0.1:1']
+        """
+        def rename(key: str) -> str:
+            head, sep, address = key.rpartition("|")
+            return f"{head}|{mapping.get(address, address)}" if sep else key
+
+        return replace(
+            self,
+            workers=tuple(replace(w, address=mapping.get(w.address, w.address))
+                          for w in self.workers),
+            kernels={rename(k): v for k, v in self.kernels.items()},
+            history={rename(k): v for k, v in self.history.items()},
+        )
+
     # -------------------------------------------------------------------------------- files
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1, sort_keys=True)

@@ -9,12 +9,17 @@ What is measured, each in a bounded time (the whole call stays under ``budget_se
 
 A worker is a GPU worker when it offers the resource ``GPU``; it computes with CuPy, or, with
 ``gpu_backend="emulated"``, with the emulated device (array-api-strict), whose speeds are the
-host's times ``emulated_speedup``. Results are cached per cluster (its workers' addresses,
-threads and resources) as JSON under ``cache_dir`` (default ``~/.cache/pnngraph``).
+host's times ``emulated_speedup``. Results are cached as JSON under ``cache_dir`` (default
+``~/.cache/pnngraph``), named by what the workers' speeds depend on (:func:`worker_fingerprint`:
+host, CPU model, threads, memory limit, GPU name, library versions), not by their addresses, so
+an embedded cluster started again on random ports finds its calibration. The newest
+:data:`CACHE_FILES` calibrations are kept; ``refresh=True`` (``pnngraph calibrate --refresh``)
+measures again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -28,6 +33,7 @@ import numpy as np
 from dask.task_spec import DataNode, Task, TaskRef
 
 from pnngraph.exceptions import ConfigError, UnknownNameError
+from pnngraph.nn.backend import check_backend
 from pnngraph.plan.cluster import ClusterModel, WorkerModel
 from pnngraph.run.session import live_workers
 
@@ -60,6 +66,7 @@ def measure_host(n: int = 512, repeats: int = 3) -> dict[str, Any]:
 
 def measure_cupy(n: int = 2048, repeats: int = 3) -> dict[str, Any]:
     """The same figures on the current CUDA device, plus host <-> device copy bytes/s."""
+    check_backend("cupy")  # a GPU worker without CuPy or a device says what to install
     import cupy as cp
 
     def timed(fn: Any) -> float:
@@ -90,8 +97,10 @@ def _make_bytes(n: int, salt: int) -> np.ndarray:
     return np.full(n, salt, dtype=np.uint8)
 
 
-def _cache_file(cache_dir: Path, identity: str) -> Path:
-    return cache_dir / f"cluster-{identity}.json"
+CACHE_FILES = 16  # calibrations kept; the least recently used go first
+CACHE_FORMAT = 2
+SPEED_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
+             "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES")
 
 
 def default_cache_dir() -> Path:
@@ -99,21 +108,99 @@ def default_cache_dir() -> Path:
     return Path(base) / "pnngraph"
 
 
-def cluster_identity(client: Any, gpu_backend: str, emulated_speedup: float) -> str:
-    """Hex digest naming a cluster: its workers' addresses, threads and resources."""
-    info = live_workers(client)
-    desc = sorted(
-        (a, w["nthreads"], sorted((w.get("resources") or {}).items())) for a, w in info.items()
-    )
-    raw = json.dumps([desc, gpu_backend, emulated_speedup], sort_keys=True, default=str)
+def worker_fingerprint(dask_worker: Any) -> dict[str, Any]:
+    """What a worker's speeds depend on (run on the worker): its host, CPU model and cores,
+    threads, memory limit, resources, GPU name, library versions and the environment
+    variables that change BLAS speed. Not its port, which changes with every start."""
+    import platform
+
+    import dask
+    import distributed
+
+    import pnngraph
+
+    resources = dict(dask_worker.state.total_resources)
+    gpu = None
+    if "GPU" in resources:
+        try:
+            import cupy
+
+            gpu = cupy.cuda.runtime.getDeviceProperties(0)["name"].decode()
+        except Exception:  # no CuPy or no device: the emulated GPU
+            gpu = "none"
+    cpu = platform.processor()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {
+        "host": dask_worker.address.rsplit(":", 1)[0], "cpu": cpu, "cores": os.cpu_count(),
+        "threads": dask_worker.state.nthreads,
+        "memory": dask_worker.memory_manager.memory_limit, "resources": resources, "gpu": gpu,
+        "versions": [platform.python_version(), np.__version__, dask.__version__,
+                     distributed.__version__, pnngraph.__version__],
+        "env": {k: os.environ.get(k) for k in SPEED_ENV},
+    }
+
+
+def _digest(value: Any) -> str:
+    raw = json.dumps(value, sort_keys=True, default=str)
     return hashlib.blake2b(raw.encode(), digest_size=8).hexdigest()
 
 
-def save_cluster_model(model: ClusterModel, path: Path) -> None:
+class _Identity(NamedTuple):
+    """A cluster as the cache knows it: its name, and each worker's fingerprint digest."""
+
+    name: str
+    workers: dict[str, str]  # address -> digest
+
+
+def cluster_identity(client: Any, gpu_backend: str, emulated_speedup: float) -> _Identity:
+    """The cache's name for the cluster behind ``client``: a digest of its workers'
+    fingerprints (:func:`worker_fingerprint`), whatever their addresses."""
+    prints = client.run(worker_fingerprint)
+    workers = {a: _digest(fp) for a, fp in sorted(prints.items())}
+    name = _digest([CACHE_FORMAT, sorted(workers.values()), gpu_backend, emulated_speedup])
+    return _Identity(name, workers)
+
+
+def _cache_path(cache_dir: str | os.PathLike[str] | None, identity: _Identity) -> Path:
+    return (Path(cache_dir) if cache_dir else default_cache_dir()) / f"cluster-{identity.name}.json"
+
+
+def _read_cache(path: Path, identity: _Identity) -> ClusterModel | None:
+    """The cached model with its workers renamed to the live ones of the same fingerprint
+    (``None`` when there is none, or it is damaged or of an older format)."""
+    try:
+        raw = json.loads(path.read_text())
+        cached: dict[str, str] = dict(raw["workers"])
+        model = ClusterModel.from_json(raw["model"])
+    except (OSError, ValueError, KeyError, TypeError, ConfigError):
+        return None
+    mapping: dict[str, str] = {}
+    for digest in set(identity.workers.values()):
+        old = sorted(a for a, d in cached.items() if d == digest)
+        new = sorted(a for a, d in identity.workers.items() if d == digest)
+        if len(old) != len(new):
+            return None
+        mapping.update(zip(old, new, strict=True))
+    with contextlib.suppress(OSError):
+        os.utime(path)  # recently used: kept longest
+    return model.readdressed(mapping)
+
+
+def _write_cache(path: Path, identity: _Identity, model: ClusterModel) -> None:
+    """Store ``model`` under ``identity``; keep the newest :data:`CACHE_FILES` files."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(model.to_json())
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text(json.dumps({"format": CACHE_FORMAT, "workers": identity.workers,
+                               "model": model.to_json()}))
     tmp.replace(path)
+    files = sorted(path.parent.glob("cluster-*.json"), key=lambda p: p.stat().st_mtime)
+    for old in files[:-CACHE_FILES]:
+        with contextlib.suppress(OSError):
+            old.unlink()
 
 
 def calibrate(
@@ -150,12 +237,11 @@ def calibrate(
     if not info:
         raise ConfigError("cluster", "at least one worker to calibrate", "no workers")
     identity = cluster_identity(client, gpu_backend, emulated_speedup)
-    path = _cache_file(Path(cache_dir) if cache_dir else default_cache_dir(), identity)
+    path = _cache_path(cache_dir, identity)
     if cache and not refresh and path.exists():
-        try:
-            return ClusterModel.from_json(path.read_text())
-        except ConfigError:
-            pass  # a damaged cache is measured again
+        cached = _read_cache(path, identity)
+        if cached is not None and set(cached.addresses) == set(info):
+            return cached  # else damaged or changed: measured again
     deadline = time.perf_counter() + budget_seconds
     addresses = sorted(info)
     per_worker = max(0.5, budget_seconds / (2 * len(addresses) + 4))
@@ -179,7 +265,7 @@ def calibrate(
         workers.append(WorkerModel(address, int(info[address]["nthreads"]), backend, **figures))
     model = ClusterModel(tuple(workers), **_measure_dask(client, addresses, deadline))
     if cache:
-        save_cluster_model(model, path)
+        _write_cache(path, identity, model)
     return model
 
 
@@ -194,8 +280,9 @@ def remember(
     """Store ``model`` (say, refined by a run's history) as the cached calibration of the
     cluster behind ``client``: the next :func:`calibrate` returns it."""
     identity = cluster_identity(client, gpu_backend, emulated_speedup)
-    path = _cache_file(Path(cache_dir) if cache_dir else default_cache_dir(), identity)
-    save_cluster_model(model, path)
+    path = _cache_path(cache_dir, identity)
+    if set(model.addresses) == set(identity.workers):
+        _write_cache(path, identity, model)
     return path
 
 

@@ -43,7 +43,7 @@ import json
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,7 @@ import numpy as np
 
 from pnngraph.compile.kernels import StageState
 from pnngraph.compile.spec import TrainingSpec
+from pnngraph.compile.strategies import strategy_from_repr
 from pnngraph.exceptions import ConfigError, ModelFileError, check_int
 from pnngraph.nn.backend import to_numpy
 from pnngraph.nn.model import FORMAT as MODEL_FORMAT
@@ -96,6 +97,15 @@ class Checkpoint:
     config: dict[str, Any]
     replicas: tuple[StageState, ...] = ()
     path: Path | None = field(default=None)
+
+    def spec_for(self, spec: TrainingSpec) -> TrainingSpec:
+        """``spec`` as it continues from this checkpoint: a strategy the run was to choose
+        (``"auto"``) is the one this checkpoint's run chose, so the resumed steps have the
+        same bits."""
+        recorded = self.config.get("strategy")
+        if not spec.strategy.chooses or not isinstance(recorded, str):
+            return spec
+        return replace(spec, strategy=strategy_from_repr(recorded))
 
 
 def checkpoint_name(step: int) -> str:
@@ -398,6 +408,7 @@ class CheckpointPolicy:
         if _architecture(ckpt.model.config()) != _architecture(model.config()):
             raise ConfigError("model", f"the architecture {_describe(ckpt.model)} {where}",
                               _describe(model))
+        spec = ckpt.spec_for(spec)
         differ = spec.differences(ckpt.config)
         if differ:
             mine = spec.to_json()

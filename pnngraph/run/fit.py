@@ -127,6 +127,9 @@ def fit(
     policy = CheckpointPolicy(None if checkpoint_dir is None else Path(checkpoint_dir),
                               checkpoint_every, resume)
     ckpt = policy.resume_point(model, spec)
+    if ckpt is not None:  # an "auto" run goes on with the strategy it chose
+        spec = ckpt.spec_for(spec)
+        inputs = replace(inputs, spec=spec)
     run = start_run(inputs, client=client, cluster=cluster, options=options)
     start = 0 if ckpt is None else ckpt.step
     states: list[Any] = (

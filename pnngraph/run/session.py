@@ -16,6 +16,8 @@ list, so a caller may see no workers on a healthy cluster.
 from __future__ import annotations
 
 import contextlib
+import signal
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -66,11 +68,26 @@ def open_client(
             yield client
         return
     dashboard.enable()
-    with local_cluster(
-        workers, gpu_workers, threads_per_worker=threads, host=host,
-        dashboard_address=dashboard_address,
-    ) as cluster, Client(cluster) as client:
+    with _uninterrupted_children():
+        cluster = local_cluster(workers, gpu_workers, threads_per_worker=threads, host=host,
+                                dashboard_address=dashboard_address)
+    with cluster, Client(cluster) as client:
         yield client
+
+
+@contextlib.contextmanager
+def _uninterrupted_children() -> Iterator[None]:
+    """Processes started inside ignore Ctrl-C (SIGINT), which reaches every process of the
+    terminal's group: this process alone is interrupted and stops its workers in order,
+    instead of each worker printing its own traceback. Nothing changes off the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def tls_security(ca_file: str | None, cert: str | None, key: str | None) -> Security | None:

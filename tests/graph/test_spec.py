@@ -8,6 +8,7 @@ import pytest
 import pnngraph
 from pnngraph import DataParallel, ModelAveraging, Pipeline, fit
 from pnngraph.compile.spec import TrainingSpec, prepare
+from pnngraph.compile.strategies import Auto, strategy_from_repr
 from pnngraph.exceptions import ConfigError
 from pnngraph.nn import SGD, SoftmaxCrossEntropy
 from pnngraph.plan.cluster import simulated_cluster
@@ -83,3 +84,31 @@ def test_dask_placement_on_a_cluster_model_predicts_but_pins_nothing():
     heft = pnngraph.build(make_mlp(), (X, y), strategy=DataParallel(2), steps=2, batch_size=20,
                           cluster=cluster)
     assert heft.placement is not None and set(heft.placement_value.backends) == set(heft.placement)
+
+
+@pytest.mark.parametrize("strategy", [
+    DataParallel(3), DataParallel([2.0, 1.0, 0.5]), DataParallel("auto"), Pipeline(3, 4),
+    Pipeline([1, 2], 2), pnngraph.Hybrid(DataParallel(2), Pipeline(2, 4)),
+    ModelAveraging([1.0, 3.0], 4), Auto(),
+])
+def test_a_strategy_is_read_back_from_its_repr(strategy):
+    assert strategy_from_repr(repr(strategy)) == strategy
+
+
+@pytest.mark.parametrize("text", ["__import__('os').system('true')", "DataParallel(weights=open)",
+                                  "Pipeline(stages=2)", "Dense(3)", "DataParallel(", ""])
+def test_anything_but_a_strategy_repr_is_refused_unevaluated(text):
+    with pytest.raises(ConfigError, match="expected the repr of a strategy"):
+        strategy_from_repr(text)
+
+
+def test_a_split_the_batches_cannot_take_is_refused_when_the_run_is_prepared():
+    """Before any graph is built: the smallest batch of a run of 33 samples in batches of 16
+    has one sample, too few for two shards; a run shorter than an epoch never meets it."""
+    X, y = make_data("mlp", n=33)
+    with pytest.raises(ConfigError, match="shards: expected at most the smallest batch's 1 "):
+        prepare(make_mlp(), X, y, strategy=DataParallel(2), epochs=1, batch_size=16)
+    spec, _, _ = prepare(make_mlp(), X, y, strategy=DataParallel(2), steps=2, batch_size=16)
+    assert spec.smallest_batch == 16
+    with pytest.raises(ConfigError, match="stages: expected at most the model's"):
+        prepare(make_mlp(), X, y, strategy=Pipeline(9), steps=1)

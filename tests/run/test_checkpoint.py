@@ -12,9 +12,11 @@ import pytest
 
 from pnngraph import DataParallel, ModelAveraging, Pipeline, fit
 from pnngraph.compile.kernels import StageState
+from pnngraph.compile.strategies import strategy_from_repr
 from pnngraph.exceptions import ConfigError, ModelFileError
 from pnngraph.nn import Dense, Sequential
 from pnngraph.nn.optimizers import SGD, Adam
+from pnngraph.plan.cluster import simulated_cluster
 from pnngraph.run.checkpoint import (
     checkpoint_name,
     latest_checkpoint,
@@ -305,3 +307,17 @@ def test_checkpoint_options_are_checked(tmp_path):
     with pytest.raises(ConfigError, match="resumed run") as err:  # never mix two runs' files
         fit(make_mlp(), (X, y), steps=3, checkpoint_dir=tmp_path, **RUN)
     assert err.value.name == "checkpoint_dir"
+
+
+def test_an_auto_run_resumes_with_the_strategy_it_chose(tmp_path):
+    """The checkpoint records the strategy "auto" chose; the resumed run takes it, so its
+    steps have the same bits even where the choice would fall otherwise now."""
+    X, y = make_data("mlp")
+    kw = {"strategy": "auto", "cluster": simulated_cluster(cpus=2, gpus=0), **RUN}
+    whole = fit(make_mlp(), (X, y), steps=6, **kw)
+    fit(make_mlp(), (X, y), steps=3, checkpoint_dir=tmp_path, **kw)
+    chosen = strategy_from_repr(load_checkpoint(tmp_path).config["strategy"])
+    assert not chosen.chooses
+    resumed = fit(make_mlp(), (X, y), steps=6, checkpoint_dir=tmp_path, resume=True, **kw)
+    assert bitwise_equal(resumed.params, whole.params)
+    np.testing.assert_array_equal(resumed.losses, whole.losses)
