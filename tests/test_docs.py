@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
 PLACEHOLDER = "tcp://scheduler-host:8786"
-TIMEOUT = 300  # seconds per block: generous for a busy 2-core machine; never a measurement
+TIMEOUT = 270  # seconds per block: generous for a busy 2-core machine, under pytest's 300 s
 
 FENCE = re.compile(r"^(`{3,}|~{3,})\s*([\w+-]*)")
 MARKER = re.compile(r"^<!--\s*doc-test:\s*(.*?)\s*-->$")
@@ -139,7 +139,12 @@ def test_python_block_runs_as_written(block, tmp_path, request):
     text = block.text
     if block.directive == "cluster":
         text = text.replace(PLACEHOLDER, request.getfixturevalue("cluster_address"))
-    done = run_script(text, tmp_path)
+    try:
+        done = run_script(text, tmp_path)
+    except subprocess.TimeoutExpired as err:
+        stderr = err.stderr.decode() if isinstance(err.stderr, bytes) else err.stderr or ""
+        pytest.fail(f"{block.where} still running after {TIMEOUT} s\n--- stderr ---\n"
+                    f"{stderr[-6000:]}")
     assert done.returncode == 0, (
         f"{block.where} exited with {done.returncode}\n--- stderr ---\n{done.stderr[-6000:]}"
         f"\n--- stdout ---\n{done.stdout[-2000:]}")
