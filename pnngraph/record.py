@@ -52,7 +52,6 @@ PHASE_COLORS: dict[str, str] = {
 """Bar colour of each phase; the keys are every phase a record may have, in legend order."""
 
 PHASES = tuple(PHASE_COLORS)
-WIDTH = 1200  # pixels, every chart
 
 
 @dataclass(frozen=True)
@@ -258,6 +257,14 @@ class RunRecord:
     measured chunk started, so the planned timeline's end is the whole run's prediction."""
     options: dict[str, Any] = field(default_factory=dict)
     """The command-line options that define the run (``pnngraph train --resume`` reads them)."""
+
+    def __post_init__(self) -> None:
+        # numpy arrays (``TrainingResult.losses``) become the lists the fields are declared as,
+        # so a record compares, tests for emptiness and saves the same either way
+        if hasattr(self.losses, "tolist"):
+            self.losses = list(self.losses.tolist())
+        if hasattr(self.accuracy, "tolist"):
+            self.accuracy = [(int(e), float(a)) for e, a in self.accuracy.tolist()]
 
     def to_json(self) -> str:
         raw = asdict(self)

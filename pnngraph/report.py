@@ -26,12 +26,14 @@ the loss and accuracy curves, and per-worker busy fraction and bytes moved.
 from __future__ import annotations
 
 import html
+import math
 import numbers
 import pathlib
 from collections.abc import Mapping, Sequence
 from os import PathLike
-from typing import Any
+from typing import Any, Final
 
+import numpy as np
 from bokeh.embed import file_html
 from bokeh.layouts import column
 from bokeh.models import (
@@ -65,11 +67,14 @@ from pnngraph.record import (
 )
 
 __all__ = [  # the records are defined in pnngraph.record and are found here too
+    "META_ORDER",
     "PHASES",
     "PHASE_COLORS",
     "RunRecord",
     "TaskRecord",
     "busy_fractions",
+    "format_value",
+    "meta_items",
     "phase_of",
     "records_from_slots",
     "records_from_task_stream",
@@ -79,7 +84,7 @@ __all__ = [  # the records are defined in pnngraph.record and are found here too
     "step_of",
 ]
 
-WIDTH = 1200  # pixels, every chart
+STRETCH: Final = "stretch_width"  # every chart and text fills the page's width; heights are fixed
 
 
 def _total(records: list[TaskRecord]) -> float:
@@ -87,12 +92,12 @@ def _total(records: list[TaskRecord]) -> float:
 
 
 def _heading(text: str, level: int = 2) -> Div:
-    return Div(text=f"<h{level}>{html.escape(text)}</h{level}>", width=WIDTH)
+    return Div(text=f"<h{level}>{html.escape(text)}</h{level}>", sizing_mode=STRETCH)
 
 
 def _gantt(title: str, records: list[TaskRecord], x_range: Range1d) -> Any:
     workers = sorted({r.worker for r in records}, reverse=True)
-    p = figure(title=title, width=WIDTH, height=140 + 40 * len(workers), x_range=x_range,
+    p = figure(title=title, sizing_mode=STRETCH, height=140 + 40 * len(workers), x_range=x_range,
                y_range=FactorRange(factors=workers), x_axis_label="seconds from start",
                tools="xpan,xwheel_zoom,box_zoom,reset,save")
     renderers: list[Any] = []
@@ -130,11 +135,12 @@ def _makespan_section(planned: list[TaskRecord], measured: list[TaskRecord]) -> 
     text = "Total: " + ", ".join(totals)
     if planned and measured and _total(planned) > 0:
         text += f"; measured / predicted = {_total(measured) / _total(planned):.3g}"
-    out: list[Any] = [_heading("Makespan per step: predicted vs measured"), Div(text=text)]
+    out: list[Any] = [_heading("Makespan per step: predicted vs measured"),
+                      Div(text=text, sizing_mode=STRETCH)]
     pred, meas = step_makespans(planned), step_makespans(measured)
     if not pred and not meas:
         return out
-    p = figure(width=WIDTH, height=300, x_axis_label="step", y_axis_label="seconds",
+    p = figure(sizing_mode=STRETCH, height=300, x_axis_label="step", y_axis_label="seconds",
                title="Makespan per step", tools="pan,wheel_zoom,box_zoom,reset,save",
                y_range=DataRange1d(start=0.0))
     p.xaxis.ticker = BasicTicker(min_interval=1)
@@ -149,8 +155,9 @@ def _makespan_section(planned: list[TaskRecord], measured: list[TaskRecord]) -> 
     common = [s for s in pred if s in meas and pred[s] > 0]
     if common:
         err = [100.0 * (meas[s] - pred[s]) / pred[s] for s in common]
-        q = figure(width=WIDTH, height=220, x_axis_label="step", tools="pan,box_zoom,reset,save",
-                   y_axis_label="%", title="Relative error (measured - predicted) / predicted")
+        q = figure(sizing_mode=STRETCH, height=220, x_axis_label="step", y_axis_label="%",
+                   tools="pan,box_zoom,reset,save",
+                   title="Relative error (measured - predicted) / predicted")
         q.xaxis.ticker = BasicTicker(min_interval=1)
         q.vbar(x="step", top="err", width=0.8, color="#7f7f7f",
                source=ColumnDataSource({"step": common, "err": err}))
@@ -170,7 +177,7 @@ def _chunk_section(chunks: Sequence[Mapping[str, Any]]) -> list[Any]:
     text = (f"Whole run: predicted {pred:.4g} s, measured {meas:.4g} s, "
             f"error {100.0 * (pred - meas) / meas:+.1f} % (prediction - measurement)"
             if meas > 0 else "")
-    p = figure(width=WIDTH, height=300, x_axis_label="step reached", y_axis_label="seconds",
+    p = figure(sizing_mode=STRETCH, height=300, x_axis_label="step reached", y_axis_label="seconds",
                title="Wall time per chunk", tools="pan,wheel_zoom,box_zoom,reset,save",
                y_range=DataRange1d(start=0.0))
     source = ColumnDataSource({
@@ -184,12 +191,12 @@ def _chunk_section(chunks: Sequence[Mapping[str, Any]]) -> list[Any]:
                                     ("measured", "@measured{0.0000} s"),
                                     ("error", "@error{0.0} %")]))
     _legend_above(p)
-    return [_heading("Prediction per chunk"), Div(text=text, width=WIDTH), p]
+    return [_heading("Prediction per chunk"), Div(text=text, sizing_mode=STRETCH), p]
 
 
 def _curve(title: str, x: list[int], y: list[float], x_label: str, y_label: str) -> Any:
-    p = figure(title=title, width=WIDTH, height=280, x_axis_label=x_label, y_axis_label=y_label,
-               tools="pan,wheel_zoom,box_zoom,reset,save")
+    p = figure(title=title, sizing_mode=STRETCH, height=280, x_axis_label=x_label,
+               y_axis_label=y_label, tools="pan,wheel_zoom,box_zoom,reset,save")
     p.xaxis.ticker = BasicTicker(min_interval=1)
     source = ColumnDataSource({"x": x, "y": y})
     p.line("x", "y", source=source, line_width=2)
@@ -201,34 +208,132 @@ def _curve(title: str, x: list[int], y: list[float], x_label: str, y_label: str)
 
 def _worker_bars(title: str, values: Mapping[str, float], x_label: str) -> Any:
     workers = sorted(values, reverse=True)
-    p = figure(title=title, width=WIDTH, height=80 + 30 * len(workers), x_axis_label=x_label,
-               y_range=FactorRange(factors=workers), x_range=DataRange1d(start=0.0),
-               tools="save")
+    p = figure(title=title, sizing_mode=STRETCH, height=80 + 30 * len(workers),
+               x_axis_label=x_label, y_range=FactorRange(factors=workers),
+               x_range=DataRange1d(start=0.0), tools="save")
     p.hbar(y="worker", right="value", height=0.7, color="#1f77b4",
            source=ColumnDataSource({"worker": workers, "value": [values[w] for w in workers]}))
     p.add_tools(HoverTool(tooltips=[("worker", "@worker"), (x_label, "@value{0.000}")]))
     return p
 
 
+META_ORDER: tuple[tuple[str, ...], ...] = (
+    ("model",), ("widths", "hidden"), ("data", "dataset"), ("dtype",),
+    ("strategy",), ("workers",), ("gpu workers",), ("scheduler",),
+    ("epochs",), ("steps",), ("batch size",), ("optimizer",), ("learning rate", "lr"),
+    ("momentum",), ("seed",),
+    ("wall seconds", "wall time"), ("final train loss", "train loss"),
+    ("final test loss", "test loss"), ("final test accuracy", "test accuracy"),
+)
+"""The well-known metadata keys, in the order the header shows them (each with its aliases):
+what was trained, how it ran, the hyperparameters, then the outcome. Keys compare in lower case
+with ``_`` and ``-`` read as spaces; other keys follow in their own order, and mappings (such as
+``time``: phase -> seconds) come last, each as a small table of its own."""
+
+META_UNITS = {"time": " s"}
+"""A unit for the values of a nested mapping, by its key: ``meta["time"]`` holds seconds."""
+
+
+def _meta_rank(key: Any) -> int:
+    name = str(key).lower().replace("_", " ").replace("-", " ").strip()
+    for rank, names in enumerate(META_ORDER):
+        if name in names:
+            return rank
+    return len(META_ORDER)
+
+
+def format_value(value: Any) -> str:
+    """A metadata value as the report shows it: whole numbers as they are (thousands grouped from
+    10,000), other numbers to 4 significant digits, sequences joined by commas.
+
+    >>> [format_value(v) for v in (64, 12288, 0.1, 0.974930362, 24.38712, 1e-5, True, None)]
+    ['64', '12,288', '0.1', '0.9749', '24.39', '1e-05', 'yes', 'none']
+    >>> format_value([64, 64]), format_value(float("nan")), format_value("DataParallel(2)")
+    ('64, 64', 'nan', 'DataParallel(2)')
+    """
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, numbers.Integral):
+        return f"{int(value):,}" if abs(int(value)) >= 10_000 else str(int(value))
+    if isinstance(value, numbers.Real):
+        return f"{float(value):.4g}"
+    if isinstance(value, list | tuple):
+        return ", ".join(format_value(v) for v in value)
+    return str(value)
+
+
+def _cell(value: Any, unit: str = "") -> str:
+    numeric = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    style = "text-align:right;font-variant-numeric:tabular-nums" if numeric else "text-align:left"
+    text = format_value(value) + (unit if numeric else "")
+    return f"<td style='{style};padding:1px 0.5em'>{html.escape(text)}</td>"
+
+
+def _meta_rows(items: Sequence[tuple[Any, Any]], unit: str = "") -> str:
+    th = "<th style='text-align:left;padding:1px 1.5em 1px 0;vertical-align:top'>"
+    rows = []
+    for key, value in items:
+        if isinstance(value, Mapping):
+            inner = _meta_rows(list(value.items()), META_UNITS.get(str(key), ""))
+            cell = (f"<td style='padding:0'><table style='border-collapse:collapse'>{inner}"
+                    "</table></td>")
+        else:
+            cell = _cell(value, unit)
+        rows.append(f"<tr>{th}{html.escape(str(key))}</th>{cell}</tr>")
+    return "".join(rows)
+
+
+def meta_items(meta: Mapping[str, Any]) -> list[tuple[Any, Any]]:
+    """The entries of ``meta`` in the order of the report's header (`META_ORDER`).
+
+    >>> [k for k, _ in meta_items({"time": {"training": 3.0}, "note": "x", "lr": 0.1,
+    ...                            "model": "mlp", "final test accuracy": 0.97})]
+    ['model', 'lr', 'final test accuracy', 'note', 'time']
+    """
+    entries = list(meta.items())
+    return sorted(entries, key=lambda kv: (isinstance(kv[1], Mapping), _meta_rank(kv[0])))
+
+
 def _meta_table(meta: Mapping[str, Any]) -> Div:
-    rows = "".join(f"<tr><th style='text-align:left;padding-right:1em'>{html.escape(str(k))}</th>"
-                   f"<td>{html.escape(str(v))}</td></tr>" for k, v in meta.items())
-    return Div(text=f"<table>{rows}</table>", width=WIDTH)
+    return Div(text=f"<table style='border-collapse:collapse'>{_meta_rows(meta_items(meta))}"
+                    "</table>", sizing_mode=STRETCH)
+
+
+def _series(name: str, xs: Any) -> Sequence[Any]:
+    """A sequence as it is; a numpy array (or anything with ``__array__``) as the list of its
+    elements, rows for a 2-D one: the report takes ``TrainingResult.losses`` as it comes."""
+    if hasattr(xs, "__array__") and not isinstance(xs, str | bytes | Mapping | Sequence):
+        array = np.asarray(xs)
+        if array.ndim > 0:
+            return list(array.tolist())
+    return _sequence(name, xs)
 
 
 def _numbers(name: str, xs: Any) -> list[float]:
     out = []
-    for i, x in enumerate(_sequence(name, xs)):
+    for i, x in enumerate(_series(name, xs)):
         if not isinstance(x, numbers.Real) or isinstance(x, bool):
             raise ConfigError(f"{name}[{i}]", "a real number", x)
         out.append(float(x))
     return out
 
 
+def _whole(x: Any) -> bool:
+    """An int, or a real number with an integral value (an epoch held in a float array)."""
+    if _is_int(x):
+        return True
+    return (isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
+            and float(x).is_integer())
+
+
 def _accuracy(pairs: Any) -> tuple[list[int], list[float]]:
     epochs, values = [], []
-    for i, pair in enumerate(_sequence("accuracy", pairs)):
-        if not isinstance(pair, Sequence) or len(pair) != 2 or not _is_int(pair[0]):
+    for i, pair in enumerate(_series("accuracy", pairs)):
+        if hasattr(pair, "__array__") and not isinstance(pair, Sequence):
+            pair = np.asarray(pair).tolist()
+        if not isinstance(pair, Sequence) or len(pair) != 2 or not _whole(pair[0]):
             raise ConfigError(f"accuracy[{i}]", "a pair (epoch: int, accuracy: float)", pair)
         epochs.append(int(pair[0]))
         values += _numbers(f"accuracy[{i}]", pair[1:])
@@ -241,8 +346,8 @@ def render_report(
     title: str = "pnngraph run",
     planned: Sequence[TaskRecord] | None = None,
     measured: Sequence[TaskRecord] | None = None,
-    losses: Sequence[float] | None = None,
-    accuracy: Sequence[tuple[int, float]] | None = None,
+    losses: Sequence[float] | np.ndarray | None = None,
+    accuracy: Sequence[tuple[int, float]] | np.ndarray | None = None,
     bytes_moved: Mapping[str, int] | None = None,
     meta: Mapping[str, Any] | None = None,
     chunks: Sequence[Mapping[str, Any]] | None = None,
@@ -259,14 +364,17 @@ def render_report(
         Page title and heading.
     planned, measured : sequences of TaskRecord
         The predicted schedule and what ran; Gantt charts on one time axis, makespan per step.
-    losses : sequence of float
-        Training loss of each step.
-    accuracy : sequence of (epoch, accuracy)
+    losses : sequence of float or 1-D array
+        Training loss of each step (``TrainingResult.losses``, a numpy array, as it is).
+    accuracy : sequence of (epoch, accuracy), or an array of shape (n, 2)
         Accuracy per epoch.
     bytes_moved : mapping worker -> int
         Bytes each worker received.
     meta : mapping
-        Run metadata (model, strategy, scheduler, workers, ...), shown as a table.
+        Run metadata, shown as a table: every entry, the well-known keys first (`META_ORDER`:
+        model, widths, data, strategy, workers, scheduler, epochs, batch size, optimizer,
+        learning rate, momentum, seed, wall seconds, final losses and accuracy), numbers
+        formatted by `format_value`, a nested mapping (``time``: phase -> seconds) as a table.
     chunks : sequence of mappings
         Per chunk: ``step`` reached, ``predicted`` and ``measured`` wall seconds.
 
@@ -321,7 +429,8 @@ def render_report(
         if isinstance(part, Plot):
             part.min_border_left = left
     out = pathlib.Path(path)
-    out.write_text(file_html(column(*parts), resources=INLINE, title=title), encoding="utf-8")
+    page = file_html(column(*parts, sizing_mode=STRETCH), resources=INLINE, title=title)
+    out.write_text(page, encoding="utf-8")
     return out
 
 

@@ -17,12 +17,14 @@ import pytest
 from pnngraph.exceptions import ConfigError
 from pnngraph.report import (
     PHASES,
+    RunRecord,
     TaskRecord,
     busy_fractions,
     phase_of,
     records_from_slots,
     records_from_task_stream,
     render_report,
+    render_run,
     step_makespans,
     step_of,
 )
@@ -294,6 +296,40 @@ def page_texts(page: str) -> str:
     return "\n".join(texts)
 
 
+def page_document(page: str) -> dict:
+    """The Bokeh document embedded in a page, as JSON."""
+    found = re.search(r'<script type="application/json" id="[^"]+">(.*?)</script>', page, re.S)
+    assert found is not None, "no Bokeh document in the page"
+    (doc,) = json.loads(html.unescape(found.group(1))).values()
+    return doc
+
+
+def page_objects(page: str, name: str | None = None) -> list[dict]:
+    """Every Bokeh model of a page's document (of type ``name`` when given), depth first."""
+    found: list[dict] = []
+
+    def walk(x):
+        if isinstance(x, dict):
+            if x.get("type") == "object" and name in (None, x.get("name")):
+                found.append(x)
+            for v in x.values():
+                walk(v)
+        elif isinstance(x, list):
+            for v in x:
+                walk(v)
+
+    walk(page_document(page)["roots"])
+    return found
+
+
+def curves(page: str) -> list[tuple[list, list]]:
+    """(x, y) of every curve of a page (the data sources with exactly x and y), in page order:
+    the loss per step, then the accuracy per epoch."""
+    columns = [dict(o["attributes"]["data"]["entries"])
+               for o in page_objects(page, "ColumnDataSource")]
+    return [(c["x"], c["y"]) for c in columns if set(c) == {"x", "y"}]
+
+
 def test_render_report_writes_every_section(tmp_path):
     run = fake_run()
     path = render_report(tmp_path / "report.html", **run)
@@ -445,3 +481,107 @@ def test_chromium_check_catches_a_broken_report(tmp_path):
     broken.write_text(text.replace('"name":"Line"', '"name":"NoSuchGlyph"'), "utf-8")
     console, _ = open_in_chromium(broken, tmp_path)
     assert any("NoSuchGlyph" in line for line in console_errors(console)), console
+
+
+# --- series as numpy arrays, the header table, the page width ---------------------------------
+
+
+@pytest.mark.parametrize("losses", [
+    np.array([2.5, 1.25, 0.5]), np.array([2.5, 1.25, 0.5], dtype=np.float32), (2.5, 1.25, 0.5),
+    [np.float64(2.5), np.float32(1.25), 0.5],
+], ids=["float64 array", "float32 array", "tuple", "numpy scalars"])
+def test_render_report_takes_losses_as_arrays_and_any_sequence(tmp_path, losses):
+    """`TrainingResult.losses` is a numpy array: it goes to the report as it is."""
+    page = render_report(tmp_path / "r.html", losses=losses).read_text("utf-8")
+    assert curves(page) == [([0, 1, 2], [2.5, 1.25, 0.5])]
+    assert "Loss per step" in page_texts(page)
+
+
+def test_render_report_takes_a_training_result_and_accuracy_arrays(tmp_path):
+    import dask
+
+    import pnngraph
+
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((40, 4)), rng.integers(0, 2, 40)
+    model = pnngraph.Sequential([pnngraph.Dense(4, 2)], input_shape=(4,))
+    graph = pnngraph.build(model, (X, y), strategy=pnngraph.DataParallel(2), steps=3,
+                           batch_size=20)
+    (result,) = dask.compute(graph, scheduler="sync")
+    assert isinstance(result.losses, np.ndarray)
+    accuracy = np.array([[0, 0.5], [1, 0.75]])  # epochs in a float array beside the accuracies
+    page = render_report(tmp_path / "r.html", losses=result.losses,
+                         accuracy=accuracy).read_text("utf-8")
+    assert curves(page) == [([0, 1, 2], result.losses.tolist()), ([0, 1], [0.5, 0.75])]
+    record = RunRecord(losses=result.losses, accuracy=accuracy)
+    assert record.losses == result.losses.tolist() and record.accuracy == [(0, 0.5), (1, 0.75)]
+    assert RunRecord.from_json(record.to_json()) == record
+    assert render_run(tmp_path / "run.html", record).exists()
+
+
+@pytest.mark.parametrize(("kwargs", "error"), [
+    ({"losses": np.zeros((2, 2))}, ConfigError),      # rows are not numbers
+    ({"losses": np.array(1.0)}, TypeError),            # a 0-d array is no sequence
+    ({"losses": np.array(["a", "b"])}, ConfigError),
+    ({"accuracy": np.array([[0.5, 0.9]])}, ConfigError),  # epoch 0.5
+    ({"accuracy": np.array([0.9, 0.8])}, ConfigError),    # no epochs
+])
+def test_render_report_rejects_bad_arrays(tmp_path, kwargs, error):
+    with pytest.raises(error):
+        render_report(tmp_path / "r.html", **kwargs)
+
+
+CLI_META = {  # what `pnngraph train` records, in the order the header shows it
+    "model": "mlp", "widths": [64, 64], "data": "digits", "strategy": "DataParallel(2)",
+    "workers": 2, "scheduler": "heft", "epochs": 20, "batch size": 32, "optimizer": "sgd",
+    "learning rate": 0.1, "momentum": 0.9, "seed": 0, "wall seconds": 41.23456,
+    "final train loss": 0.0312345, "final test loss": 0.0912345, "final test accuracy": 0.972222,
+}
+
+
+def header_rows(page: str) -> tuple[list[tuple[str, str]], list[str]]:
+    """(key, shown value) of every row of the header table, nested rows included, in order;
+    and the keys whose value is a nested table."""
+    (table,) = [t for t in page_texts(page).split("\n") if t.startswith("<table")]
+    rows = re.findall(r"<tr><th[^>]*>([^<]*)</th><td[^>]*>(?!<table)([^<]*)</td>", table)
+    nested = re.findall(r"<tr><th[^>]*>([^<]*)</th><td[^>]*><table", table)
+    return [(html.unescape(k), html.unescape(v)) for k, v in rows], nested
+
+
+def test_meta_table_shows_every_entry_well_known_first(tmp_path):
+    shuffled = list(CLI_META.items())
+    random.Random(3).shuffle(shuffled)
+    meta = {"note": "<b>first try</b>", **dict(shuffled),
+            "time": {"cluster start": 3.2, "training": 30.51, "report": 1.1}, "resumed": False,
+            "samples": 1_437_000}
+    rows, nested = header_rows(render_report(tmp_path / "r.html", meta=meta).read_text("utf-8"))
+    keys = [k for k, _ in rows]
+    assert keys == [*CLI_META, "note", "resumed", "samples", "cluster start", "training",
+                    "report"]
+    assert nested == ["time"]  # the mapping comes last, as a table of its own
+    shown = dict(rows)
+    assert shown["widths"] == "64, 64" and shown["learning rate"] == "0.1"
+    assert shown["wall seconds"] == "41.23" and shown["final test accuracy"] == "0.9722"
+    assert shown["final train loss"] == "0.03123" and shown["seed"] == "0"
+    assert shown["samples"] == "1,437,000" and shown["resumed"] == "no"
+    assert shown["training"] == "30.51 s" and shown["note"] == "<b>first try</b>"  # escaped
+
+
+def test_meta_keys_match_in_any_spelling(tmp_path):
+    meta = {"note": 1, "batch_size": 32, "LR": 0.01, "Model": "cnn", "test-accuracy": 0.5}
+    rows, _ = header_rows(render_report(tmp_path / "r.html", meta=meta).read_text("utf-8"))
+    assert [k for k, _ in rows] == ["Model", "batch_size", "LR", "test-accuracy", "note"]
+
+
+def test_report_fills_the_page_width(tmp_path):
+    """Every chart and text stretches to the page's width (no fixed pixel width), and so does
+    the column that holds them: the page has no width of its own to be narrower than."""
+    page = render_report(tmp_path / "r.html", **fake_run()).read_text("utf-8")
+    (root,) = page_document(page)["roots"]
+    assert root["name"] == "Column" and root["attributes"]["sizing_mode"] == "stretch_width"
+    laid_out = [o for o in page_objects(page) if o["name"] in ("Figure", "Div", "Column")]
+    assert len([o for o in laid_out if o["name"] == "Figure"]) >= 6
+    for obj in laid_out:
+        attrs = obj["attributes"]
+        assert attrs.get("sizing_mode") == "stretch_width", (obj["name"], attrs.get("title"))
+        assert "width" not in attrs, (obj["name"], attrs["width"])
