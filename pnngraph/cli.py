@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -176,7 +177,7 @@ def _model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      help="Hidden widths of the mlp preset, comma-separated."),
         click.option("--dtype", default="float64", show_default=True,
                      type=click.Choice(["float64", "float32"])),
-        click.option("--seed", default=0, show_default=True, type=int),
+        click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0)),
         click.option("--test-fraction", default=0.2, show_default=True, type=float),
         click.option("--strategy", default="auto", show_default=True, type=click.Choice(STRATEGIES),
                      help="auto: one fused shard for tiny models, else one shard per worker."),
@@ -234,9 +235,12 @@ def _prepare(opts: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
     shape = tuple(train.X.shape[1:])
     if spec == "mlp":
         try:
-            kw["hidden"] = tuple(int(h) for h in opts["hidden"].split(",") if h.strip())
+            kw["hidden"] = tuple(int(h) for h in opts["hidden"].split(","))
+            if any(h <= 0 for h in kw["hidden"]):
+                raise ValueError
         except ValueError:
-            raise ConfigError("--hidden", "comma-separated integers", opts["hidden"]) from None
+            raise ConfigError("--hidden", "comma-separated positive integers",
+                              opts["hidden"]) from None
     if spec == "cnn" and len(shape) == 1:
         side = round(shape[0] ** 0.5)
         if side * side != shape[0]:
@@ -379,12 +383,31 @@ def _resumed_options(opts: dict[str, Any], run_dir: Path) -> None:
     click.echo(f"resuming {run_dir} with its options from run.json")
 
 
+ADDRESS = re.compile(r"^((tcp|tls|ws|wss|ucx)://)?(\[[0-9a-fA-F:]+\]|[\w.-]+):\d{1,5}$")
+
+
 def _check_devices(opts: dict[str, Any]) -> None:
-    """GPU workers of the embedded cluster can compute: CuPy and enough CUDA devices, or the
-    emulated device; before any process starts."""
+    """The cluster options make sense, before any process starts: a scheduler address that is
+    one, TLS files only for a tls:// scheduler and all three for one, GPU workers of the
+    embedded cluster that can compute (CuPy and enough CUDA devices, or the emulated device)."""
     from pnngraph.nn.backend import check_backend
 
-    embedded = opts["scheduler_address"] is None
+    address = opts["scheduler_address"]
+    embedded = address is None
+    tls = [opts[k] for k in ("tls_ca_file", "tls_cert", "tls_key") if opts[k]]
+    if address is not None and not ADDRESS.match(address):
+        raise ConfigError("--scheduler-address", "an address like tcp://scheduler-host:8786",
+                          address)
+    if tls and (embedded or not address.startswith("tls://")):
+        raise ConfigError("--tls-ca-file/--tls-cert/--tls-key",
+                          "a tls:// --scheduler-address to use them with",
+                          address or "no --scheduler-address")
+    if address is not None and address.startswith("tls://") and not tls:
+        raise ConfigError("--scheduler-address", "--tls-ca-file, --tls-cert and --tls-key with "
+                          "a tls:// address", address)
+    if tls and len(tls) != 3:
+        raise ConfigError("--tls-ca-file/--tls-cert/--tls-key",
+                          "all of the CA file, the client certificate and its key", tls)
     if opts["emulate_gpu"]:
         if embedded and opts["gpu_workers"] == 0:
             raise ConfigError("--emulate-gpu", "--gpu-workers N (the GPU workers to emulate)",
@@ -408,8 +431,9 @@ def _check_run(opts: dict[str, Any], model: Any, train_set: Any, optimizer: Any,
     from pnngraph.run.checkpoint import CheckpointPolicy
 
     checkpoints = run_dir / "checkpoints"
-    if not opts["resume"] and ((run_dir / "run.json").exists() or checkpoints.is_dir()
-                               and any(checkpoints.iterdir())):
+    used = (run_dir / "run.json").exists() or (checkpoints.is_dir()
+                                               and any(checkpoints.iterdir()))
+    if used and not opts["resume"]:
         raise ConfigError("--output-dir", "a new run directory (or --resume to continue the "
                           "run in it)", str(run_dir))
     if opts["strategy"] == "serial":

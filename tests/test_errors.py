@@ -113,6 +113,11 @@ CLI_CASES = {
     "a run directory in use": ["train", "--output-dir", "{tmp}/used"],
     "resumed with another option": ["train", "--resume", "--output-dir", "{tmp}/done", "--lr",
                                     "0.5"],
+    "a scheduler address that is not one": ["train", "--scheduler-address", "notaurl"],
+    "a tls:// scheduler without TLS files": ["train", "--scheduler-address",
+                                             "tls://127.0.0.1:9"],
+    "TLS files without a tls:// scheduler": ["train", "--tls-ca-file", "{tmp}/ca.pem"],
+    "hidden widths empty or not positive": ["train", "--hidden", "0,4"],
     "a serial run resumed": ["train", "--strategy", "serial", "--resume", "--output-dir",
                              "{tmp}/empty"],
 }
