@@ -24,7 +24,9 @@ from pnngraph.nn import (
     Conv2D,
     Dense,
     Dropout,
+    EpochRecord,
     Flatten,
+    History,
     MaxPool2D,
     MeanSquaredError,
     ReLU,
@@ -36,7 +38,16 @@ from pnngraph.nn import (
     activation,
     get_backend,
 )
-from pnngraph.run import TrainingGraph, build, calibrate, fit, load_checkpoint
+from pnngraph.run import (
+    BestCheckpoint,
+    Callback,
+    EarlyStopping,
+    TrainingGraph,
+    build,
+    calibrate,
+    fit,
+    load_checkpoint,
+)
 
 __version__ = "0.1.0"
 
@@ -44,12 +55,17 @@ __all__ = [
     "GELU",
     "SGD",
     "Adam",
+    "BestCheckpoint",
+    "Callback",
     "Context",
     "Conv2D",
     "DataParallel",
     "Dense",
     "Dropout",
+    "EarlyStopping",
+    "EpochRecord",
     "Flatten",
+    "History",
     "Hybrid",
     "MaxPool2D",
     "MeanSquaredError",

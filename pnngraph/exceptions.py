@@ -45,6 +45,22 @@ class UnknownNameError(ConfigError):
         super().__init__(kind, "one of " + ", ".join(repr(c) for c in self.choices), name)
 
 
+class OptionError(PnngraphError, TypeError):
+    """A function got a keyword argument it does not take (a misspelt option, say).
+
+    Fields: ``function`` (the function called), ``name`` (the keyword), ``accepted`` (the
+    options it would have taken in that place).
+    """
+
+    def __init__(self, function: str, name: str, accepted: Iterable[str], where: str) -> None:
+        self.function = function
+        self.name = name
+        self.accepted = tuple(accepted)
+        options = ", ".join(repr(a) for a in self.accepted) or "none"
+        super().__init__(f"{function}() got an unexpected keyword argument {name!r}: expected "
+                         f"one of {function}'s own or an option of {where} ({options})")
+
+
 class ShapeError(PnngraphError, ValueError):
     """An array's shape does not fit a layer.
 
@@ -108,6 +124,20 @@ class TrainingError(PnngraphError, RuntimeError):
             where.append(f"shard {shard}")
         prefix = (", ".join(where) + ": ") if where else ""
         super().__init__(prefix + problem)
+
+
+def check_name(kind: str, name: Any, choices: Iterable[str]) -> str:
+    """The key of ``choices`` that ``name`` spells, in any case; else :class:`UnknownNameError`
+    listing the choices. The one name check of the package.
+
+    >>> check_name("optimizer", "Adam", ("adam", "sgd"))
+    'adam'
+    """
+    table = tuple(choices)
+    key = name.lower() if isinstance(name, str) else name
+    if key not in table:
+        raise UnknownNameError(kind, name, table)
+    return str(key)
 
 
 def check_int(name: str, value: Any, *, low: int = 1) -> int:

@@ -40,6 +40,12 @@ def nan_loss():
         dask.compute(graph, scheduler="sync")
 
 
+def one_hot_as_dask_array():
+    import dask.array as da
+
+    pnngraph.build(mlp(), (da.from_array(X), da.from_array(np.eye(2)[Y])), steps=1)
+
+
 def not_a_model(tmp: Path):
     np.savez(tmp / "other.npz", a=np.zeros(2))
     Sequential.load(tmp / "other.npz")
@@ -91,6 +97,42 @@ API_CASES = {
                                                               steps=1, seed=-1)),
     "loss becomes NaN during a run": (ex.TrainingError, nan_loss),
     "a recorded strategy that is not one": (ex.ConfigError, api(strategy_from_repr, "Dense(3)")),
+    "unknown keyword argument": (ex.OptionError, api(pnngraph.fit, mlp(), (X, Y), steps=1,
+                                                     epoch=3)),
+    "unknown keyword with an optimizer instance": (ex.OptionError, api(
+        pnngraph.build, mlp(), (X, Y), steps=1, optimizer=pnngraph.Adam(), lr_decay=0.1)),
+    "one-hot rows that are not one-hot": (ex.DataError, api(
+        pnngraph.train_serial, mlp(), X, np.where(np.arange(30)[:, None] == 4, 0.5,
+                                                  np.eye(2)[Y]), steps=1)),
+    "one-hot rows of the wrong width": (ex.DataError, api(pnngraph.train_serial, mlp(), X,
+                                                          np.eye(3)[Y], steps=1)),
+    "one-hot rows that are not numbers": (ex.DataError, api(
+        pnngraph.train_serial, mlp(), X, np.eye(2)[Y].astype(str), steps=1)),
+    "one-hot labels as a dask array": (ex.DataError, one_hot_as_dask_array),
+    "validation data that is not a pair": (ex.ConfigError, api(
+        pnngraph.fit, mlp(), (X, Y), steps=1, validation_data=X)),
+    "validation X and y lengths differ": (ex.DataError, api(
+        pnngraph.fit, mlp(), (X, Y), steps=1, validation_data=(X, Y[:-1]))),
+    "validation labels out of range": (ex.DataError, api(
+        pnngraph.fit, mlp(), (X, Y), steps=1, validation_data=(X, Y + 5))),
+    "callback monitors a metric the run does not log": (ex.ConfigError, api(
+        pnngraph.fit, mlp(), (X, Y), steps=1, callbacks=[pnngraph.EarlyStopping("val_loss")])),
+    "callbacks not a list": (ex.ConfigError, api(pnngraph.fit, mlp(), (X, Y), steps=1,
+                                                 callbacks=pnngraph.EarlyStopping("loss"))),
+    "a callback that is not a Callback": (ex.ConfigError, api(pnngraph.fit, mlp(), (X, Y),
+                                                              steps=1, callbacks=[print])),
+    "unknown EarlyStopping mode": (ex.UnknownNameError, api(pnngraph.EarlyStopping,
+                                                            mode="up")),
+    "EarlyStopping patience negative": (ex.ConfigError, api(pnngraph.EarlyStopping,
+                                                            patience=-1)),
+    "EarlyStopping min_delta negative": (ex.ConfigError, api(pnngraph.EarlyStopping,
+                                                             min_delta=-0.5)),
+    "EarlyStopping restore_best not a bool": (ex.ConfigError, api(
+        pnngraph.EarlyStopping, restore_best="yes")),
+    "a monitor that is not a name": (ex.ConfigError, api(pnngraph.BestCheckpoint, "m.npz",
+                                                         monitor=3)),
+    "predict_proba of a model that is not a classifier": (ex.ConfigError, lambda: Sequential(
+        [pnngraph.Conv2D(1, 2, 3)], input_shape=(1, 4, 4)).predict_proba(np.zeros((1, 1, 4, 4)))),
 }
 
 CLI_CASES = {

@@ -14,6 +14,7 @@ CASES = {
     "pipeline.py": (["--epochs", "1"], "max |pipeline - serial|"),
     "hybrid.py": (["--epochs", "1"], "test accuracy"),
     "model_averaging.py": (["--epochs", "2"], "averaging (serial)"),
+    "early_stopping.py": (["--epochs", "3"], "holds the model fit returned: True"),
 }
 
 

@@ -98,7 +98,7 @@ def train_serial(
     """
     spec, X_arr, y_arr = prepare(
         model, X, y, steps=steps, epochs=epochs, batch_size=batch_size, optimizer=optimizer,
-        loss=loss, seed=seed, shuffle=shuffle, **optimizer_options,
+        loss=loss, seed=seed, shuffle=shuffle, caller="train_serial", **optimizer_options,
     )
     start = check_int("start_step", start_step, low=0)
     be = get_backend(backend)
@@ -148,7 +148,8 @@ def train_averaging_serial(
     strategy = ModelAveraging(replicas, local_steps)
     spec, X_arr, y_arr = prepare(
         model, X, y, strategy=strategy, steps=steps, epochs=epochs, batch_size=batch_size,
-        optimizer=optimizer, loss=loss, seed=seed, shuffle=shuffle, **optimizer_options,
+        optimizer=optimizer, loss=loss, seed=seed, shuffle=shuffle,
+        caller="train_averaging_serial", **optimizer_options,
     )
     xp = get_backend("numpy").xp
     R, H, opt = strategy.replicas, strategy.local_steps, spec.optimizer

@@ -34,7 +34,7 @@ from pnngraph.compile.strategies import DataParallel, Strategy, as_strategy
 from pnngraph.exceptions import ConfigError, DataError, check_int
 from pnngraph.nn.losses import Loss, get_loss
 from pnngraph.nn.model import Sequential
-from pnngraph.nn.optimizers import Optimizer, get_optimizer
+from pnngraph.nn.optimizers import Optimizer, check_options, get_optimizer
 from pnngraph.nn.train import batch_indices, steps_per_epoch
 
 
@@ -174,14 +174,20 @@ def prepare(
     fan_in: Any = 8,
     fuse_steps: Any = "auto",
     n_samples: int | None = None,
+    caller: str = "prepare",
     **optimizer_options: Any,
 ) -> tuple[TrainingSpec, np.ndarray, np.ndarray]:
     """Validate a run's inputs once: the spec, and ``(X, y)`` as checked host arrays.
 
     ``strategy`` may be a name ("data", ...) or ``None`` (one shard: the serial loop). For data
     that lives elsewhere (dask arrays), ``X``/``y`` are one-sample stand-ins of the right
-    shapes and dtypes and ``n_samples`` says how many samples there are.
+    shapes and dtypes and ``n_samples`` says how many samples there are. Names of optimizers
+    and losses may come in any case. ``optimizer_options`` must be options of the optimizer:
+    any other keyword is an :class:`~pnngraph.exceptions.OptionError` (a ``TypeError``) naming
+    ``caller``, the public function the keywords were given to. One-hot targets of a
+    cross-entropy run become class labels here (:func:`pnngraph.nn.losses.one_hot_labels`).
     """
+    check_options(caller, optimizer, optimizer_options)
     loss_fn = get_loss(loss)
     X_arr, y_arr = check_data(model, X, y, loss_fn)
     n = len(X_arr) if n_samples is None else n_samples

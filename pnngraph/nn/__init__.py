@@ -21,7 +21,7 @@ from pnngraph.nn.layers import (
 from pnngraph.nn.losses import Loss, MeanSquaredError, SoftmaxCrossEntropy, get_loss
 from pnngraph.nn.model import Sequential
 from pnngraph.nn.optimizers import SGD, Adam, Optimizer, get_optimizer
-from pnngraph.nn.train import TrainingResult, batch_indices
+from pnngraph.nn.train import EpochRecord, History, TrainingResult, batch_indices
 
 __all__ = [
     "GELU",
@@ -32,7 +32,9 @@ __all__ = [
     "Conv2D",
     "Dense",
     "Dropout",
+    "EpochRecord",
     "Flatten",
+    "History",
     "Layer",
     "Loss",
     "MaxPool2D",

@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from pnngraph.exceptions import ConfigError, ShapeError, UnknownNameError, check_int
+from pnngraph.exceptions import ConfigError, ShapeError, UnknownNameError, check_int, check_name
 from pnngraph.nn.backend import Array, device_of
 
 Shape = tuple[int, ...]
@@ -261,10 +261,8 @@ ACTIVATIONS: dict[str, type[Layer]] = {c.kind: c for c in (ReLU, Tanh, Sigmoid, 
 
 
 def activation(name: str) -> Layer:
-    """The activation layer called ``name``: "relu", "tanh", "sigmoid" or "gelu"."""
-    if name not in ACTIVATIONS:
-        raise UnknownNameError("activation", name, ACTIVATIONS)
-    return ACTIVATIONS[name]()
+    """The activation layer called ``name``: "relu", "tanh", "sigmoid" or "gelu", in any case."""
+    return ACTIVATIONS[check_name("activation", name, ACTIVATIONS)]()
 
 
 # --------------------------------------------------------------------------------------- flatten

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from pnngraph.exceptions import DataError, UnknownNameError
+from pnngraph.exceptions import DataError, check_name
 from pnngraph.nn.backend import Array, device_of
 
 
@@ -79,7 +79,11 @@ def mean_squared_error(
 
 
 class SoftmaxCrossEntropy(Loss):
-    """Softmax followed by cross-entropy against integer class labels (numerically stable)."""
+    """Softmax followed by cross-entropy against integer class labels (numerically stable).
+
+    Targets may also come one-hot, shape ``(n, classes)``: :meth:`check_targets` turns them
+    into class labels once, at the boundary, so every trainer sees the same labels.
+    """
 
     name = "cross_entropy"
 
@@ -91,6 +95,9 @@ class SoftmaxCrossEntropy(Loss):
     def check_targets(self, y: np.ndarray, output_shape: tuple[int, ...]) -> np.ndarray:
         if len(output_shape) != 1:
             raise DataError("model output", f"cross-entropy needs (classes,), got {output_shape}")
+        y = np.asarray(y)
+        if y.ndim == 2:
+            y = one_hot_labels(y, output_shape[0])
         return check_labels(y, output_shape[0])
 
 
@@ -139,13 +146,35 @@ def check_labels(y: Any, n_classes: int) -> np.ndarray:
     return out
 
 
+def one_hot_labels(y: Any, n_classes: int) -> np.ndarray:
+    """The class index of each one-hot row of ``y`` (shape ``(n, n_classes)``, numbers or
+    bools: each row one 1, the rest 0) as int64; DataError naming the first bad row.
+
+    >>> one_hot_labels(np.eye(3)[[2, 0]], 3).tolist()
+    [2, 0]
+    """
+    y = np.asarray(y)
+    if y.ndim != 2 or y.shape[1] != n_classes:
+        raise DataError("y", f"expected class labels or one-hot rows of {n_classes} classes, "
+                             f"got shape {y.shape}")
+    if y.dtype != bool and (not np.issubdtype(y.dtype, np.number)
+                            or np.issubdtype(y.dtype, np.complexfloating)):
+        raise DataError("y", f"expected one-hot rows of numbers, got dtype {y.dtype}")
+    ones, zeros = (y == 1), (y == 0)
+    bad = ~np.all(ones | zeros, axis=1) | (np.sum(ones, axis=1) != 1)
+    if np.any(bad):
+        i = int(np.argmax(bad))
+        row = ", ".join(str(v) for v in y[i, :8].tolist()) + (", ..." if n_classes > 8 else "")
+        raise DataError("y", f"expected one-hot rows (one 1, the rest 0), got [{row}] in row {i}")
+    return np.argmax(ones, axis=1).astype(np.int64)
+
+
 LOSSES: dict[str, type[Loss]] = {"cross_entropy": SoftmaxCrossEntropy, "mse": MeanSquaredError}
 
 
 def get_loss(loss: str | Loss) -> Loss:
-    """A :class:`Loss` instance from a name ("cross_entropy", "mse") or an instance."""
+    """A :class:`Loss` instance from a name ("cross_entropy", "mse", in any case) or an
+    instance."""
     if isinstance(loss, Loss):
         return loss
-    if loss not in LOSSES:
-        raise UnknownNameError("loss", loss, LOSSES)
-    return LOSSES[loss]()
+    return LOSSES[check_name("loss", loss, LOSSES)]()

@@ -18,6 +18,8 @@ Files are ``.npz`` (arrays) holding a JSON document (architecture, shapes); noth
 ['dense0', 'relu1', 'dense2']
 >>> model.predict(np.zeros((2, 4))).shape
 (2, 3)
+>>> model.predict_proba(np.zeros((2, 4))).sum(axis=1).round(12).tolist()
+[1.0, 1.0]
 """
 
 from __future__ import annotations
@@ -248,6 +250,24 @@ class Sequential:
             y, _ = self.forward(be.xp, params, be.asarray(X[lo : lo + batch_size]), Context())
             outs.append(be.to_numpy(y))
         return np.concatenate(outs)
+
+    def predict_proba(self, X: Any, *, batch_size: int = 1024,
+                      backend: str = "numpy") -> np.ndarray:
+        """Class probabilities for ``X``: the softmax of :meth:`predict`'s logits, each row
+        shifted by its maximum first (exact for any finite logits), so rows sum to 1.
+
+        >>> model = Sequential([Dense(4, 3)], input_shape=(4,))
+        >>> p = model.predict_proba(np.ones((2, 4)))
+        >>> p.shape, bool(np.allclose(p.sum(axis=1), 1.0))
+        ((2, 3), True)
+        """
+        if len(self.output_shape) != 1:
+            raise ConfigError("model", "a classifier with outputs of shape (classes,) for "
+                              "predict_proba", self.output_shape)
+        logits = self.predict(X, batch_size=batch_size, backend=backend)
+        z = np.exp(logits - np.max(logits, axis=1, keepdims=True))
+        out: np.ndarray = z / np.sum(z, axis=1, keepdims=True)
+        return out
 
     def evaluate(
         self, X: Any, y: Any, *, loss: str | Loss = "cross_entropy", batch_size: int = 1024

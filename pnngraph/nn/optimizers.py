@@ -18,10 +18,11 @@ since every rule is elementwise. ``state`` is a plain dict of such lists plus a 
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any, ClassVar
 
-from pnngraph.exceptions import ConfigError, UnknownNameError
+from pnngraph.exceptions import ConfigError, OptionError, check_name
 from pnngraph.nn.backend import Array, namespace
 
 ParamList = list[dict[str, Array]]
@@ -171,14 +172,47 @@ OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": SGD, "adam": Adam}
 
 
 def get_optimizer(optimizer: str | Optimizer, **options: Any) -> Optimizer:
-    """An optimizer from a name ("sgd", "adam") and its options, or an instance as it is."""
+    """An optimizer from a name ("sgd", "adam", in any case) and its options, or an instance as
+    it is."""
     if isinstance(optimizer, Optimizer):
         if options:
             raise ConfigError("optimizer options", "none with an Optimizer instance", options)
         return optimizer
-    if optimizer not in OPTIMIZERS:
-        raise UnknownNameError("optimizer", optimizer, OPTIMIZERS)
-    return OPTIMIZERS[optimizer](**options)
+    return OPTIMIZERS[check_name("optimizer", optimizer, OPTIMIZERS)](**options)
+
+
+def accepted_options(optimizer: str | Optimizer | type[Optimizer]) -> tuple[str, ...]:
+    """The keyword options an optimizer's constructor takes (``lr``, ``momentum``, ...).
+
+    >>> accepted_options("Adam")
+    ('lr', 'beta1', 'beta2', 'eps', 'weight_decay')
+    """
+    if isinstance(optimizer, str):
+        cls = OPTIMIZERS[check_name("optimizer", optimizer, OPTIMIZERS)]
+    else:
+        cls = optimizer if isinstance(optimizer, type) else type(optimizer)
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return tuple(name for name, p in inspect.signature(cls.__init__).parameters.items()
+                 if name != "self" and p.kind in kinds)
+
+
+def check_options(function: str, optimizer: str | Optimizer, options: dict[str, Any]) -> None:
+    """Refuse a keyword that neither ``function`` nor the chosen optimizer takes, up front, with
+    an :class:`OptionError` (a ``TypeError``) naming ``function`` and the keyword and listing
+    what the optimizer accepts. An instance takes no options: those its class would take are
+    left to :func:`get_optimizer`'s error."""
+    if isinstance(optimizer, Optimizer):
+        accepted = accepted_options(optimizer)
+        for name in options:
+            if name not in accepted:
+                raise OptionError(function, name, (),
+                                  f"the {type(optimizer).__name__} instance given")
+        return
+    accepted = accepted_options(optimizer)
+    for name in options:
+        if name not in accepted:
+            key = check_name("optimizer", optimizer, OPTIMIZERS)
+            raise OptionError(function, name, accepted, f"optimizer {key!r}")
 
 
 def split_state(state: State, start: int, stop: int) -> State:

@@ -4,19 +4,28 @@ Which samples form step ``s``'s batch is a pure function (:func:`batch_indices`)
 size, the batch size, the seed and ``s``; the serial reference trainer
 (:func:`pnngraph.train_serial`, in :mod:`pnngraph.compile.reference`) and every parallel strategy
 use it, so a parallel run trains on exactly the same batches. Every trainer returns a
-:class:`TrainingResult`.
+:class:`TrainingResult`; :func:`pnngraph.fit` adds its :class:`History`, one
+:class:`EpochRecord` per epoch::
+
+    history.records   [EpochRecord(epoch=0, step=3, loss=..., val_loss=..., ...), ...]
+    history["loss"]   [loss of epoch 0, loss of epoch 1, ...]   (Keras' History.history)
 
 >>> batch_indices(10, 4, 0, 1, shuffle=False).tolist()
 [4, 5, 6, 7]
 >>> steps_per_epoch(10, 4)
 3
+>>> history = History([EpochRecord(0, 3, 0.9, seconds=2.0, samples_per_s=5.0),
+...                    EpochRecord(1, 6, 0.7, seconds=2.0, samples_per_s=5.0)])
+>>> history["loss"], sorted(history.as_dict())
+([0.9, 0.7], ['epoch', 'loss', 'samples_per_s', 'seconds', 'step'])
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -53,14 +62,87 @@ def epoch_order(n_samples: int, seed: int, epoch: int) -> np.ndarray:
     return order
 
 
+@dataclass(frozen=True)
+class EpochRecord:
+    """What one epoch of a :func:`pnngraph.fit` run measured.
+
+    ``epoch`` counts from 0; ``step`` is the steps done when it ended (a run that ends mid-epoch
+    records that part of the epoch too); ``loss`` is the mean of the epoch's step losses;
+    ``val_loss`` and ``val_accuracy`` (cross-entropy only) come from the validation data, with
+    the model at the end of the epoch (``None`` without); ``seconds`` is the wall time of the
+    epoch's steps and ``samples_per_s`` the samples they trained on per second (steps done
+    before a resume count no time: ``seconds`` 0 and ``samples_per_s`` 0 for an epoch done
+    entirely before it).
+    """
+
+    epoch: int
+    step: int
+    loss: float
+    val_loss: float | None = None
+    val_accuracy: float | None = None
+    seconds: float = 0.0
+    samples_per_s: float = 0.0
+
+    def logs(self) -> dict[str, float]:
+        """The metrics a callback sees: every field but ``epoch`` that has a value."""
+        return {k: v for k, v in asdict(self).items() if k != "epoch" and v is not None}
+
+
+class History:
+    """The per-epoch records of a run, in order; ``history["val_loss"]`` is one metric as a
+    list (as Keras' ``History.history`` gives it), :meth:`as_dict` all of them."""
+
+    def __init__(self, records: Sequence[EpochRecord] = ()) -> None:
+        self.records: list[EpochRecord] = list(records)
+
+    def as_dict(self) -> dict[str, list[Any]]:
+        """Every metric that was recorded, as a list over the epochs (``val_loss`` and
+        ``val_accuracy`` only where recorded)."""
+        out: dict[str, list[Any]] = {}
+        for f in fields(EpochRecord):
+            values = [getattr(r, f.name) for r in self.records]
+            if self.records and all(v is not None for v in values):
+                out[f.name] = values
+        return out
+
+    def __getitem__(self, metric: str) -> list[Any]:
+        if metric not in {f.name for f in fields(EpochRecord)}:
+            raise KeyError(metric)
+        return [getattr(r, metric) for r in self.records]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __iter__(self) -> Iterator[EpochRecord]:
+        return iter(self.records)
+
+    def to_json(self) -> list[dict[str, Any]]:
+        """The records as JSON objects (checkpoints store them; a value that is not finite, a
+        validation loss that overflowed say, as its name: "inf", "nan")."""
+        return [{k: v if not isinstance(v, float) or math.isfinite(v) else str(v)
+                 for k, v in asdict(r).items()} for r in self.records]
+
+    @classmethod
+    def from_json(cls, records: Sequence[dict[str, Any]]) -> History:
+        """The history :meth:`to_json` wrote."""
+        def number(v: Any) -> Any:
+            return float(v) if isinstance(v, str) else v
+
+        return cls([EpochRecord(**{k: number(v) for k, v in r.items()}) for r in records])
+
+    def __repr__(self) -> str:
+        return f"History({len(self.records)} epochs: {sorted(self.as_dict())})"
+
+
 @dataclass
 class TrainingResult:
     """What a training run returns, serial or parallel.
 
     ``model`` holds the trained parameters (host arrays), ``opt_state`` the optimizer state
     (for model averaging, the first replica's), ``losses`` the global mean loss of every step,
-    ``step_seconds`` the wall time of each step where it was measured (else empty), and
-    ``states`` the raw final stage or replica states a parallel run can continue from.
+    ``step_seconds`` the wall time of each step where it was measured (else empty),
+    ``states`` the raw final stage or replica states a parallel run can continue from, and
+    ``history`` the per-epoch records of a :func:`pnngraph.fit` run (else empty).
     """
 
     model: Sequential
@@ -68,6 +150,7 @@ class TrainingResult:
     losses: np.ndarray
     step_seconds: np.ndarray = field(default_factory=lambda: np.zeros(0))
     states: Any = None
+    history: History = field(default_factory=History)
 
     @property
     def params(self) -> ParamList:

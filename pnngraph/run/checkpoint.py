@@ -13,7 +13,9 @@ since between two averages the replicas differ. One file per checkpoint, no pick
         replica/{r}/param|opt|losses     model averaging: replica r's own state
         __pnngraph__                     JSON (uint8): format and version, step, seed, the
                                          model config, the optimizer state's other entries
-                                         (step counter, entries that are None), run config
+                                         (step counter, entries that are None), run config,
+                                         the history of the epochs so far (fit's records;
+                                         absent in files of older versions: read as empty)
 
 Writes are atomic (a temporary file in the same folder, then ``os.replace``) and only the
 newest ``keep`` checkpoints are kept. A run's ``config`` is its
@@ -57,6 +59,7 @@ from pnngraph.nn.backend import to_numpy
 from pnngraph.nn.model import FORMAT as MODEL_FORMAT
 from pnngraph.nn.model import Sequential
 from pnngraph.nn.optimizers import State
+from pnngraph.nn.train import History
 from pnngraph.npzfile import read_npz, write_npz
 
 FORMAT = "pnngraph-checkpoint"
@@ -87,6 +90,8 @@ class Checkpoint:
         Model averaging: each replica's parameters, optimizer state and weighted losses.
     path : Path or None
         The file it was read from.
+    history : History
+        The per-epoch records of the run up to ``step`` (empty in files written without).
     """
 
     model: Sequential
@@ -97,6 +102,7 @@ class Checkpoint:
     config: dict[str, Any]
     replicas: tuple[StageState, ...] = ()
     path: Path | None = field(default=None)
+    history: History = field(default_factory=History)
 
     def spec_for(self, spec: TrainingSpec) -> TrainingSpec:
         """``spec`` as it continues from this checkpoint: a strategy the run was to choose
@@ -149,6 +155,7 @@ def save_checkpoint(
     config: dict[str, Any],
     replicas: Sequence[StageState] = (),
     keep: int | None = 3,
+    history: History | None = None,
 ) -> Path:
     """Write the state of a run at ``step`` to ``directory/ckpt-{step:08d}.npz``.
 
@@ -164,6 +171,8 @@ def save_checkpoint(
         Model averaging: every replica's state.
     keep : int or None
         How many checkpoints to keep in ``directory`` (newest by step); ``None`` keeps all.
+    history : History, optional
+        The run's per-epoch records so far (:func:`pnngraph.fit` gives them).
 
     Returns
     -------
@@ -191,6 +200,7 @@ def save_checkpoint(
         "opt_state": meta_opt,
         "replicas": meta_replicas,
         "config": config,
+        "history": [] if history is None else history.to_json(),
     }
     try:
         text = json.dumps(meta, allow_nan=False)
@@ -307,7 +317,9 @@ def _decode(path: Path, meta: dict[str, Any], files: dict[str, np.ndarray]) -> C
         replicas.append(StageState(p, o, tuple(float(v) for v in lo)))
     if files:
         raise ModelFileError(path, f"unexpected arrays {sorted(files)[:5]}")
-    return Checkpoint(model, opt_state, step, seed, losses, config, tuple(replicas), path)
+    history = History.from_json(meta.get("history", []))  # older files hold none
+    return Checkpoint(model, opt_state, step, seed, losses, config, tuple(replicas), path,
+                      history)
 
 
 def _take_state(
@@ -426,7 +438,8 @@ class CheckpointPolicy:
         _, replicas = spec.strategy.unslot(result.states)
         return save_checkpoint(self.directory, model=result.model, opt_state=result.opt_state,
                                step=step, seed=spec.seed, losses=result.losses,
-                               config=spec.to_json(), replicas=tuple(replicas))
+                               config=spec.to_json(), replicas=tuple(replicas),
+                               history=result.history)
 
 
 def _architecture(config: dict[str, Any]) -> dict[str, Any]:

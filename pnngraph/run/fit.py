@@ -18,7 +18,10 @@ recomputed from its lineage (back to the first chunk's initial state, which trav
 graph). With ``checkpoint_dir``, chunk ends fall on every ``checkpoint_every`` steps; there the
 states are gathered and written (:class:`~pnngraph.run.checkpoint.CheckpointPolicy`) by a
 background thread, in order, while the next chunk runs. ``resume=True`` continues from the newest
-checkpoint and ends with the same bits as a run that was never stopped.
+checkpoint and ends with the same bits as a run that was never stopped. With ``validation_data``
+or ``callbacks``, chunk ends also fall on every epoch end, where the state comes back to the
+client for :class:`~pnngraph.run.callbacks.Epochs` (validation, the epoch's record, the
+callbacks, which may stop the run there); every run returns its per-epoch ``history``.
 
 >>> import numpy as np
 >>> from pnngraph.nn import Dense, Sequential
@@ -35,7 +38,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -54,6 +57,13 @@ from pnngraph.nn.train import TrainingResult
 from pnngraph.plan.cluster import ClusterModel
 from pnngraph.plan.placement import PlacementOptions
 from pnngraph.run import history
+from pnngraph.run.callbacks import (
+    Callback,
+    Epochs,
+    check_callbacks,
+    check_validation,
+    logged_metrics,
+)
 from pnngraph.run.checkpoint import CheckpointPolicy
 from pnngraph.run.collection import TrainingGraph, finalize
 from pnngraph.run.pipeline import chunk_graph, initial_states, prepare_inputs, start_run
@@ -88,6 +98,8 @@ def fit(
     on_chunk: Callable[[ChunkReport], Any] | None = None,
     on_steps: Callable[[int], Any] | None = None,
     learn: bool = False,
+    validation_data: Any = None,
+    callbacks: Sequence[Callback] | None = None,
     **optimizer_options: Any,
 ) -> TrainingResult:
     """Train like :func:`pnngraph.build` (same options), computing ``chunk_steps`` steps per
@@ -96,17 +108,30 @@ def fit(
     ``chunk_steps`` defaults to one epoch (at most 1000 steps). With ``progress`` a count of
     the steps done is shown on a terminal. ``TrainingResult.step_seconds`` holds each chunk's
     wall time spread over its steps (zero for steps done before a resume).
+    ``optimizer_options`` are the optimizer's (``lr``, ``momentum``, ...): any other keyword
+    is a ``TypeError`` (:class:`~pnngraph.exceptions.OptionError`) naming ``fit``.
+
+    Epochs: ``TrainingResult.history`` (a :class:`~pnngraph.nn.train.History`) holds one
+    record per epoch: the mean of its step losses, its time and throughput, and with
+    ``validation_data=(X_val, y_val)`` the loss (``val_loss``) and, for cross-entropy, the
+    accuracy (``val_accuracy``) of the model at the end of the epoch, computed on the client.
+    ``callbacks`` (:class:`~pnngraph.run.callbacks.Callback`: ``EarlyStopping``,
+    ``BestCheckpoint``, your own) see each epoch's metrics; one that sets ``stop_training``
+    ends the run there, and the result covers the steps run. With validation data or
+    callbacks every epoch end is a chunk end where the state comes back to the client.
 
     Checkpoints: with ``checkpoint_dir``, a checkpoint is written every ``checkpoint_every``
     steps (a positive integer; by default at the end of every chunk; chunks are cut so that
-    they end there) and after the last step; the newest three are kept. A run without
-    ``resume`` refuses a directory that already holds checkpoints. ``resume=True`` continues
-    from the newest one (or starts afresh when there is none): its parameters, optimizer state,
-    step and losses; the total steps come from ``steps``/``epochs`` as usual. The checkpoint
-    must come from the same run: a different architecture, or a spec that differs in strategy,
-    batch size, optimizer, loss, seed, shuffle, ``fan_in`` or number of samples, raises
-    :class:`ConfigError` naming the fields. Model averaging checkpoints may fall mid-period:
-    they hold every replica's state besides the average at that step.
+    they end there) and after the last step (of a run stopped early too); the newest three are
+    kept. A run without ``resume`` refuses a directory that already holds checkpoints.
+    ``resume=True`` continues from the newest one (or starts afresh when there is none): its
+    parameters, optimizer state, step, losses and history; the total steps come from
+    ``steps``/``epochs`` as usual. The checkpoint must come from the same run: a different
+    architecture, or a spec that differs in strategy, batch size, optimizer, loss, seed,
+    shuffle, ``fan_in`` or number of samples, raises :class:`ConfigError` naming the fields.
+    Model averaging checkpoints may fall mid-period: they hold every replica's state besides
+    the average at that step. (Callbacks keep their own state: a resumed run starts them
+    afresh.)
 
     Hooks: ``on_graph(graph)`` gets each chunk's placed graph before it runs; ``on_steps(n)``
     is called as steps finish (per step on a client, else per chunk); ``on_chunk(report)``
@@ -119,9 +144,11 @@ def fit(
     inputs = prepare_inputs(
         model, data, strategy=strategy, steps=steps, epochs=epochs, batch_size=batch_size,
         optimizer=optimizer, loss=loss, seed=seed, shuffle=shuffle, fan_in=fan_in,
-        fuse_steps=fuse_steps, **optimizer_options,
+        fuse_steps=fuse_steps, caller="fit", **optimizer_options,
     )
     spec = inputs.spec
+    validation = check_validation(model, spec, validation_data)
+    hooks = check_callbacks(callbacks, logged_metrics(spec, validation is not None))
     chunk = check_int("chunk_steps", min(spec.steps_per_epoch, MAX_CHUNK_STEPS)
                       if chunk_steps is None else chunk_steps)
     policy = CheckpointPolicy(None if checkpoint_dir is None else Path(checkpoint_dir),
@@ -136,60 +163,97 @@ def fit(
         initial_states(model, run.spec) if ckpt is None else initial_states(
             ckpt.model, run.spec, ckpt.opt_state, ckpt.replicas, ckpt.losses)
     )
-    seconds = np.zeros(spec.steps)
+    epochs_ = Epochs(spec, hooks, validation, start, None if ckpt is None else ckpt.history,
+                     None if ckpt is None else ckpt.losses)
     watch = on_chunk is not None or (learn and run.cluster is not None)
     if client is not None and watch:
         client.get_task_stream(count=0)  # the scheduler records from now on
-    clock = time.perf_counter()
-    pending: ChunkRun | None = None
-    writes: list[Future[Any]] = []  # checkpoints are written off the critical path, in order
+    # the threaded scheduler computes a chunk as it is made: with callbacks that may stop the
+    # run, the chunk before is finished first, so no chunk runs after a stop
+    overlap = client is not None or not hooks
+    epochs_.begin()
     with _progress(progress, spec.steps - start, on_steps) as tick, \
             ThreadPoolExecutor(1, thread_name_prefix="pnngraph-checkpoint") as writer:
-        for lo, hi in chunk_bounds(start, spec.steps, chunk, policy.every):
-            graph = chunk_graph(run, lo, hi - lo, states)
-            run = replace(run, cluster=graph.cluster)  # with the kernel times it measured
+        loop = _Loop(run, model, np.zeros(spec.steps), policy, on_chunk, learn, watch, tick,
+                     writer, epochs_)
+        pending: ChunkRun | None = None
+        last: ChunkRun | None = None
+        cut = spec.steps_per_epoch if epochs_.live else None
+        for lo, hi in chunk_bounds(start, spec.steps, chunk, policy.every, cut):
+            if pending is not None and not overlap:
+                last, pending = pending, None
+                if loop.finish(last):
+                    break
+            graph = chunk_graph(loop.run, lo, hi - lo, states)
+            loop.run = replace(loop.run, cluster=graph.cluster)  # with the kernel times it measured
             if on_graph is not None:
                 on_graph(graph)
-            host = hi >= spec.steps or policy.due(hi, spec.steps) or on_chunk is not None
+            host = (hi >= spec.steps or policy.due(hi, spec.steps) or on_chunk is not None
+                    or (epochs_.live and epochs_.is_end(hi, spec.steps)))
             # the next chunk is submitted before this one ends: no gap between them
             current = ChunkRun(client, graph, lo, hi, host=host, on_steps=tick)
             states = current.carry
             if pending is not None:
-                run, clock = _finish(pending, run, model, seconds, clock, policy, on_chunk, learn,
-                                     watch, tick, writer, writes)
+                last = pending
+                if loop.finish(last):
+                    current.cancel()
+                    pending = None
+                    break
             pending = current
         if pending is not None:
-            run, clock = _finish(pending, run, model, seconds, clock, policy, on_chunk, learn,
-                                 watch, tick, writer, writes)
-            states = pending.states
-        for write in writes:
+            last = pending
+            loop.finish(last)
+        for write in loop.writes:
             write.result()  # a failed write fails the run
-    result = finalize(states, model, run.spec.strategy)
-    result.step_seconds = seconds
+    end = spec.steps if last is None else last.hi
+    result = finalize(states if last is None else last.states, model, loop.run.spec.strategy)
+    result.step_seconds = loop.seconds[:end]
+    result.history = epochs_.history(result.losses, loop.seconds, end, end)
+    epochs_.end(result)
     return result
 
 
-def _finish(chunk: ChunkRun, run: Any, model: Sequential, seconds: np.ndarray, clock: float,
-            policy: CheckpointPolicy, on_chunk: Any, learn: bool, watch: bool,
-            tick: Callable[[int], Any] | None, writer: ThreadPoolExecutor,
-            writes: list[Future[Any]]) -> tuple[Any, float]:
-    """Wait for a submitted chunk; record its time (since the previous chunk ended), learn from
-    its task stream, write its checkpoint, tell ``on_chunk``. Returns the run (its cluster
-    model refined) and the time the chunk ended."""
-    stream = chunk.collect(tick, watch)
-    now = time.perf_counter()
-    seconds[chunk.lo : chunk.hi] = (now - clock) / (chunk.hi - chunk.lo)
-    if learn and run.cluster is not None and stream:
-        run = replace(run, cluster=history.learn(run.cluster, chunk.graph, stream))
-    total = len(seconds)
-    if on_chunk is not None or policy.due(chunk.hi, total):
-        so_far = finalize(chunk.states, model, run.spec.strategy)
-        so_far.step_seconds = seconds[: chunk.hi]
-        if policy.due(chunk.hi, total):
-            writes.append(writer.submit(policy.save, so_far, run.spec, chunk.hi))
-        if on_chunk is not None:
-            on_chunk(ChunkReport(chunk.hi, so_far, chunk.graph, stream, run.cluster))
-    return run, now
+class _Loop:
+    """What ``fit`` does as each submitted chunk ends: wait for it, record its time (since the
+    previous chunk ended), learn from its task stream, end its epoch, write its checkpoint,
+    tell ``on_chunk``. ``run`` is the run as it stands (its cluster model refined)."""
+
+    def __init__(self, run: Any, model: Sequential, seconds: np.ndarray,
+                 policy: CheckpointPolicy, on_chunk: Any, learn: bool, watch: bool,
+                 tick: Callable[[int], Any] | None, writer: ThreadPoolExecutor,
+                 epochs: Epochs) -> None:
+        self.run, self.model, self.seconds, self.policy = run, model, seconds, policy
+        self.on_chunk, self.learn, self.watch, self.tick = on_chunk, learn, watch, tick
+        self.writer, self.epochs = writer, epochs
+        self.writes: list[Future[Any]] = []  # checkpoints are written off the critical path
+        self.clock = time.perf_counter()
+
+    def finish(self, chunk: ChunkRun) -> bool:
+        """Wait for ``chunk`` and do what its end asks; whether a callback stops the run."""
+        stream = chunk.collect(self.tick, self.watch)
+        now = time.perf_counter()
+        self.seconds[chunk.lo : chunk.hi] = (now - self.clock) / (chunk.hi - chunk.lo)
+        self.clock = now
+        run = self.run
+        if self.learn and run.cluster is not None and stream:
+            run = self.run = replace(run, cluster=history.learn(run.cluster, chunk.graph, stream))
+        total = len(self.seconds)
+        epoch_end = self.epochs.live and self.epochs.is_end(chunk.hi, total)
+        due = self.policy.due(chunk.hi, total)
+        stop = False
+        if self.on_chunk is not None or due or epoch_end:
+            so_far = finalize(chunk.states, self.model, run.spec.strategy)
+            so_far.step_seconds = self.seconds[: chunk.hi]
+            if epoch_end:
+                stop = self.epochs.end_epoch(so_far, self.seconds, chunk.hi)
+            so_far.history = self.epochs.history(so_far.losses, self.seconds, chunk.hi,
+                                                 chunk.hi if stop else total)
+            if due or (stop and self.policy.directory is not None):
+                self.writes.append(self.writer.submit(self.policy.save, so_far, run.spec,
+                                                      chunk.hi))
+            if self.on_chunk is not None:
+                self.on_chunk(ChunkReport(chunk.hi, so_far, chunk.graph, stream, run.cluster))
+        return stop
 
 
 @dataclass(frozen=True)
@@ -206,19 +270,23 @@ class ChunkReport:
 
 
 def chunk_bounds(
-    start: int, total: int, chunk: int, every: int | None
+    start: int, total: int, chunk: int, every: int | None, epoch: int | None = None
 ) -> Iterator[tuple[int, int]]:
     """``(lo, hi)`` of each chunk from step ``start`` to ``total``: ``chunk`` steps, cut at every
-    multiple of ``every``.
+    multiple of ``every`` (checkpoints) and of ``epoch`` (epoch ends, where validation and
+    callbacks run).
 
     >>> list(chunk_bounds(0, 10, 4, 3))
     [(0, 3), (3, 6), (6, 9), (9, 10)]
+    >>> list(chunk_bounds(0, 10, 4, None, epoch=5))
+    [(0, 4), (4, 5), (5, 9), (9, 10)]
     """
     lo = start
     while lo < total:
         hi = min(lo + chunk, total)
-        if every is not None:
-            hi = min(hi, (lo // every + 1) * every)
+        for cut in (every, epoch):
+            if cut is not None:
+                hi = min(hi, (lo // cut + 1) * cut)
         yield lo, hi
         lo = hi
 
@@ -243,12 +311,19 @@ class ChunkRun:
         others = [k for keys_ in graph.carry for k in keys_[1:]]  # the other copies of a state
         tracked = [k for k in self.marks if k not in keys]  # outputs are counted when done
         futures = client.get(graph.__dask_graph__(), keys + others + tracked, sync=False)
+        self.futures = futures
         self.outputs = futures[: len(keys)]
         copies = dict(zip(others, futures[len(keys) : len(keys) + len(others)], strict=True))
         self.trackers = futures[len(keys) + len(others) :]
         self.carry = [out if len(keys_) == 1 else Copies((out, *(copies[k] for k in keys_[1:])))
                       for out, keys_ in zip(self.outputs, graph.carry, strict=True)]
         self.states = self.carry
+
+    def cancel(self) -> None:
+        """Stop the chunk (a run that stopped early): its tasks are cancelled on the cluster;
+        the states it started from stay."""
+        if self.client is not None:
+            self.client.cancel(self.futures)
 
     def collect(self, on_steps: Callable[[int], Any] | None, watch: bool) -> list[dict[str, Any]]:
         """Wait for the chunk (telling ``on_steps`` of finished steps); its task stream records

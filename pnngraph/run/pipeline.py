@@ -37,7 +37,7 @@ from pnngraph.compile.kernels import StageState
 from pnngraph.compile.spec import TrainingSpec, prepare
 from pnngraph.compile.strategies import DataParallel, Strategy
 from pnngraph.exceptions import ConfigError, DataError
-from pnngraph.nn.losses import Loss
+from pnngraph.nn.losses import Loss, get_loss
 from pnngraph.nn.model import Sequential
 from pnngraph.nn.optimizers import Optimizer, State, split_state
 from pnngraph.plan.cluster import ClusterModel
@@ -90,6 +90,10 @@ def prepare_inputs(model: Sequential, data: Any, **options: Any) -> Inputs:
     X, y = _split_data(data)
     if _is_dask_array(X) or _is_dask_array(y):
         X_meta, y_meta = _dask_metadata(X, y)
+        if y_meta.ndim == 2 and get_loss(options.get("loss", "cross_entropy")).name == \
+                "cross_entropy":  # one-hot rows are checked on the host only
+            raise DataError("y", "expected class labels as a dask array (one-hot rows only as "
+                                 f"numpy; try y.argmax(axis=1)), got shape {y.shape}")
         spec, _, _ = prepare(model, X_meta, y_meta, n_samples=int(X.shape[0]), **options)
         return Inputs(model, spec, X, y)
     spec, X_arr, y_arr = prepare(model, X, y, **options)
@@ -272,7 +276,7 @@ def build(
     inputs = prepare_inputs(
         model, data, strategy=strategy, steps=steps, epochs=epochs, batch_size=batch_size,
         optimizer=optimizer, loss=loss, seed=seed, shuffle=shuffle, fan_in=fan_in,
-        fuse_steps=fuse_steps, **optimizer_options,
+        fuse_steps=fuse_steps, caller="build", **optimizer_options,
     )
     run = start_run(inputs, client=client, cluster=cluster, options=options)
     return chunk_graph(run, start_step, run.spec.steps, initial_states(model, run.spec, opt_state))
