@@ -53,7 +53,7 @@ from pnngraph.nn.optimizers import Optimizer
 from pnngraph.nn.train import TrainingResult
 from pnngraph.plan.cluster import ClusterModel
 from pnngraph.plan.placement import PlacementOptions
-from pnngraph.run import history
+from pnngraph.run import dashboard, history
 from pnngraph.run.checkpoint import CheckpointPolicy
 from pnngraph.run.collection import TrainingGraph, finalize
 from pnngraph.run.pipeline import chunk_graph, initial_states, prepare_inputs, start_run
@@ -139,6 +139,7 @@ def fit(
         client.get_task_stream(count=0)  # the scheduler records from now on
     clock = time.perf_counter()
     pending: ChunkRun | None = None
+    page = dashboard.feed(client, model, run.spec, start)  # the dashboard's pnngraph page
     writes: list[Future[Any]] = []  # checkpoints are written off the critical path, in order
     with _progress(progress, spec.steps - start, on_steps) as tick, \
             ThreadPoolExecutor(1, thread_name_prefix="pnngraph-checkpoint") as writer:
@@ -150,6 +151,7 @@ def fit(
             host = hi >= spec.steps or policy.due(hi, spec.steps) or on_chunk is not None
             # the next chunk is submitted before this one ends: no gap between them
             current = ChunkRun(client, graph, lo, hi, host=host, on_steps=tick)
+            page.chunk(graph, lo, hi, current.carry)
             states = current.carry
             if pending is not None:
                 run, clock = _finish(pending, run, model, seconds, clock, policy, on_chunk, learn,
