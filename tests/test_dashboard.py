@@ -94,6 +94,15 @@ def test_the_board_shows_the_run_that_began_last_and_keeps_a_few():
     assert board.view("r0") == {"title": None}
 
 
+def test_the_board_keeps_count_of_the_latest_builds_only(monkeypatch):
+    monkeypatch.setattr(dashboard, "MAX_TOKENS", 3)
+    board = dashboard.Board()
+    for i in range(5):
+        board.record((f"update-dense-{i:08x}", 0, 0), A, compute(float(i), i + 0.5))
+    assert list(board.busy) == [f"{i:08x}" for i in (2, 3, 4)]
+    assert set(board.early) == set(board.first_start) == set(board.busy)
+
+
 def test_the_page_draws_the_board_with_full_worker_labels():
     board = dashboard.Board()
     page = dashboard.Page(board)

@@ -66,6 +66,7 @@ INTERVAL = 1.0  # seconds: the client sends at most this often, the page refresh
 MAX_BARS = 20_000  # measured bars the scheduler keeps (all runs), planned bars per run
 SHOWN_BARS = 5_000  # bars each Gantt chart of the page draws: the latest
 MAX_RUNS = 4  # runs the scheduler keeps; the page shows the one that began last
+MAX_TOKENS = 10_000  # builds whose finished tasks the scheduler keeps count of, the latest
 MARKED = ("update", "steps", "local")  # the phases of the keys that mark progress
 
 
@@ -98,7 +99,6 @@ class LiveRun:
         self.planned: deque[tuple[str, str, float, float, int | None]] = deque(maxlen=MAX_BARS)
         self.predicted = 0.0  # predicted seconds of the chunks so far: where the next one starts
         self.losses: dict[int, float] = {}
-        self.version = 0
 
     def add_chunk(self, msg: Mapping[str, Any]) -> None:
         shift = self.predicted
@@ -145,14 +145,17 @@ class Board(SchedulerPlugin):
         token = token_of(key)
         if token is None:
             return
-        phase = keys.phase_of(key)
-        phase = phase if phase in PHASE_COLORS else "other"
+        if token not in self.busy:
+            while len(self.busy) >= MAX_TOKENS:
+                self._drop(next(iter(self.busy)))
+            self.busy[token] = {}
+        phase = _phase(key)
         step, worker = keys.step_of(key), str(worker)
         for ss in startstops:
             action, a, b = ss.get("action"), float(ss["start"]), float(ss["stop"])
             if action == "compute":
                 self.bars.append((token, phase, worker, a, b, step))
-                per = self.busy.setdefault(token, {})
+                per = self.busy[token]
                 per[worker] = per.get(worker, 0.0) + (b - a)
                 self.first_start[token] = min(self.first_start.get(token, a), a)
                 self.last_stop[token] = max(self.last_stop.get(token, b), b)
@@ -190,11 +193,13 @@ class Board(SchedulerPlugin):
         self.version += 1
 
     def _forget(self, run_id: str) -> None:
-        run = self.runs.pop(run_id)
-        for token in run.chunks:
-            for table in (self.first_start, self.last_stop, self.busy, self.marks, self.early,
-                          self.done):
-                table.pop(token, None)
+        for token in self.runs.pop(run_id).chunks:
+            self._drop(token)
+
+    def _drop(self, token: str) -> None:
+        for table in (self.first_start, self.last_stop, self.busy, self.marks, self.early,
+                      self.done):
+            table.pop(token, None)
 
     def view(self, run_id: str | None = None) -> dict[str, Any]:
         """What the page draws of a run (by default the one that began last), as plain data."""
@@ -400,8 +405,11 @@ def attach(client: Any) -> str | None:
         path = client.run_on_scheduler(_page_path)
         if path is None:
             return None
-        link = urlsplit(client.dashboard_link)
-        return urlunsplit((link.scheme, link.netloc, path, "", ""))
+        link = client.dashboard_link
+        if link.endswith("/status"):  # Dask's link to its status page, proxied or not
+            return link[: -len("status")] + PAGE
+        parts = urlsplit(link)
+        return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
     except Exception as err:  # no page is no reason to fail a run
         logger.debug("pnngraph dashboard page not available: %s", err)
         return None
@@ -440,7 +448,7 @@ def describe(strategy: Any, model: Any) -> str:
     layers = []
     for layer, (a, b) in zip(model.layers, zip(model.shapes, model.shapes[1:], strict=False),
                              strict=True):
-        shape = f" {'x'.join(map(str, a))}->{'x'.join(map(str, b))}" if a != b else ""
+        shape = f" {'x'.join(map(str, a))}->{'x'.join(map(str, b))}"
         layers.append(layer.kind + (shape if layer.kind in ("dense", "conv") else ""))
     return f"{what}; {', '.join(layers)} ({model.n_params:,} parameters)"
 
@@ -463,7 +471,8 @@ class Feed:
         self.client, self.total = client, total
         self.path = attach(client) if client is not None else None
         self.run_id = uuid.uuid4().hex
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # the buffer: fit's thread and the losses' callbacks
+        self.sending = threading.Lock()  # one send at a time, in the buffer's order
         self.pending: list[tuple[str, dict[str, Any]]] = [
             ("begin", {"title": title, "total": total, "first": first})]
         self.sent = self.asked = -math.inf  # when the buffer was last sent, the losses asked for
@@ -517,10 +526,12 @@ class Feed:
 
     def flush(self) -> None:
         """Send what is buffered to the scheduler now."""
-        with self.lock:
-            messages, self.pending = self.pending, []
-            self.sent = time.monotonic()
-        if messages:
+        with self.sending:
+            with self.lock:
+                messages, self.pending = self.pending, []
+                self.sent = time.monotonic()
+            if not messages:
+                return
             try:
                 self.client.run_on_scheduler(_receive, run_id=self.run_id, messages=messages)
             except Exception as err:
