@@ -530,6 +530,7 @@ def _train_cluster(opts: dict[str, Any], model: Any, train_set: Any, test_set: A
                    optimizer: Any, per_epoch: int, run_dir: Path) -> None:
     """Train with :func:`pnngraph.fit`, one chunk per epoch, checkpoints every epoch."""
     import pnngraph
+    from pnngraph.run import dashboard
 
     first_epoch = _resume_epoch(opts, run_dir / "checkpoints", per_epoch)
     clock = _Clock()
@@ -545,8 +546,10 @@ def _train_cluster(opts: dict[str, Any], model: Any, train_set: Any, test_set: A
                                      pnngraph.compile.strategies.as_strategy(strategy))
             clock.lap("calibration")
             plural = "s" if n_workers != 1 else ""
-            click.echo(f"cluster: {n_workers} worker{plural}; dashboard "
-                       f"{client.dashboard_link} (plan: /pnngraph); scheduler {opts['scheduler']}")
+            page = dashboard.attach(client)  # the run's live page, where the scheduler has one
+            click.echo(f"cluster: {n_workers} worker{plural}; dashboard {client.dashboard_link}"
+                       + (f" (this run: {page})" if page else "")
+                       + f"; scheduler {opts['scheduler']}")
             epochs = _Epochs(client, opts, test_set, per_epoch, first_epoch,
                              _earlier_record(run_dir, opts, first_epoch, per_epoch))
             epochs.record.meta.update({"workers": n_workers, "steps per epoch": per_epoch})
@@ -629,8 +632,8 @@ class _Clock:
 
 
 class _Epochs:
-    """What the CLI does around each epoch of a cluster run: progress bars, the plan on the
-    dashboard, evaluation, the records for the report, the refined cluster model cached."""
+    """What the CLI does around each epoch of a cluster run: progress bars, evaluation, the
+    records for the report, the refined cluster model cached."""
 
     def __init__(self, client: Any, opts: dict[str, Any], test_set: Any, per_epoch: int,
                  first_epoch: int, record: Any) -> None:
@@ -646,7 +649,6 @@ class _Epochs:
         self.evaluation = 0.0
         self.strategy: str | None = None
         self.cluster: Any = None
-        self.published = -1.0
 
     def remember(self) -> None:
         """Cache the cluster model as the run refined it: the next run starts there."""
@@ -657,8 +659,6 @@ class _Epochs:
                      gpu_backend="emulated" if self.opts["emulate_gpu"] else "auto")
 
     def on_graph(self, graph: Any) -> None:
-        from pnngraph.run import dashboard
-
         if self.strategy is None:  # the first chunk: say what runs, and why
             self.strategy = repr(graph.strategy)
             plan = graph.plan
@@ -668,11 +668,6 @@ class _Epochs:
                 why = (f" (predicted {best:.2f} s for the run; runner-up {runner}, "
                        f"{seconds:.2f} s)")
             click.echo(f"strategy: {self.strategy}{why}")
-        now = time.perf_counter()
-        if graph.plan is not None and self.opts["scheduler_address"] is None and \
-                now - self.published > 1.0:  # at most once a second, off the critical path
-            dashboard.publish_plan(self.client, graph)
-            self.published = now
 
     def on_chunk(self, report: Any) -> None:
         from pnngraph.record import TaskRecord, records_from_slots, records_from_task_stream

@@ -10,6 +10,7 @@ import pytest
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 CASES = {
+    "dashboard.py": (["--epochs", "1"], "pnngraph page: http://127.0.0.1:"),
     "data_parallel.py": (["--epochs", "1"], "max |parallel - serial|"),
     "pipeline.py": (["--epochs", "1"], "max |pipeline - serial|"),
     "hybrid.py": (["--epochs", "1"], "test accuracy"),

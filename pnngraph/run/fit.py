@@ -56,7 +56,7 @@ from pnngraph.nn.optimizers import Optimizer
 from pnngraph.nn.train import TrainingResult
 from pnngraph.plan.cluster import ClusterModel
 from pnngraph.plan.placement import PlacementOptions
-from pnngraph.run import history
+from pnngraph.run import dashboard, history
 from pnngraph.run.callbacks import (
     Callback,
     Epochs,
@@ -172,6 +172,7 @@ def fit(
     # run, the chunk before is finished first, so no chunk runs after a stop
     overlap = client is not None or not hooks
     epochs_.begin()
+    page = dashboard.feed(client, model, run.spec, start)  # the dashboard's pnngraph page
     with _progress(progress, spec.steps - start, on_steps) as tick, \
             ThreadPoolExecutor(1, thread_name_prefix="pnngraph-checkpoint") as writer:
         loop = _Loop(run, model, np.zeros(spec.steps), policy, on_chunk, learn, watch, tick,
@@ -192,6 +193,7 @@ def fit(
                     or (epochs_.live and epochs_.is_end(hi, spec.steps)))
             # the next chunk is submitted before this one ends: no gap between them
             current = ChunkRun(client, graph, lo, hi, host=host, on_steps=tick)
+            page.chunk(graph, lo, hi, current.carry)
             states = current.carry
             if pending is not None:
                 last = pending

@@ -26,6 +26,7 @@ starting from the states the previous one ended with.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -292,11 +293,26 @@ def _place_data(inputs: Inputs, client: Any) -> tuple[tuple[Source, Source], tup
         return (_dask_source(X), _dask_source(y)), ()
     if client is None:
         return (Source(X, X.nbytes), Source(y, y.nbytes)), ()
-    # not hashed: a later build with the same data must not race this one's release of it
-    futures = client.scatter([X, y], broadcast=True, hash=False)
-    sources = (Source(futures[0], X.nbytes, external=True),
-               Source(futures[1], y.nbytes, external=True))
-    return sources, tuple(futures)
+    # named for the task stream (data-X, data-y), never by content: a later build with the
+    # same data must not race this one's release of it
+    names = data_keys()
+    futures = client.scatter(dict(zip(names, (X, y), strict=True)), broadcast=True)
+    sources = (Source(futures[names[0]], X.nbytes, external=True),
+               Source(futures[names[1]], y.nbytes, external=True))
+    return sources, (futures[names[0]], futures[names[1]])
+
+
+def data_keys() -> tuple[str, str]:
+    """Fresh keys for a run's scattered X and y, ``data-X-<token>`` and ``data-y-<token>``: the
+    dashboard groups them as ``data-X`` and ``data-y``; each call has its own token.
+
+    >>> from dask.utils import key_split
+    >>> x, y = data_keys()
+    >>> key_split(x), key_split(y), x == data_keys()[0]
+    ('data-X', 'data-y', False)
+    """
+    token = uuid.uuid4().hex
+    return f"data-X-{token}", f"data-y-{token}"
 
 
 def _is_dask_array(a: Any) -> bool:

@@ -1,8 +1,8 @@
 """Sessions: a client on an embedded or existing cluster, and the workers it has right now.
 
-``open_client()`` starts an embedded cluster on this machine (bound to 127.0.0.1, the pnngraph
-dashboard page enabled) or connects to ``scheduler_address`` (with TLS when ``security`` is
-given). ``live_workers(client)`` asks the scheduler which workers are running::
+``open_client()`` starts an embedded cluster on this machine (bound to 127.0.0.1) or connects
+to ``scheduler_address`` (with TLS when ``security`` is given). ``live_workers(client)`` asks
+the scheduler which workers are running::
 
     with open_client(workers=2) as client:
         addresses = list(live_workers(client))
@@ -25,7 +25,6 @@ from distributed import Client
 from distributed.security import Security
 
 from pnngraph.exceptions import ConfigError
-from pnngraph.run import dashboard
 from pnngraph.run.cluster import local_cluster
 
 LIVE = ("running", "paused")  # a paused worker (memory pressure) is still there
@@ -67,7 +66,6 @@ def open_client(
         with client:
             yield client
         return
-    dashboard.enable()
     with _uninterrupted_children():
         cluster = local_cluster(workers, gpu_workers, threads_per_worker=threads, host=host,
                                 dashboard_address=dashboard_address)
