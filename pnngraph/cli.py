@@ -474,6 +474,7 @@ def _train_serial(opts: dict[str, Any], model: Any, train_set: Any, test_set: An
     try:
         for epoch in range(opts["epochs"]):
             label = f"epoch {epoch + 1}/{opts['epochs']}"
+            began = time.perf_counter()
             with click.progressbar(length=per_epoch, label=label) as bar:
                 result = train_serial(
                     model, train_set.X, train_set.y, steps=per_epoch,
@@ -486,7 +487,8 @@ def _train_serial(opts: dict[str, Any], model: Any, train_set: Any, test_set: An
             scores = model.evaluate(test_set.X, test_set.y)
             record.accuracy.append((epoch + 1, scores["accuracy"]))
             record.meta["final test loss"] = scores["loss"]
-            _epoch_line(epoch + 1, result.losses, scores)
+            _epoch_line(epoch + 1, result.losses, scores,
+                        len(train_set.X) / (time.perf_counter() - began))
     except KeyboardInterrupt:
         if not record.accuracy:
             raise
@@ -500,24 +502,40 @@ def _options(opts: dict[str, Any]) -> dict[str, Any]:
     return {name: opts[name] for name in (*RUN_OPTIONS, *RESUMED_UNLESS_GIVEN)}
 
 
-def _epoch_line(epoch: int, losses: Any, scores: dict[str, float]) -> None:
+def _epoch_line(epoch: int, losses: Any, scores: dict[str, float],
+                rate: float | None = None) -> None:
+    speed = "" if rate is None else f", {rate:,.0f} samples/s"
     click.echo(f"epoch {epoch}: mean train loss {float(np.mean(losses)):.4f}, test loss "
-               f"{scores['loss']:.4f}, test accuracy {scores['accuracy']:.4f}")
+               f"{scores['loss']:.4f}, test accuracy {scores['accuracy']:.4f}{speed}")
 
 
 class _EpochBars:
-    """One click progress bar per epoch, opened by the first step that finishes in it."""
+    """On a terminal, one click progress bar per epoch, opened by the first step that finishes
+    in it, with the loss and samples per second of the newest chunk beside it (chunks last
+    about a second, so it moves within long epochs). Elsewhere nothing: the epoch lines say
+    it all."""
 
     def __init__(self, per_epoch: int, epochs: int, first_epoch: int) -> None:
         self.per_epoch, self.epochs, self.epoch = per_epoch, epochs, first_epoch
         self.bar: Any = None
+        self.shown = sys.stdout.isatty()
+        self.figures = ""
 
     def update(self, n: int) -> None:
+        if not self.shown:
+            return
         if self.bar is None:
             label = f"epoch {self.epoch + 1}/{self.epochs}"
-            self.bar = click.progressbar(length=self.per_epoch, label=label)
+            self.bar = click.progressbar(length=self.per_epoch, label=label,
+                                         item_show_func=lambda text: text)
             self.bar.__enter__()
-        self.bar.update(n)
+        self.bar.update(n, self.figures)
+
+    def chunk(self, loss: float, rate: float) -> None:
+        """The figures of the chunk that just ended."""
+        self.figures = f"loss {loss:.4f}, {rate:,.0f} samples/s"
+        if self.bar is not None:
+            self.bar.update(0, self.figures)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -551,7 +569,8 @@ def _train_cluster(opts: dict[str, Any], model: Any, train_set: Any, test_set: A
                        + (f" (this run: {page})" if page else "")
                        + f"; scheduler {opts['scheduler']}")
             epochs = _Epochs(client, opts, test_set, per_epoch, first_epoch,
-                             _earlier_record(run_dir, opts, first_epoch, per_epoch))
+                             _earlier_record(run_dir, opts, first_epoch, per_epoch),
+                             len(train_set.X))
             epochs.record.meta.update({"workers": n_workers, "steps per epoch": per_epoch})
             run_dir.mkdir(parents=True, exist_ok=True)
             epochs.record.save(run_dir / "run.json")  # the options, for --resume after a crash
@@ -560,7 +579,8 @@ def _train_cluster(opts: dict[str, Any], model: Any, train_set: Any, test_set: A
                 result = pnngraph.fit(
                     model, train_set, strategy=strategy, epochs=opts["epochs"],
                     batch_size=opts["batch_size"], optimizer=optimizer, seed=opts["seed"],
-                    chunk_steps=per_epoch, client=client, scheduler=opts["scheduler"],
+                    chunk_steps=per_epoch, chunk_seconds=1.0, client=client,
+                    scheduler=opts["scheduler"],
                     cluster=cluster, progress=False, checkpoint_dir=run_dir / "checkpoints",
                     checkpoint_every=per_epoch, resume=opts["resume"],
                     on_graph=epochs.on_graph, on_chunk=epochs.on_chunk,
@@ -636,8 +656,9 @@ class _Epochs:
     records for the report, the refined cluster model cached."""
 
     def __init__(self, client: Any, opts: dict[str, Any], test_set: Any, per_epoch: int,
-                 first_epoch: int, record: Any) -> None:
+                 first_epoch: int, record: Any, n_samples: int) -> None:
         self.client, self.opts, self.test_set, self.per_epoch = client, opts, test_set, per_epoch
+        self.n_samples = n_samples
         self.bars = _EpochBars(per_epoch, opts["epochs"], first_epoch)
         self.record = record
         self.epoch = first_epoch  # epochs done
@@ -672,11 +693,12 @@ class _Epochs:
     def on_chunk(self, report: Any) -> None:
         from pnngraph.record import TaskRecord, records_from_slots, records_from_task_stream
 
-        self.bars.close()
-        epoch = report.step // self.per_epoch
         plan = report.graph.plan
-        measured = float(np.sum(report.result.step_seconds[self.done:report.step]))
-        self.done = report.step
+        lo, hi = self.done, report.step
+        measured = float(np.sum(report.result.step_seconds[lo:hi]))
+        self.done = hi
+        self.bars.chunk(float(np.mean(report.result.losses[lo:hi])),
+                        self._samples(lo, hi) / max(measured, 1e-9))
         if plan is not None:  # the plan where it was predicted to run: after the ones before
             shift = self.predicted + plan.terms.get("submit", 0.0)
             self.record.planned += [
@@ -687,15 +709,27 @@ class _Epochs:
                                    "predicted": None if plan is None else plan.wall_seconds})
         self.stream.extend(report.stream)
         self.cluster = report.cluster  # refined by this epoch: cached at the end of the run
+        if hi % self.per_epoch and hi < self.opts["epochs"] * self.per_epoch:
+            return  # within an epoch
+        self.bars.close()
+        epoch = -(-hi // self.per_epoch)
         t0 = time.perf_counter()
         scores = report.result.model.evaluate(self.test_set.X, self.test_set.y)
         self.evaluation += time.perf_counter() - t0
         self.record.accuracy.append((epoch, scores["accuracy"]))
         self.record.meta["final test loss"] = scores["loss"]
         self.epoch, self.last = epoch, report.result
-        _epoch_line(epoch, report.result.losses[-self.per_epoch:], scores)
+        start = (epoch - 1) * self.per_epoch
+        seconds = float(np.sum(report.result.step_seconds[start:hi]))
+        _epoch_line(epoch, report.result.losses[start:hi], scores,
+                    self._samples(start, hi) / seconds if seconds > 0 else None)
         self.record.measured = (records_from_task_stream(self.stream, origin=self.origin)
                                 if self.stream else [])
+
+    def _samples(self, lo: int, hi: int) -> int:
+        """Samples in the batches of steps ``[lo, hi)``."""
+        size, n = self.opts["batch_size"], self.n_samples
+        return sum(min(size, n - (step % self.per_epoch) * size) for step in range(lo, hi))
 
 
 def _finish(run_dir: Path, model: Any, record: Any, opts: dict[str, Any],

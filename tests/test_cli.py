@@ -32,8 +32,9 @@ def test_train_short_on_the_embedded_cluster_writes_a_run(tmp_path):
     out = tmp_path / "run"
     result = run("train", "--epochs", "2", "--output-dir", str(out), "--strategy", "data")
     assert result.exit_code == 0, result.output
-    assert "epoch 2: mean train loss" in result.output
+    assert "epoch 2: mean train loss" in result.output and "samples/s" in result.output
     assert "dashboard http://127.0.0.1:" in result.output
+    assert "epoch 1/2" not in result.output  # no progress bar where the output is not a terminal
     for name in ("model.npz", "report.html", "run.json"):
         assert (out / name).exists(), name
     assert list((out / "checkpoints").glob("ckpt-*.npz"))

@@ -179,6 +179,21 @@ class TrainingGraph:
         return marks
 
 
+def loss_state(strategy: Strategy, carry: Sequence[Any]) -> Any:
+    """Of a graph's outputs (or the futures of them), the state whose ``losses`` are the run's
+    (the last stage's; model averaging: the average's); its first copy where it has several."""
+    from pnngraph.compile.graph import Copies
+
+    stages, _ = strategy.unslot(list(carry))
+    return stages[-1][0] if isinstance(stages[-1], Copies) else stages[-1]
+
+
+def losses_of(state: Any, offset: int) -> list[float]:
+    """The losses of a stage state from step ``offset`` on (a task: runs where the state is,
+    so only the losses travel)."""
+    return [float(v) for v in StageState(*state).losses[offset:]]
+
+
 def finalize(results: Sequence[Any], model: Sequential, strategy: Strategy) -> TrainingResult:
     """Assemble a graph's outputs (its strategy's slots) into a TrainingResult on the host."""
     host = [to_host(StageState(*s)) for s in results]

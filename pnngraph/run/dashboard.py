@@ -458,11 +458,6 @@ def _count(n: int, word: str) -> str:
     return f"{n} {word if n == 1 else plural}"
 
 
-def _losses_of(state: Any, offset: int) -> list[float]:
-    """The losses of a stage state from step ``offset`` on (a task: runs where the state is)."""
-    return [float(v) for v in state.losses[offset:]]
-
-
 class Feed:
     """The client's side of the page for one run: buffers what the page needs and sends it to
     the scheduler's :class:`Board`, at most once a second. Without a page it does nothing."""
@@ -504,12 +499,11 @@ class Feed:
             logger.debug("pnngraph dashboard: chunk %d-%d not published: %s", lo, hi, err)
 
     def _ask_losses(self, graph: Any, carry: Sequence[Any]) -> None:
-        from pnngraph.compile.graph import Copies
+        from pnngraph.run.collection import loss_state, losses_of
 
-        stages, _ = graph.strategy.unslot(list(carry))
-        state = stages[-1][0] if isinstance(stages[-1], Copies) else stages[-1]
+        state = loss_state(graph.strategy, carry)
         offset, self.asks = self.losses_from, self.asks + 1
-        future = self.client.submit(_losses_of, state, offset, priority=-1, pure=False,
+        future = self.client.submit(losses_of, state, offset, priority=-1, pure=False,
                                     key=("dashboard-losses", self.run_id, self.asks))
 
         def arrived(f: Any) -> None:

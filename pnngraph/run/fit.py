@@ -35,9 +35,11 @@ callbacks, which may stop the run there); every run returns its per-epoch ``hist
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -49,7 +51,7 @@ import numpy as np
 
 from pnngraph.compile.graph import Copies
 from pnngraph.compile.strategies import Strategy
-from pnngraph.exceptions import check_int
+from pnngraph.exceptions import ConfigError, check_int
 from pnngraph.nn.losses import Loss
 from pnngraph.nn.model import Sequential
 from pnngraph.nn.optimizers import Optimizer
@@ -65,7 +67,7 @@ from pnngraph.run.callbacks import (
     logged_metrics,
 )
 from pnngraph.run.checkpoint import CheckpointPolicy
-from pnngraph.run.collection import TrainingGraph, finalize
+from pnngraph.run.collection import TrainingGraph, finalize, loss_state, losses_of
 from pnngraph.run.pipeline import chunk_graph, initial_states, prepare_inputs, start_run
 
 MAX_CHUNK_STEPS = 1000  # a chunk is one epoch by default, at most this many steps
@@ -84,6 +86,7 @@ def fit(
     seed: int = 0,
     shuffle: bool = True,
     chunk_steps: int | None = None,
+    chunk_seconds: float | None = None,
     fan_in: int = 8,
     fuse_steps: int | str = "auto",
     client: Any = None,
@@ -105,9 +108,14 @@ def fit(
     """Train like :func:`pnngraph.build` (same options), computing ``chunk_steps`` steps per
     graph. A cluster model measured for the first chunk serves every chunk.
 
-    ``chunk_steps`` defaults to one epoch (at most 1000 steps). With ``progress`` a count of
-    the steps done is shown on a terminal. ``TrainingResult.step_seconds`` holds each chunk's
-    wall time spread over its steps (zero for steps done before a resume).
+    ``chunk_steps`` defaults to one epoch (at most 1000 steps). ``chunk_seconds`` shortens
+    chunks to about that many seconds each (by the first chunk's plan, then by the measured
+    time per step), so that what watches the chunks (the display, ``on_chunk``) moves at least
+    that often; chunk ends change nothing in the results. With ``progress``, standard error
+    shows on a terminal one line that moves as steps finish (steps, epoch, the loss of the
+    newest chunk, samples per second; ``chunk_seconds`` defaults to 1 then), elsewhere one line
+    per epoch with the epoch's mean loss and samples per second. ``TrainingResult.step_seconds``
+    holds each chunk's wall time spread over its steps (zero for steps done before a resume).
     ``optimizer_options`` are the optimizer's (``lr``, ``momentum``, ...): any other keyword
     is a ``TypeError`` (:class:`~pnngraph.exceptions.OptionError`) naming ``fit``.
 
@@ -151,6 +159,10 @@ def fit(
     hooks = check_callbacks(callbacks, logged_metrics(spec, validation is not None))
     chunk = check_int("chunk_steps", min(spec.steps_per_epoch, MAX_CHUNK_STEPS)
                       if chunk_steps is None else chunk_steps)
+    display = _Display(progress, spec, on_steps)
+    if chunk_seconds is None and display.tty:
+        chunk_seconds = 1.0
+    pace = _Pace(chunk, chunk_seconds)
     policy = CheckpointPolicy(None if checkpoint_dir is None else Path(checkpoint_dir),
                               checkpoint_every, resume)
     ckpt = policy.resume_point(model, spec)
@@ -173,26 +185,32 @@ def fit(
     overlap = client is not None or not hooks
     epochs_.begin()
     page = dashboard.feed(client, model, run.spec, start)  # the dashboard's pnngraph page
-    with _progress(progress, spec.steps - start, on_steps) as tick, \
-            ThreadPoolExecutor(1, thread_name_prefix="pnngraph-checkpoint") as writer:
+    tick = display.tick if display.counts else None
+    with display, ThreadPoolExecutor(1, thread_name_prefix="pnngraph-checkpoint") as writer:
         loop = _Loop(run, model, np.zeros(spec.steps), policy, on_chunk, learn, watch, tick,
-                     writer, epochs_)
+                     writer, epochs_, display, pace)
         pending: ChunkRun | None = None
         last: ChunkRun | None = None
         cut = spec.steps_per_epoch if epochs_.live else None
-        for lo, hi in chunk_bounds(start, spec.steps, chunk, policy.every, cut):
+        lo = start
+        while lo < spec.steps:
             if pending is not None and not overlap:
                 last, pending = pending, None
                 if loop.finish(last):
                     break
+            hi = chunk_end(lo, spec.steps, pace.steps(), policy.every, cut)
             graph = chunk_graph(loop.run, lo, hi - lo, states)
+            if pace.too_long(graph, hi - lo):  # the first chunk's plan: fewer steps
+                hi = chunk_end(lo, spec.steps, pace.steps(), policy.every, cut)
+                graph = chunk_graph(loop.run, lo, hi - lo, states)
             loop.run = replace(loop.run, cluster=graph.cluster)  # with the kernel times it measured
             if on_graph is not None:
                 on_graph(graph)
             host = (hi >= spec.steps or policy.due(hi, spec.steps) or on_chunk is not None
                     or (epochs_.live and epochs_.is_end(hi, spec.steps)))
             # the next chunk is submitted before this one ends: no gap between them
-            current = ChunkRun(client, graph, lo, hi, host=host, on_steps=tick)
+            current = ChunkRun(client, graph, lo, hi, host=host, on_steps=tick,
+                               losses=display.shown)
             page.chunk(graph, lo, hi, current.carry)
             states = current.carry
             if pending is not None:
@@ -202,6 +220,7 @@ def fit(
                     pending = None
                     break
             pending = current
+            lo = hi
         if pending is not None:
             last = pending
             loop.finish(last)
@@ -223,10 +242,10 @@ class _Loop:
     def __init__(self, run: Any, model: Sequential, seconds: np.ndarray,
                  policy: CheckpointPolicy, on_chunk: Any, learn: bool, watch: bool,
                  tick: Callable[[int], Any] | None, writer: ThreadPoolExecutor,
-                 epochs: Epochs) -> None:
+                 epochs: Epochs, display: _Display, pace: _Pace) -> None:
         self.run, self.model, self.seconds, self.policy = run, model, seconds, policy
         self.on_chunk, self.learn, self.watch, self.tick = on_chunk, learn, watch, tick
-        self.writer, self.epochs = writer, epochs
+        self.writer, self.epochs, self.display, self.pace = writer, epochs, display, pace
         self.writes: list[Future[Any]] = []  # checkpoints are written off the critical path
         self.clock = time.perf_counter()
 
@@ -234,8 +253,13 @@ class _Loop:
         """Wait for ``chunk`` and do what its end asks; whether a callback stops the run."""
         stream = chunk.collect(self.tick, self.watch)
         now = time.perf_counter()
-        self.seconds[chunk.lo : chunk.hi] = (now - self.clock) / (chunk.hi - chunk.lo)
+        # on a cluster, since the chunk before ended (they overlap); else its own compute time
+        elapsed = now - self.clock if chunk.client is not None else chunk.seconds
+        per_step = elapsed / (chunk.hi - chunk.lo)
+        self.seconds[chunk.lo : chunk.hi] = per_step
         self.clock = now
+        self.pace.measured(per_step)
+        self.display.chunk_done(chunk.lo, chunk.hi, chunk.losses, per_step * (chunk.hi - chunk.lo))
         run = self.run
         if self.learn and run.cluster is not None and stream:
             run = self.run = replace(run, cluster=history.learn(run.cluster, chunk.graph, stream))
@@ -285,12 +309,18 @@ def chunk_bounds(
     """
     lo = start
     while lo < total:
-        hi = min(lo + chunk, total)
-        for cut in (every, epoch):
-            if cut is not None:
-                hi = min(hi, (lo // cut + 1) * cut)
+        hi = chunk_end(lo, total, chunk, every, epoch)
         yield lo, hi
         lo = hi
+
+
+def chunk_end(lo: int, total: int, chunk: int, every: int | None, epoch: int | None) -> int:
+    """Where a chunk from step ``lo`` ends (:func:`chunk_bounds`)."""
+    hi = min(lo + chunk, total)
+    for cut in (every, epoch):
+        if cut is not None:
+            hi = min(hi, (lo // cut + 1) * cut)
+    return hi
 
 
 class ChunkRun:
@@ -300,13 +330,17 @@ class ChunkRun:
     (host values where ``host``)."""
 
     def __init__(self, client: Any, graph: TrainingGraph, lo: int, hi: int, *, host: bool,
-                 on_steps: Callable[[int], Any] | None) -> None:
+                 on_steps: Callable[[int], Any] | None, losses: bool = False) -> None:
         self.client, self.graph, self.lo, self.hi, self.host = client, graph, lo, hi, host
+        self.want_losses = losses
+        self.losses: np.ndarray | None = None  # the chunk's step losses, where wanted
+        self.loss_future: Any = None
         self.started = time.time()
         keys = list(graph.__dask_keys__())
         self.marks = graph.progress_marks() if on_steps is not None else {}
         if client is None:  # the threaded scheduler ignores placement; host states go on
             self.states = list(dask.threaded.get(graph.__dask_graph__(), keys))
+            self.seconds = time.time() - self.started  # computed here, before collect
             self.carry: list[Any] = self.states
             self.trackers: list[Any] = []
             return
@@ -320,6 +354,9 @@ class ChunkRun:
         self.carry = [out if len(keys_) == 1 else Copies((out, *(copies[k] for k in keys_[1:])))
                       for out, keys_ in zip(self.outputs, graph.carry, strict=True)]
         self.states = self.carry
+        if losses and not host:  # one tiny task where the state is: only the losses travel
+            self.loss_future = client.submit(losses_of, loss_state(graph.strategy, self.carry),
+                                             lo, pure=False, key=f"losses-{uuid.uuid4().hex}")
 
     def cancel(self) -> None:
         """Stop the chunk (a run that stopped early): its tasks are cancelled on the cluster;
@@ -333,6 +370,7 @@ class ChunkRun:
         if self.client is None:
             if on_steps is not None:
                 on_steps(sum(self.marks.values()))
+            self._losses()
             return []
         from distributed import as_completed, wait
 
@@ -349,6 +387,7 @@ class ChunkRun:
                     f.result()  # raises the task's exception here
         if on_steps is not None:
             on_steps(sum(self.marks.get(k, 0) for k in self.graph.__dask_keys__()))
+        self._losses()
         if not watch:
             return []
         token = self.graph.token
@@ -356,25 +395,115 @@ class ChunkRun:
                 if token in str(r.get("key"))]
 
 
-class _progress:
-    """A context giving the chunk runner its ``on_steps``: the user's hook, and with ``show``
-    a count of the steps done on standard error when it is a terminal."""
+    def _losses(self) -> None:
+        if not self.want_losses:
+            return
+        if self.loss_future is not None:
+            self.losses = np.asarray(self.loss_future.result(), dtype=float)
+            self.loss_future.release()
+        else:  # host states
+            state = loss_state(self.graph.strategy, self.states)
+            self.losses = np.asarray(losses_of(state, self.lo), dtype=float)
 
-    def __init__(self, show: bool, total: int, hook: Callable[[int], Any] | None) -> None:
-        self.show = show and sys.stderr.isatty()
-        self.total, self.done, self.hook = total, 0, hook
 
-    def __enter__(self) -> Callable[[int], Any] | None:
-        return self.tick if (self.show or self.hook is not None) else None
+class _Pace:
+    """Chunk sizes for chunks of about ``seconds`` each (``None``: always ``limit`` steps): the
+    steps that fit, by the first chunk's plan until a chunk was measured, never more than
+    ``limit``."""
+
+    def __init__(self, limit: int, seconds: float | None) -> None:
+        if seconds is not None and not (isinstance(seconds, int | float) and seconds > 0):
+            raise ConfigError("chunk_seconds", "a number of seconds > 0", seconds)
+        self.limit, self.seconds = limit, seconds
+        self.per_step: float | None = None
+
+    def steps(self) -> int:
+        if self.seconds is None or self.per_step is None:
+            return self.limit
+        return max(1, min(self.limit, int(self.seconds / max(self.per_step, 1e-9))))
+
+    def too_long(self, graph: Any, steps: int) -> bool:
+        """Whether the plan of the first chunk (``steps`` steps) predicts it well over the
+        seconds asked for; then :meth:`steps` says how many fit."""
+        if self.seconds is None or self.per_step is not None or graph.plan is None:
+            return False
+        self.per_step = graph.plan.wall_seconds / steps
+        return self.steps() < steps
+
+    def measured(self, per_step: float) -> None:
+        if self.seconds is not None:
+            self.per_step = per_step
+
+
+class _Display:
+    """What ``fit`` shows on standard error with ``progress`` (``shown``), and the chunk
+    runner's ``on_steps``: the user's hook besides. On a terminal one line moves as steps
+    finish: steps, epoch, the mean loss of the newest chunk, samples per second; elsewhere one
+    line per epoch: its mean loss and samples per second."""
+
+    def __init__(self, show: bool, spec: Any, hook: Callable[[int], Any] | None) -> None:
+        self.tty = bool(show) and sys.stderr.isatty()
+        self.shown = bool(show)
+        self.spec, self.hook = spec, hook
+        self.counts = self.tty or hook is not None
+        self.done = 0
+        self.loss = self.rate = math.nan
+        self.epoch_losses: list[float] = []
+        self.epoch_samples, self.epoch_seconds = 0, 0.0
+        self.width = 0  # of the moving line on the terminal (0: none)
+
+    def __enter__(self) -> _Display:
+        return self
 
     def tick(self, n: int) -> None:
         self.done += n
         if self.hook is not None:
             self.hook(n)
-        if self.show:
-            sys.stderr.write(f"\rtraining: {self.done}/{self.total} steps")
+        if self.tty:
+            self._draw()
+
+    def chunk_done(self, lo: int, hi: int, losses: np.ndarray | None, seconds: float) -> None:
+        """A chunk of steps ``[lo, hi)`` ended, ``seconds`` after the one before."""
+        if not self.shown:
+            return
+        samples = sum(self._batch(step) for step in range(lo, hi))
+        self.rate = samples / seconds if seconds > 0 else math.nan
+        if losses is not None and len(losses):
+            self.loss = float(np.mean(losses))
+            self.epoch_losses.extend(float(v) for v in losses)
+        self.epoch_samples += samples
+        self.epoch_seconds += seconds
+        per, total = self.spec.steps_per_epoch, self.spec.steps
+        if hi % per == 0 or hi == total:  # an epoch's line, which stays
+            rate = self.epoch_samples / self.epoch_seconds if self.epoch_seconds else math.nan
+            loss = float(np.mean(self.epoch_losses)) if self.epoch_losses else math.nan
+            line = (f"epoch {math.ceil(hi / per)}/{math.ceil(total / per)}: mean loss "
+                    f"{loss:.4f}, {rate:,.0f} samples/s")
+            sys.stderr.write(f"\r{line:<{self.width}}\n" if self.tty else line + "\n")
             sys.stderr.flush()
+            self.width = 0
+            self.epoch_losses, self.epoch_samples, self.epoch_seconds = [], 0, 0.0
+        elif self.tty:
+            self._draw()
+
+    def _batch(self, step: int) -> int:
+        spec = self.spec
+        j = step % spec.steps_per_epoch
+        return min(spec.batch_size, spec.n_samples - j * spec.batch_size)
+
+    def _draw(self) -> None:
+        spec = self.spec
+        per = spec.steps_per_epoch
+        line = (f"training: {self.done}/{spec.steps} steps, epoch "
+                f"{max(1, math.ceil(self.done / per))}/{math.ceil(spec.steps / per)}")
+        if not math.isnan(self.loss):
+            line += f", loss {self.loss:.4f}"
+        if not math.isnan(self.rate):
+            line += f", {self.rate:,.0f} samples/s"
+        sys.stderr.write(f"\r{line:<{self.width}}")
+        sys.stderr.flush()
+        self.width = len(line)
 
     def __exit__(self, *exc: Any) -> None:
-        if self.show and self.done:
+        if self.tty and self.width:
             sys.stderr.write("\n")
