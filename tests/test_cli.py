@@ -204,7 +204,7 @@ def _no_cluster(opts):
 ])
 def test_bad_options_are_refused_before_a_cluster_starts(args, message, tmp_path, monkeypatch):
     pytest.importorskip("sklearn")
-    monkeypatch.setattr("pnngraph.cli._client", _no_cluster)
+    monkeypatch.setattr("pnngraph.cli.training.cluster_client", _no_cluster)
     result = run("train", "--output-dir", str(tmp_path / "run"), *args)
     assert result.exit_code == 2, result.output
     assert message in result.output
@@ -213,7 +213,7 @@ def test_bad_options_are_refused_before_a_cluster_starts(args, message, tmp_path
 @pytest.mark.parametrize("leftover", ["run.json", "checkpoints/ckpt-00000045.npz"])
 def test_a_used_run_directory_needs_resume(leftover, tmp_path, monkeypatch):
     pytest.importorskip("sklearn")
-    monkeypatch.setattr("pnngraph.cli._client", _no_cluster)
+    monkeypatch.setattr("pnngraph.cli.training.cluster_client", _no_cluster)
     path = tmp_path / "run" / leftover
     path.parent.mkdir(parents=True)
     path.write_text("{}")
@@ -225,7 +225,7 @@ def test_a_used_run_directory_needs_resume(leftover, tmp_path, monkeypatch):
 
 def test_gpu_workers_without_cupy_say_what_to_install(tmp_path, monkeypatch):
     pytest.importorskip("sklearn")
-    monkeypatch.setattr("pnngraph.cli._client", _no_cluster)
+    monkeypatch.setattr("pnngraph.cli.training.cluster_client", _no_cluster)
     monkeypatch.setitem(sys.modules, "cupy", None)  # as on a machine without CuPy
     result = run("train", "--gpu-workers", "1", "--output-dir", str(tmp_path / "run"))
     assert result.exit_code == 2
@@ -235,7 +235,7 @@ def test_gpu_workers_without_cupy_say_what_to_install(tmp_path, monkeypatch):
 
 def test_emulated_gpus_without_the_emulator_say_what_to_install(tmp_path, monkeypatch):
     pytest.importorskip("sklearn")
-    monkeypatch.setattr("pnngraph.cli._client", _no_cluster)
+    monkeypatch.setattr("pnngraph.cli.training.cluster_client", _no_cluster)
     monkeypatch.setitem(sys.modules, "array_api_strict", None)
     result = run("train", "--gpu-workers", "1", "--emulate-gpu",
                  "--output-dir", str(tmp_path / "run"))
@@ -247,7 +247,7 @@ def test_emulated_gpus_without_the_emulator_say_what_to_install(tmp_path, monkey
 def test_resume_without_output_dir_continues_the_newest_run(tmp_path, monkeypatch):
     pytest.importorskip("sklearn")
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("pnngraph.cli._client", _no_cluster)
+    monkeypatch.setattr("pnngraph.cli.training.cluster_client", _no_cluster)
     none = run("train", "--resume")
     assert none.exit_code == 2 and "--resume: expected a run to continue in runs/" in none.output
     newest, older = tmp_path / "runs" / "a", tmp_path / "runs" / "b"
