@@ -472,6 +472,7 @@ class Feed:
             ("begin", {"title": title, "total": total, "first": first})]
         self.sent = self.asked = -math.inf  # when the buffer was last sent, the losses asked for
         self.losses_from, self.asks = first, 0
+        self.asking: list[Any] = []  # the losses' futures not yet arrived
 
     def chunk(self, graph: Any, lo: int, hi: int, carry: Sequence[Any]) -> None:
         """Tell the page of a chunk just submitted: its plan, its progress marks and its
@@ -516,7 +517,23 @@ class Feed:
             except Exception as err:
                 logger.debug("pnngraph dashboard: losses not published: %s", err)
 
+        self.asking = [f for f in self.asking if not f.done()] + [future]
         future.add_done_callback(arrived)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Wait (at most ``timeout`` seconds) for the losses asked for, then send what is
+        buffered: the run's end reaches the page before its client or cluster closes. Never
+        raises."""
+        if self.path is None:
+            return
+        try:
+            from distributed import wait
+
+            if self.asking:
+                wait(self.asking, timeout=timeout)
+        except Exception as err:  # a timeout, a lost worker: the page misses the last losses
+            logger.debug("pnngraph dashboard: last losses not published: %s", err)
+        self.flush()
 
     def flush(self) -> None:
         """Send what is buffered to the scheduler now."""

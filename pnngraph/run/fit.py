@@ -226,6 +226,7 @@ def fit(
             loop.finish(last)
         for write in loop.writes:
             write.result()  # a failed write fails the run
+        page.close()
     end = spec.steps if last is None else last.hi
     result = finalize(states if last is None else last.states, model, loop.run.spec.strategy)
     result.step_seconds = loop.seconds[:end]
