@@ -46,6 +46,7 @@ from pnngraph.nn.layers import (
     Shape,
 )
 from pnngraph.nn.losses import Loss, get_loss
+from pnngraph.npzfile import write_npz
 
 LAYER_TYPES: dict[str, type[Layer]] = {
     **ACTIVATIONS,
@@ -309,7 +310,8 @@ class Sequential:
         return model
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write architecture and parameters to one ``.npz`` file (no pickled objects)."""
+        """Write architecture and parameters to one ``.npz`` file (no pickled objects),
+        atomically: ``path`` holds the old file or the new one, never a part."""
         self._require_built()
         arrays = {
             f"param/{i}/{k}": to_numpy(v)
@@ -317,8 +319,7 @@ class Sequential:
             for k, v in layer.items()
         }
         arrays["__pnngraph__"] = np.frombuffer(json.dumps(self.config()).encode(), np.uint8)
-        with open(path, "wb") as fh:
-            np.savez(fh, allow_pickle=False, **arrays)
+        write_npz(path, arrays)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Sequential:

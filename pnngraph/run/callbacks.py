@@ -38,10 +38,8 @@ one without, for the steps it ran.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -116,7 +114,25 @@ class _Monitor:
         return bool(better)
 
 
-class EarlyStopping(Callback):
+class _Watching(Callback):
+    """A callback that watches one metric (its ``_monitor``): ``monitor``, ``best``."""
+
+    _monitor: _Monitor
+
+    @property
+    def monitor(self) -> str:
+        return self._monitor.monitor
+
+    @property
+    def best(self) -> float:
+        return self._monitor.best
+
+    def monitors(self) -> tuple[str, ...]:
+        return (self.monitor,)
+
+
+
+class EarlyStopping(_Watching):
     """Stop when ``monitor`` has not improved for ``patience`` epochs (Keras' EarlyStopping).
 
     Parameters
@@ -153,17 +169,6 @@ class EarlyStopping(Callback):
         self.wait = 0
         self._best_params: list[dict[str, np.ndarray]] | None = None
 
-    @property
-    def monitor(self) -> str:
-        return self._monitor.monitor
-
-    @property
-    def best(self) -> float:
-        return self._monitor.best
-
-    def monitors(self) -> tuple[str, ...]:
-        return (self.monitor,)
-
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
         if self._monitor.improved(logs[self.monitor]):
             self.best_epoch, self.wait = epoch, 0
@@ -185,7 +190,7 @@ class EarlyStopping(Callback):
                 f"min_delta={m.min_delta}, mode={m.mode!r}, restore_best={self.restore_best})")
 
 
-class BestCheckpoint(Callback):
+class BestCheckpoint(_Watching):
     """Write the model to ``path`` (:meth:`Sequential.save`) whenever ``monitor`` improves.
 
     The file appears whole or not at all: the model goes to a temporary file in the same
@@ -203,40 +208,14 @@ class BestCheckpoint(Callback):
         self._monitor.reset()
         self.best_epoch: int | None = None
 
-    @property
-    def monitor(self) -> str:
-        return self._monitor.monitor
-
-    @property
-    def best(self) -> float:
-        return self._monitor.best
-
-    def monitors(self) -> tuple[str, ...]:
-        return (self.monitor,)
-
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
         if self.model is not None and self._monitor.improved(logs[self.monitor]):
-            save_model(self.model, self.path)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.model.save(self.path)  # atomic: the file is whole or the old one
             self.best_epoch = epoch
 
     def __repr__(self) -> str:
         return f"BestCheckpoint({os.fspath(self.path)!r}, monitor={self.monitor!r})"
-
-
-def save_model(model: Sequential, path: str | os.PathLike[str]) -> Path:
-    """:meth:`Sequential.save` to ``path`` atomically: a temporary file, then ``os.replace``."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        model.save(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return target
 
 
 def check_callbacks(callbacks: Iterable[Any] | None, logged: Sequence[str]) -> list[Callback]:

@@ -180,6 +180,23 @@ def test_save_load_round_trip_is_bitwise(tmp_path):
             np.testing.assert_array_equal(pa[k], pb[k])
 
 
+def test_a_failed_save_leaves_the_old_model_file_whole(tmp_path, monkeypatch):
+    model = Sequential([Dense(3, 2)], input_shape=(3,), seed=1)
+    path = tmp_path / "model.npz"
+    model.save(path)
+    before = path.read_bytes()
+
+    def fail_midway(fh, **arrays):
+        fh.write(b"PK\x03\x04 half a zip")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez", fail_midway)
+    with pytest.raises(OSError, match="disk full"):
+        Sequential([Dense(3, 2)], input_shape=(3,), seed=2).save(path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["model.npz"]  # no temporary file left
+
+
 def test_loading_a_foreign_file_is_a_clear_error(tmp_path):
     other = tmp_path / "other.npz"
     np.savez(other, a=np.zeros(3))
