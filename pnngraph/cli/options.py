@@ -16,6 +16,7 @@ import functools
 import json
 import re
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -44,13 +45,20 @@ class Told(KeyboardInterrupt):
     """Ctrl-C, after the command said what it saved."""
 
 
+def _one_line(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+    click.echo(f"warning: {' '.join(str(message).split())}", err=True)
+
+
 def fail_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
     """One-line errors and exit codes: 2 for bad usage, 1 for a failed run, 130 interrupted."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, debug: bool = False, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            with warnings.catch_warnings():
+                warnings.simplefilter("once")  # a warning the run meets twice is said once
+                warnings.showwarning = _one_line
+                return fn(*args, **kwargs)
         except (click.exceptions.ClickException, click.exceptions.Exit):
             raise
         except KeyboardInterrupt as err:

@@ -308,17 +308,17 @@ def _earlier_record(run_dir: Path, opts: dict[str, Any], epoch: int, per_epoch: 
 
 
 def _resume_epoch(opts: dict[str, Any], checkpoints: Path, per_epoch: int) -> int:
-    """The epoch a resumed run starts at (0 for a new run)."""
-    from pnngraph.run.checkpoint import list_checkpoints
+    """The epoch a resumed run starts at (0 for a new run): that of the newest checkpoint that
+    loads."""
+    from pnngraph.run.checkpoint import newest_usable
 
     if not opts["resume"]:
         return 0
-    found = list_checkpoints(checkpoints)
-    if not found:
+    found = newest_usable(checkpoints)
+    if found is None:
         raise ConfigError("--resume", f"a checkpoint in {checkpoints}", "none")
-    step, path = found[-1]
-    click.echo(f"resuming from {path} (epoch {step // per_epoch})")
-    return step // per_epoch
+    click.echo(f"resuming from {found.path} (epoch {found.step // per_epoch})")
+    return found.step // per_epoch
 
 
 class _Clock:

@@ -44,6 +44,7 @@ import contextlib
 import json
 import os
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -141,6 +142,40 @@ def latest_checkpoint(directory: str | os.PathLike[str]) -> Path | None:
     """The newest checkpoint file in ``directory`` (highest step), or ``None``."""
     found = list_checkpoints(directory)
     return found[-1][1] if found else None
+
+
+class SkippedCheckpointWarning(UserWarning):
+    """A checkpoint that does not load was passed over for an older one."""
+
+
+def newest_usable(directory: str | os.PathLike[str]) -> Checkpoint | None:
+    """The newest checkpoint in ``directory`` that loads and verifies (``None`` when there is
+    none at all); each newer one that does not is skipped with a
+    :class:`SkippedCheckpointWarning` naming it and why. When none loads, the newest one's
+    :class:`ModelFileError` is raised."""
+    found = list_checkpoints(directory)
+    first: ModelFileError | None = None
+    for _, path in reversed(found):
+        try:
+            return load_checkpoint(path)
+        except ModelFileError as err:
+            first = first or err
+            warnings.warn(f"skipped checkpoint {path}: {' '.join(str(err).split())}",
+                          SkippedCheckpointWarning, stacklevel=2)
+    if first is not None:
+        raise first
+    return None
+
+
+def remove_stale_files(directory: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temporary files that writes killed midway left in a checkpoint directory
+    (a finished write renames its file; a failed one deletes it); returns what was deleted."""
+    folder = Path(directory)
+    stale = sorted(folder.glob(".ckpt-*.tmp")) if folder.is_dir() else []
+    for path in stale:
+        with contextlib.suppress(OSError):
+            path.unlink()
+    return stale
 
 
 # ---------------------------------------------------------------------------------- writing
@@ -415,8 +450,11 @@ class CheckpointPolicy:
         if not self.resume:
             raise ConfigError("checkpoint_dir", "a directory without checkpoints (or a resumed "
                               f"run, to continue from {newest.name})", os.fspath(self.directory))
-        ckpt = load_checkpoint(newest)
-        where = f"as in checkpoint {newest}"
+        remove_stale_files(self.directory)  # this run owns the directory now
+        ckpt = newest_usable(self.directory)
+        if ckpt is None:
+            return None
+        where = f"as in checkpoint {ckpt.path}"
         if _architecture(ckpt.model.config()) != _architecture(model.config()):
             raise ConfigError("model", f"the architecture {_describe(ckpt.model)} {where}",
                               _describe(model))

@@ -132,7 +132,9 @@ def fit(
     steps (a positive integer; by default at the end of every chunk; chunks are cut so that
     they end there) and after the last step (of a run stopped early too); the newest three are
     kept. A run without ``resume`` refuses a directory that already holds checkpoints.
-    ``resume=True`` continues from the newest one (or starts afresh when there is none): its
+    ``resume=True`` continues from the newest one that loads (a damaged newer one is passed
+    over with a :class:`~pnngraph.run.checkpoint.SkippedCheckpointWarning`; temporary files of
+    writes killed midway are removed), or starts afresh when there is none: its
     parameters, optimizer state, step, losses and history; the total steps come from
     ``steps``/``epochs`` as usual. The checkpoint must come from the same run: a different
     architecture, or a spec that differs in strategy, batch size, optimizer, loss, seed,

@@ -321,3 +321,33 @@ def test_an_auto_run_resumes_with_the_strategy_it_chose(tmp_path):
     resumed = fit(make_mlp(), (X, y), steps=6, checkpoint_dir=tmp_path, resume=True, **kw)
     assert bitwise_equal(resumed.params, whole.params)
     np.testing.assert_array_equal(resumed.losses, whole.losses)
+
+
+def test_a_damaged_newest_checkpoint_is_skipped_for_the_one_before(tmp_path):
+    """A resume falls back to the newest checkpoint that loads, says which it skipped, and
+    ends with the bits of a run never stopped; temporary files of killed writes are removed."""
+    from pnngraph.run.checkpoint import SkippedCheckpointWarning
+
+    X, y = make_data("mlp")
+    kw = {"strategy": DataParallel(2), **RUN}
+    whole = fit(make_mlp(), (X, y), steps=9, **kw)
+    fit(make_mlp(), (X, y), steps=6, checkpoint_dir=tmp_path, checkpoint_every=3, **kw)
+    (tmp_path / checkpoint_name(6)).write_bytes(b"PK\x03\x04 not a whole zip")
+    stale = tmp_path / f".{checkpoint_name(9)}.4242.tmp"  # a write killed midway
+    stale.write_bytes(b"half")
+    with pytest.warns(SkippedCheckpointWarning, match=r"skipped checkpoint .*ckpt-00000006"):
+        resumed = fit(make_mlp(), (X, y), steps=9, checkpoint_dir=tmp_path, resume=True,
+                      checkpoint_every=3, **kw)
+    assert bitwise_equal(resumed.params, whole.params)
+    np.testing.assert_array_equal(resumed.losses, whole.losses)
+    assert not stale.exists()
+    assert load_checkpoint(tmp_path).step == 9
+
+
+def test_when_no_checkpoint_loads_the_newest_ones_error_is_raised(tmp_path):
+    for step in (3, 6):
+        (tmp_path / checkpoint_name(step)).write_bytes(b"garbage")
+    X, y = make_data("mlp")
+    with pytest.warns(UserWarning), pytest.raises(ModelFileError, match="ckpt-00000006"):
+        fit(make_mlp(), (X, y), steps=9, checkpoint_dir=tmp_path, resume=True,
+            strategy=DataParallel(1), **RUN)
