@@ -289,7 +289,7 @@ class RunRecord:
                 chunks=[dict(c) for c in raw.get("chunks", [])],
                 options=dict(raw.get("options", {})),
             )
-        except (ValueError, TypeError, AttributeError) as err:
+        except (ValueError, TypeError, AttributeError, RecursionError) as err:
             raise ConfigError("run.json", "a file written by pnngraph train", str(err)) from None
 
     def save(self, path: str | os.PathLike[str]) -> Path:

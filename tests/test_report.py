@@ -585,3 +585,13 @@ def test_report_fills_the_page_width(tmp_path):
         attrs = obj["attributes"]
         assert attrs.get("sizing_mode") == "stretch_width", (obj["name"], attrs.get("title"))
         assert "width" not in attrs, (obj["name"], attrs["width"])
+
+
+def test_a_run_json_nested_too_deep_is_a_config_error(tmp_path):
+    from pnngraph.exceptions import ConfigError
+    from pnngraph.record import RunRecord
+
+    path = tmp_path / "run.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ConfigError, match="run.json: expected a file written by pnngraph train"):
+        RunRecord.load(path)

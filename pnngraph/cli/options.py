@@ -213,7 +213,7 @@ def load_model(spec: str, input_shape: tuple[int, ...], n_outputs: int, **opts: 
         )
     try:
         config = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, RecursionError) as err:
         raise ConfigError("--model", "a valid JSON architecture", f"{spec}: {err}") from None
     model = Sequential.from_config(config)
     if model.input_shape is None:

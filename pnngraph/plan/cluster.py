@@ -171,7 +171,7 @@ class ClusterModel:
             return cls(workers=workers, **{**raw, "history": dict(raw.get("history", {})),
                                            "spread": dict(raw.get("spread", {})),
                                            "kernels": kernels})
-        except (KeyError, TypeError, ValueError) as err:
+        except (KeyError, TypeError, ValueError, RecursionError) as err:
             raise ConfigError("cluster model", "JSON from ClusterModel.to_json", err) from None
 
 

@@ -176,7 +176,7 @@ def _read_cache(path: Path, identity: _Identity) -> ClusterModel | None:
         raw = json.loads(path.read_text())
         cached: dict[str, str] = dict(raw["workers"])
         model = ClusterModel.from_json(raw["model"])
-    except (OSError, ValueError, KeyError, TypeError, ConfigError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError, ConfigError):
         return None
     mapping: dict[str, str] = {}
     for digest in set(identity.workers.values()):

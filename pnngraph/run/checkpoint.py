@@ -315,7 +315,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         meta = json.loads(files.pop(META).tobytes().decode())
         if not isinstance(meta, dict):
             raise ValueError("the metadata is not a JSON object")
-    except (ValueError, UnicodeDecodeError) as err:
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:  # RecursionError: nesting
         raise ModelFileError(where, f"bad metadata: {err}") from None
     kind = meta.get("format")
     if kind == MODEL_FORMAT:

@@ -351,3 +351,18 @@ def test_when_no_checkpoint_loads_the_newest_ones_error_is_raised(tmp_path):
     with pytest.warns(UserWarning), pytest.raises(ModelFileError, match="ckpt-00000006"):
         fit(make_mlp(), (X, y), steps=9, checkpoint_dir=tmp_path, resume=True,
             strategy=DataParallel(1), **RUN)
+
+
+def test_metadata_nested_too_deep_is_a_model_file_error(tmp_path):
+    """100,000 nested JSON arrays would exhaust the parser's recursion: a one-line
+    ModelFileError, as for any other bad metadata (a model file too)."""
+    from pnngraph.npzfile import write_npz
+    from pnngraph.run.checkpoint import META
+
+    deep = np.frombuffer(("[" * 100_000 + "]" * 100_000).encode(), np.uint8)
+    write_npz(tmp_path / checkpoint_name(3), {META: deep})
+    with pytest.raises(ModelFileError, match="bad metadata"):
+        load_checkpoint(tmp_path)
+    write_npz(tmp_path / "model.npz", {"__pnngraph__": deep})
+    with pytest.raises(ModelFileError):
+        Sequential.load(tmp_path / "model.npz")
