@@ -127,10 +127,10 @@ def test_the_page_draws_the_board_with_full_worker_labels():
 
 def test_a_failure_to_publish_never_fails_the_caller(caplog):
     feed = dashboard.Feed(None, "title", 4, 0)  # no client: no page, nothing to do
-    feed.chunk(object(), 0, 2, [])
+    feed.chunk(object(), 0, 2)
     feed.path = "/pnngraph"  # a page, but a graph that is not one: logged, not raised
     with caplog.at_level(logging.DEBUG, logger="pnngraph.run.dashboard"):
-        feed.chunk(object(), 0, 2, [])
+        feed.chunk(object(), 0, 2)
     assert "chunk 0-2 not published" in caplog.text
 
 

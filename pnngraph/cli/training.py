@@ -414,9 +414,9 @@ class _Epochs:
                                 if self.stream else [])
 
     def _samples(self, lo: int, hi: int) -> int:
-        """Samples in the batches of steps ``[lo, hi)``."""
-        size, n = self.opts["batch_size"], self.n_samples
-        return sum(min(size, n - (step % self.per_epoch) * size) for step in range(lo, hi))
+        from pnngraph.nn.train import batch_samples
+
+        return batch_samples(self.n_samples, self.opts["batch_size"], lo, hi)
 
 
 def _finish(run_dir: Path, model: Any, record: Any, opts: dict[str, Any],

@@ -39,6 +39,21 @@ def steps_per_epoch(n_samples: int, batch_size: int) -> int:
     return math.ceil(n_samples / batch_size)
 
 
+def batch_samples(n_samples: int, batch_size: int, lo: int, hi: int) -> int:
+    """Samples in the batches of steps ``lo, ..., hi - 1`` (an epoch's last batch may be
+    short).
+
+    >>> batch_samples(10, 4, 0, 3), batch_samples(10, 4, 2, 4)
+    (10, 6)
+    """
+    per = steps_per_epoch(n_samples, batch_size)
+    total = 0
+    for epoch in range(lo // per, (hi - 1) // per + 1) if hi > lo else ():
+        a, b = max(lo - epoch * per, 0), min(hi - epoch * per, per)
+        total += min(n_samples, b * batch_size) - a * batch_size
+    return total
+
+
 def batch_indices(
     n_samples: int, batch_size: int, seed: int, step: int, *, shuffle: bool = True
 ) -> np.ndarray:

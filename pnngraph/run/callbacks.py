@@ -49,7 +49,7 @@ import numpy as np
 from pnngraph.compile.spec import TrainingSpec
 from pnngraph.exceptions import ConfigError, DataError, check_int, check_name
 from pnngraph.nn.model import Sequential
-from pnngraph.nn.train import EpochRecord, History, TrainingResult
+from pnngraph.nn.train import EpochRecord, History, TrainingResult, batch_samples
 
 MODES = ("auto", "max", "min")
 
@@ -301,7 +301,7 @@ class Epochs:
         epoch = (step - 1) // self.per_epoch
         first = epoch * self.per_epoch
         took = float(np.sum(seconds[first:step]))
-        samples = min(self.spec.n_samples, (step - first) * self.spec.batch_size)
+        samples = batch_samples(self.spec.n_samples, self.spec.batch_size, first, step)
         val = val or {}
         return EpochRecord(epoch, step, float(np.mean(losses[first:step])),
                            val.get("loss"), val.get("accuracy"), took,

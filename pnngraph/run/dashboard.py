@@ -19,8 +19,9 @@ or ``None`` where there is no page. The scheduler needs pnngraph importable, as 
 
 :func:`feed` gives ``fit`` its :class:`Feed`; ``Feed.chunk`` is called once per chunk, right
 after the chunk is submitted. Every message waits in a buffer that is sent at most once a second
-(and after the last chunk); the losses come from one tiny task that reads them from the chunk's
-final state on its worker, at most once a second. Nothing here ever fails a run: a failure is
+(and after the last chunk); ``Feed.losses`` gets the losses ``fit`` brings back with a chunk
+(one tiny task that reads them from the chunk's final state on its worker), at most once a
+second. ``Feed`` lives in ``fit``'s thread alone. Nothing here ever fails a run: a failure is
 logged at debug level and the run carries on.
 
 The page shows the run's title (strategy and model), the current step, the predicted time left
@@ -45,7 +46,6 @@ from __future__ import annotations
 import html
 import logging
 import math
-import threading
 import time
 import uuid
 from collections import deque
@@ -466,17 +466,18 @@ class Feed:
         self.client, self.total = client, total
         self.path = attach(client) if client is not None else None
         self.run_id = uuid.uuid4().hex
-        self.lock = threading.Lock()  # the buffer: fit's thread and the losses' callbacks
-        self.sending = threading.Lock()  # one send at a time, in the buffer's order
         self.pending: list[tuple[str, dict[str, Any]]] = [
             ("begin", {"title": title, "total": total, "first": first})]
-        self.sent = self.asked = -math.inf  # when the buffer was last sent, the losses asked for
-        self.losses_from, self.asks = first, 0
-        self.asking: list[Any] = []  # the losses' futures not yet arrived
+        self.sent = -math.inf  # when the buffer was last sent
 
-    def chunk(self, graph: Any, lo: int, hi: int, carry: Sequence[Any]) -> None:
+    @property
+    def live(self) -> bool:
+        """Whether there is a page to feed."""
+        return self.path is not None
+
+    def chunk(self, graph: Any, lo: int, hi: int) -> None:
         """Tell the page of a chunk just submitted: its plan, its progress marks and its
-        prediction; ask for the losses so far. Never raises."""
+        prediction. Never raises."""
         if self.path is None:
             return
         try:
@@ -485,68 +486,40 @@ class Feed:
                 (_phase(k), str(w), float(a), float(b), keys.step_of(k))
                 for k, (w, a, b) in plan.predicted.slots.items()]
             marks = [(k, n) for k, n in graph.progress_marks().items()]
-            with self.lock:
-                self.pending.append(("chunk", {
-                    "token": graph.token, "lo": lo, "hi": hi, "bars": bars, "marks": marks,
-                    "predicted": None if plan is None else float(plan.wall_seconds),
-                    "algorithm": "" if plan is None else plan.algorithm}))
-            now, last = time.monotonic(), hi >= self.total
-            if last or now - self.asked >= INTERVAL:
-                self.asked = now
-                self._ask_losses(graph, carry)
-            if last or now - self.sent >= INTERVAL:
+            self.pending.append(("chunk", {
+                "token": graph.token, "lo": lo, "hi": hi, "bars": bars, "marks": marks,
+                "predicted": None if plan is None else float(plan.wall_seconds),
+                "algorithm": "" if plan is None else plan.algorithm}))
+            if hi >= self.total or time.monotonic() - self.sent >= INTERVAL:
                 self.flush()
         except Exception as err:
             logger.debug("pnngraph dashboard: chunk %d-%d not published: %s", lo, hi, err)
 
-    def _ask_losses(self, graph: Any, carry: Sequence[Any]) -> None:
-        from pnngraph.run.collection import loss_state, losses_of
-
-        state = loss_state(graph.strategy, carry)
-        offset, self.asks = self.losses_from, self.asks + 1
-        future = self.client.submit(losses_of, state, offset, priority=-1, pure=False,
-                                    key=("dashboard-losses", self.run_id, self.asks))
-
-        def arrived(f: Any) -> None:
-            try:
-                values = f.result()
-                with self.lock:
-                    self.pending.append(("losses", {"offset": offset, "values": values}))
-                    self.losses_from = max(self.losses_from, offset + len(values))
-                self.flush()
-            except Exception as err:
-                logger.debug("pnngraph dashboard: losses not published: %s", err)
-
-        self.asking = [f for f in self.asking if not f.done()] + [future]
-        future.add_done_callback(arrived)
-
-    def close(self, timeout: float = 5.0) -> None:
-        """Wait (at most ``timeout`` seconds) for the losses asked for, then send what is
-        buffered: the run's end reaches the page before its client or cluster closes. Never
-        raises."""
+    def losses(self, offset: int, values: Sequence[float]) -> None:
+        """Tell the page the run's losses from step ``offset`` on (``fit`` brings them back
+        with a chunk, at most once a second and with the last chunk). Never raises."""
         if self.path is None:
             return
-        try:
-            from distributed import wait
+        self.pending.append(("losses", {"offset": offset, "values": [float(v) for v in values]}))
+        if offset + len(values) >= self.total or time.monotonic() - self.sent >= INTERVAL:
+            self.flush()
 
-            if self.asking:
-                wait(self.asking, timeout=timeout)
-        except Exception as err:  # a timeout, a lost worker: the page misses the last losses
-            logger.debug("pnngraph dashboard: last losses not published: %s", err)
-        self.flush()
+    def close(self) -> None:
+        """Send what is still buffered: the run's end reaches the page before its client or
+        cluster closes."""
+        if self.path is not None:
+            self.flush()
 
     def flush(self) -> None:
         """Send what is buffered to the scheduler now."""
-        with self.sending:
-            with self.lock:
-                messages, self.pending = self.pending, []
-                self.sent = time.monotonic()
-            if not messages:
-                return
-            try:
-                self.client.run_on_scheduler(_receive, run_id=self.run_id, messages=messages)
-            except Exception as err:
-                logger.debug("pnngraph dashboard: %d messages not sent: %s", len(messages), err)
+        messages, self.pending = self.pending, []
+        self.sent = time.monotonic()
+        if not messages:
+            return
+        try:
+            self.client.run_on_scheduler(_receive, run_id=self.run_id, messages=messages)
+        except Exception as err:
+            logger.debug("pnngraph dashboard: %d messages not sent: %s", len(messages), err)
 
 
 def _phase(key: Any) -> str:

@@ -55,7 +55,7 @@ from pnngraph.exceptions import ConfigError, check_int
 from pnngraph.nn.losses import Loss
 from pnngraph.nn.model import Sequential
 from pnngraph.nn.optimizers import Optimizer
-from pnngraph.nn.train import TrainingResult
+from pnngraph.nn.train import TrainingResult, batch_samples
 from pnngraph.plan.cluster import ClusterModel
 from pnngraph.plan.placement import PlacementOptions
 from pnngraph.run import dashboard, history
@@ -187,13 +187,14 @@ def fit(
     overlap = client is not None or not hooks
     epochs_.begin()
     page = dashboard.feed(client, model, run.spec, start)  # the dashboard's pnngraph page
+    wanted = _LossWatch(display, page, start)
     tick = display.tick if display.counts else None
     with display, ThreadPoolExecutor(1, thread_name_prefix="pnngraph-checkpoint") as writer:
         loop = _Loop(run, model, np.zeros(spec.steps), policy, on_chunk, learn, watch, tick,
-                     writer, epochs_, display, pace)
+                     writer, epochs_, display, pace, page)
         pending: ChunkRun | None = None
         last: ChunkRun | None = None
-        cut = spec.steps_per_epoch if epochs_.live else None
+        cut = spec.steps_per_epoch if epochs_.live or display.shown else None
         lo = start
         while lo < spec.steps:
             if pending is not None and not overlap:
@@ -212,8 +213,8 @@ def fit(
                     or (epochs_.live and epochs_.is_end(hi, spec.steps)))
             # the next chunk is submitted before this one ends: no gap between them
             current = ChunkRun(client, graph, lo, hi, host=host, on_steps=tick,
-                               losses=display.shown)
-            page.chunk(graph, lo, hi, current.carry)
+                               losses_from=wanted.since(hi))
+            page.chunk(graph, lo, hi)
             states = current.carry
             if pending is not None:
                 last = pending
@@ -245,10 +246,11 @@ class _Loop:
     def __init__(self, run: Any, model: Sequential, seconds: np.ndarray,
                  policy: CheckpointPolicy, on_chunk: Any, learn: bool, watch: bool,
                  tick: Callable[[int], Any] | None, writer: ThreadPoolExecutor,
-                 epochs: Epochs, display: _Display, pace: _Pace) -> None:
+                 epochs: Epochs, display: _Display, pace: _Pace, page: Any) -> None:
         self.run, self.model, self.seconds, self.policy = run, model, seconds, policy
         self.on_chunk, self.learn, self.watch, self.tick = on_chunk, learn, watch, tick
         self.writer, self.epochs, self.display, self.pace = writer, epochs, display, pace
+        self.page = page
         self.writes: list[Future[Any]] = []  # checkpoints are written off the critical path
         self.clock = time.perf_counter()
 
@@ -262,7 +264,9 @@ class _Loop:
         self.seconds[chunk.lo : chunk.hi] = per_step
         self.clock = now
         self.pace.measured(per_step)
-        self.display.chunk_done(chunk.lo, chunk.hi, chunk.losses, per_step * (chunk.hi - chunk.lo))
+        self.display.chunk_done(chunk.lo, chunk.hi, chunk.losses, elapsed)
+        if chunk.losses is not None and chunk.losses_from is not None:
+            self.page.losses(chunk.losses_from, chunk.losses)
         run = self.run
         if self.learn and run.cluster is not None and stream:
             run = self.run = replace(run, cluster=history.learn(run.cluster, chunk.graph, stream))
@@ -333,10 +337,10 @@ class ChunkRun:
     (host values where ``host``)."""
 
     def __init__(self, client: Any, graph: TrainingGraph, lo: int, hi: int, *, host: bool,
-                 on_steps: Callable[[int], Any] | None, losses: bool = False) -> None:
+                 on_steps: Callable[[int], Any] | None, losses_from: int | None = None) -> None:
         self.client, self.graph, self.lo, self.hi, self.host = client, graph, lo, hi, host
-        self.want_losses = losses
-        self.losses: np.ndarray | None = None  # the chunk's step losses, where wanted
+        self.losses_from = losses_from
+        self.losses: np.ndarray | None = None  # the losses from step losses_from, where asked
         self.loss_future: Any = None
         self.started = time.time()
         keys = list(graph.__dask_keys__())
@@ -357,9 +361,10 @@ class ChunkRun:
         self.carry = [out if len(keys_) == 1 else Copies((out, *(copies[k] for k in keys_[1:])))
                       for out, keys_ in zip(self.outputs, graph.carry, strict=True)]
         self.states = self.carry
-        if losses and not host:  # one tiny task where the state is: only the losses travel
+        if losses_from is not None and not host:  # a tiny task: only the losses travel
             self.loss_future = client.submit(losses_of, loss_state(graph.strategy, self.carry),
-                                             lo, pure=False, key=f"losses-{uuid.uuid4().hex}")
+                                             losses_from, pure=False,
+                                             key=f"losses-{uuid.uuid4().hex}")
 
     def cancel(self) -> None:
         """Stop the chunk (a run that stopped early): its tasks are cancelled on the cluster;
@@ -399,14 +404,38 @@ class ChunkRun:
 
 
     def _losses(self) -> None:
-        if not self.want_losses:
+        if self.losses_from is None:
             return
         if self.loss_future is not None:
             self.losses = np.asarray(self.loss_future.result(), dtype=float)
             self.loss_future.release()
         else:  # host states
             state = loss_state(self.graph.strategy, self.states)
-            self.losses = np.asarray(losses_of(state, self.lo), dtype=float)
+            self.losses = np.asarray(losses_of(state, self.losses_from), dtype=float)
+
+
+class _LossWatch:
+    """Which chunks bring the run's losses back to the client, each those since the one
+    before: every chunk for a display on a terminal, each epoch's last for the epoch lines
+    elsewhere, one a second (and the last) for the dashboard page."""
+
+    def __init__(self, display: _Display, page: Any, start: int) -> None:
+        self.display, self.page, self.known = display, page, start
+        self.asked = -math.inf
+
+    def since(self, hi: int) -> int | None:
+        """The step from which a chunk ending at ``hi`` brings the losses (``None``: it does
+        not)."""
+        spec, now = self.display.spec, time.monotonic()
+        last = hi >= spec.steps
+        due = self.display.tty or (self.display.shown and (hi % spec.steps_per_epoch == 0
+                                                           or last))
+        due = due or (self.page.live and (last or now - self.asked >= dashboard.INTERVAL))
+        if not due:
+            return None
+        self.asked = now
+        since, self.known = self.known, hi
+        return since
 
 
 class _Pace:
@@ -466,13 +495,15 @@ class _Display:
             self._draw()
 
     def chunk_done(self, lo: int, hi: int, losses: np.ndarray | None, seconds: float) -> None:
-        """A chunk of steps ``[lo, hi)`` ended, ``seconds`` after the one before."""
+        """A chunk of steps ``[lo, hi)`` ended, ``seconds`` after the one before; ``losses``
+        those since the last chunk that brought them (chunks end on epoch ends)."""
         if not self.shown:
             return
-        samples = sum(self._batch(step) for step in range(lo, hi))
+        spec = self.spec
+        samples = batch_samples(spec.n_samples, spec.batch_size, lo, hi)
         self.rate = samples / seconds if seconds > 0 else math.nan
         if losses is not None and len(losses):
-            self.loss = float(np.mean(losses))
+            self.loss = float(np.mean(losses[-(hi - lo):]))
             self.epoch_losses.extend(float(v) for v in losses)
         self.epoch_samples += samples
         self.epoch_seconds += seconds
@@ -488,11 +519,6 @@ class _Display:
             self.epoch_losses, self.epoch_samples, self.epoch_seconds = [], 0, 0.0
         elif self.tty:
             self._draw()
-
-    def _batch(self, step: int) -> int:
-        spec = self.spec
-        j = step % spec.steps_per_epoch
-        return min(spec.batch_size, spec.n_samples - j * spec.batch_size)
 
     def _draw(self) -> None:
         spec = self.spec
