@@ -65,13 +65,16 @@ def train(**opts: Any) -> None:
     if opts["workers"] is None:
         tiny = 3.0 * sum(model.layer_flops()) * opts["batch_size"] < TINY_STEP_FLOPS
         opts["workers"] = 1 if tiny and opts["gpu_workers"] == 0 else 2
-    _check_run(opts, model, train_set, optimizer, run_dir)  # before any process starts
+    start = _check_run(opts, model, train_set, optimizer, run_dir, per_epoch)  # no cluster yet
     click.echo(
         f"model: {opts['model_spec']}, {model.n_params} parameters; data: "
         f"{train_set.name}, {len(train_set.X)} train / {len(test_set.X)} test samples"
     )
-    run = _train_serial if opts["strategy"] == "serial" else _train_cluster
-    run(opts, model, train_set, test_set, optimizer, per_epoch, run_dir)
+    if opts["strategy"] == "serial":
+        _train_serial(opts, model, train_set, test_set, optimizer, per_epoch, run_dir)
+    else:
+        _train_cluster(opts, model, train_set, test_set, optimizer, per_epoch, run_dir,
+                       start // per_epoch)
 
 
 def _run_dir(opts: dict[str, Any]) -> Path:
@@ -128,10 +131,11 @@ def _resumed_options(opts: dict[str, Any], run_dir: Path) -> None:
 
 
 def _check_run(opts: dict[str, Any], model: Any, train_set: Any, optimizer: Any,
-               run_dir: Path) -> None:
+               run_dir: Path, per_epoch: int) -> int:
     """What can be refused without a cluster: a run directory in use, a strategy the model or
-    the batches cannot be split for, a checkpoint of another run."""
-    from pnngraph.run.checkpoint import CheckpointPolicy
+    the batches cannot be split for, a checkpoint of another run. Returns the step a resumed
+    run continues from (0 for a new run)."""
+    from pnngraph.run.checkpoint import CheckpointPolicy, newest_usable
 
     checkpoints = run_dir / "checkpoints"
     used = (run_dir / "run.json").exists() or (checkpoints.is_dir()
@@ -143,11 +147,19 @@ def _check_run(opts: dict[str, Any], model: Any, train_set: Any, optimizer: Any,
         if opts["resume"]:
             raise ConfigError("--resume", "a run on a cluster (serial runs keep no checkpoints)",
                               "--strategy serial")
-        return
+        return 0
     spec = check_strategy(opts, model, train_set, optimizer, epochs=opts["epochs"])
-    if spec is not None:
+    if not opts["resume"]:
+        return 0
+    if spec is None:  # one shard per worker of a cluster not joined yet: fit checks the spec
+        ckpt = newest_usable(checkpoints)
+    else:
         with flags():
-            CheckpointPolicy(checkpoints, resume=opts["resume"]).resume_point(model, spec)
+            ckpt = CheckpointPolicy(checkpoints, resume=True).resume_point(model, spec)
+    if ckpt is None:
+        raise ConfigError("--resume", f"a checkpoint in {checkpoints}", "none")
+    click.echo(f"resuming from {ckpt.path} (epoch {ckpt.step // per_epoch})")
+    return ckpt.step
 
 
 def _train_serial(opts: dict[str, Any], model: Any, train_set: Any, test_set: Any,
@@ -232,12 +244,11 @@ class _EpochBars:
 
 
 def _train_cluster(opts: dict[str, Any], model: Any, train_set: Any, test_set: Any,
-                   optimizer: Any, per_epoch: int, run_dir: Path) -> None:
+                   optimizer: Any, per_epoch: int, run_dir: Path, first_epoch: int) -> None:
     """Train with :func:`pnngraph.fit`, one chunk per epoch, checkpoints every epoch."""
     import pnngraph
     from pnngraph.run import dashboard
 
-    first_epoch = _resume_epoch(opts, run_dir / "checkpoints", per_epoch)
     clock = _Clock()
     epochs: _Epochs | None = None
     try:
@@ -305,20 +316,6 @@ def _earlier_record(run_dir: Path, opts: dict[str, Any], epoch: int, per_epoch: 
         record.chunks = [c for c in earlier.chunks if c.get("step", 0) <= epoch * per_epoch]
         record.meta = {k: v for k, v in earlier.meta.items() if k == "strategy"}
     return record
-
-
-def _resume_epoch(opts: dict[str, Any], checkpoints: Path, per_epoch: int) -> int:
-    """The epoch a resumed run starts at (0 for a new run): that of the newest checkpoint that
-    loads."""
-    from pnngraph.run.checkpoint import newest_usable
-
-    if not opts["resume"]:
-        return 0
-    found = newest_usable(checkpoints)
-    if found is None:
-        raise ConfigError("--resume", f"a checkpoint in {checkpoints}", "none")
-    click.echo(f"resuming from {found.path} (epoch {found.step // per_epoch})")
-    return found.step // per_epoch
 
 
 class _Clock:
