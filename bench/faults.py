@@ -17,15 +17,12 @@ from __future__ import annotations
 import os
 import signal
 import statistics
-import sys
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _setup import arguments, settle  # noqa: E402
+import _setup
 
 FAULTS = ("state", "data", "two")
 
@@ -153,8 +150,8 @@ def one_run(client: Any, mode: str, strategy: Any, extra: dict[str, Any], fault:
 
 
 def main() -> None:
-    args = arguments(__doc__, steps=60, rounds=5)
-    env = settle(args)
+    args = _setup.arguments(__doc__, steps=60, rounds=5)
+    env = _setup.settle(args)
     import dask
     import distributed
     import numpy as np

@@ -55,3 +55,11 @@ def test_step_profile_splits_a_data_parallel_step():
     out = run("step_profile.py", "--hidden", "32", "--batch", "256", "--steps", "3",
               "--rounds", "1")
     assert "compute: grad" in out and "waiting" in out and "submission" in out
+
+
+@pytest.mark.slow
+def test_loaders_benchmark_prints_a_row_per_loader():
+    out = run("loaders.py", "--gib", "0.0625")
+    assert "memory ratio" in out and "expected float64[3]" in out
+    for row in ("checkpoint", "Sequential.load", "data.load_npz"):
+        assert row in out, row

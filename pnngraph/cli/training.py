@@ -137,9 +137,9 @@ def _resumed_options(opts: dict[str, Any], run_dir: Path) -> None:
 def _check_run(opts: dict[str, Any], model: Any, train_set: Any, optimizer: Any,
                run_dir: Path, per_epoch: int) -> int:
     """What can be refused without a cluster: a run directory in use, a strategy the model or
-    the batches cannot be split for, a checkpoint of another run. Returns the step a resumed
-    run continues from (0 for a new run)."""
-    from pnngraph.run.checkpoint import CheckpointPolicy, newest_usable
+    the batches cannot be split for, a checkpoint of another run (or of other data). Returns
+    the step a resumed run continues from (0 for a new run)."""
+    from pnngraph.run.checkpoint import CheckpointPolicy, data_fingerprint, newest_usable
 
     checkpoints = run_dir / "checkpoints"
     used = (run_dir / "run.json").exists() or (checkpoints.is_dir()
@@ -152,14 +152,16 @@ def _check_run(opts: dict[str, Any], model: Any, train_set: Any, optimizer: Any,
             raise ConfigError("--resume", "a run on a cluster (serial runs keep no checkpoints)",
                               "--strategy serial")
         return 0
-    spec = check_strategy(opts, model, train_set, optimizer, epochs=opts["epochs"])
+    inputs = check_strategy(opts, model, train_set, optimizer, epochs=opts["epochs"])
     if not opts["resume"]:
         return 0
-    if spec is None:  # one shard per worker of a cluster not joined yet: fit checks the spec
+    if inputs is None:  # one shard per worker of a cluster not joined yet: fit checks the spec
         ckpt = newest_usable(checkpoints)
     else:
+        policy = CheckpointPolicy(checkpoints, resume=True,
+                                  fingerprint=data_fingerprint(inputs.X, inputs.y))
         with flags():
-            ckpt = CheckpointPolicy(checkpoints, resume=True).resume_point(model, spec)
+            ckpt = policy.resume_point(model, inputs.spec)
     if ckpt is None:
         raise ConfigError("--resume", f"a checkpoint in {checkpoints}", "none")
     click.echo(f"resuming from {ckpt.path} (epoch {ckpt.step // per_epoch})")

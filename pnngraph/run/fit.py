@@ -66,7 +66,7 @@ from pnngraph.run.callbacks import (
     check_validation,
     logged_metrics,
 )
-from pnngraph.run.checkpoint import CheckpointPolicy, latest_checkpoint
+from pnngraph.run.checkpoint import CheckpointPolicy, data_fingerprint, latest_checkpoint
 from pnngraph.run.collection import TrainingGraph, finalize, loss_state, losses_of
 from pnngraph.run.pipeline import chunk_graph, initial_states, prepare_inputs, start_run
 
@@ -138,7 +138,7 @@ def fit(
     parameters, optimizer state, step, losses and history; the total steps come from
     ``steps``/``epochs`` as usual. The checkpoint must come from the same run: a different
     architecture, or a spec that differs in strategy, batch size, optimizer, loss, seed,
-    shuffle, ``fan_in`` or number of samples, raises :class:`ConfigError` naming the fields.
+    shuffle, ``fan_in``, number of samples or data, raises :class:`ConfigError` naming them.
     Model averaging checkpoints may fall mid-period: they hold every replica's state besides
     the average at that step. (Callbacks keep their own state: a resumed run starts them
     afresh.)
@@ -165,8 +165,9 @@ def fit(
     if chunk_seconds is None and display.tty:
         chunk_seconds = 1.0
     pace = _Pace(chunk, chunk_seconds)
-    policy = CheckpointPolicy(None if checkpoint_dir is None else Path(checkpoint_dir),
-                              checkpoint_every, resume)
+    folder = None if checkpoint_dir is None else Path(checkpoint_dir)
+    policy = CheckpointPolicy(folder, checkpoint_every, resume,
+                              None if folder is None else data_fingerprint(inputs.X, inputs.y))
     ckpt = policy.resume_point(model, spec)
     if ckpt is not None:  # an "auto" run goes on with the strategy it chose
         spec = ckpt.spec_for(spec)
