@@ -13,17 +13,22 @@ import argparse
 import os
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def arguments(doc: str, *, steps: int, rounds: int = 3) -> argparse.Namespace:
+def arguments(doc: str, *, steps: int, rounds: int = 3,
+              more: Callable[[argparse.ArgumentParser], Any] | None = None) -> argparse.Namespace:
     """The options every benchmark takes: --steps, --rounds, --batch, --hidden,
-    --unset-openblas."""
+    --unset-openblas (and those ``more`` adds)."""
     parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    if more is not None:
+        more(parser)
     parser.add_argument("--steps", type=int, default=steps)
     parser.add_argument("--rounds", type=int, default=rounds)
     parser.add_argument("--batch", type=int, default=8192)

@@ -63,3 +63,19 @@ def test_loaders_benchmark_prints_a_row_per_loader():
     assert "memory ratio" in out and "expected float64[3]" in out
     for row in ("checkpoint", "Sequential.load", "data.load_npz"):
         assert row in out, row
+
+
+@pytest.mark.slow
+@pytest.mark.cluster
+def test_faults_benchmark_prints_a_row_per_case():
+    out = run("faults.py", "--rounds", "1", "--steps", "30", "--only", "DataParallel(3)",
+              "--faults", "state")
+    assert "DataParallel(3)          compute  state" in out and " fit " in out
+    assert "1/1" in out
+
+
+@pytest.mark.slow
+@pytest.mark.cluster
+def test_long_run_benchmark_prints_memory_rows():
+    out = run("long_run.py", "--steps", "40", "--every", "20")
+    assert "scheduler MB" in out and "after" in out and "40 steps in" in out

@@ -76,7 +76,7 @@ class TrainingGraph:
         self.placement_value = placement
         self.cluster = cluster  # the cluster model the plan was priced with
         self._client = client  # to check, when lowering, that the pinned workers are there
-        self._keep = list(keep)  # futures of scattered data: alive as long as the graph
+        self._keep = list(keep)  # futures of the run's data: alive as long as the graph
         self._name = f"training-{self.token}"
         self._hlg: Any = None
         self._keys: list[Key] = list(abstract.graph["outputs"])

@@ -496,7 +496,7 @@ def _lost(err: BaseException, client: Any) -> str | None:
     from distributed.scheduler import KilledWorker
 
     if isinstance(err, KilledWorker):
-        return f"workers that died running one task ({_line(err)})"
+        return f"workers that died running one task (KilledWorker: {_line(err)})"
     if not isinstance(err, CancelledError | OSError):
         return None
     if client.status != "running" or "scheduler-connection-lost" in str(err):

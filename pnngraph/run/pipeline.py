@@ -109,7 +109,7 @@ def start_run(
 ) -> Run:
     """Fix what a run keeps: the placement options resolved, the cluster model (measured on
     ``client`` when the placement needs one and none is given), the data given a place
-    (scattered to every worker with a client, else inside the graph), the strategy (chosen
+    (two tasks on the cluster with a client, else inside the graph), the strategy (chosen
     among the candidates with ``"auto"``), its shards and copies (:func:`fix`)."""
     model, spec = inputs.model, inputs.spec
     options = (options or PlacementOptions()).resolved(planned=client is not None or
@@ -317,7 +317,7 @@ def _place_data(inputs: Inputs, client: Any) -> tuple[tuple[Source, Source], tup
 
 
 def data_keys() -> tuple[str, str]:
-    """Fresh keys for a run's scattered X and y, ``data-X-<token>`` and ``data-y-<token>``: the
+    """Fresh keys for a run's X and y on the cluster, ``data-X-<token>`` and ``data-y-<token>``: the
     dashboard groups them as ``data-X`` and ``data-y``; each call has its own token.
 
     >>> from dask.utils import key_split

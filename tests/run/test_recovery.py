@@ -223,3 +223,45 @@ def test_long_fits_keep_the_scheduler_small_and_leave_nothing_behind(client, mon
     while client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)):
         assert time.monotonic() < deadline, "fit left tasks on the scheduler"
         time.sleep(0.05)
+
+
+class _KillOnStep:
+    """A worker plugin: the worker dies (SIGKILL) whenever it starts a task of step 5."""
+
+    name = "kill-on-step-5"
+
+    def setup(self, worker):
+        self.worker = worker
+
+    def transition(self, key, start, finish, **kwargs):
+        from pnngraph.compile.keys import step_of
+
+        if finish == "executing" and step_of(key) == 5:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_task_that_keeps_killing_its_workers_stops_fit_with_cluster_lost_error():
+    """What Dask gives up on (a task whose every attempt kills its worker: KilledWorker) ends
+    the run with one ClusterLostError that names the chunk and the way on."""
+    import distributed
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    from pnngraph.exceptions import ClusterLostError
+
+    plugin = type("KillOnStep", (_KillOnStep, WorkerPlugin), {})()
+    X, y = make_data(4)
+    with dask.config.set({"distributed.scheduler.allowed-failures": 1}), \
+            distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                     dashboard_address=None, host="127.0.0.1",
+                                     scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}
+                                     ) as cluster, \
+            distributed.Client(cluster) as client:
+        client.register_plugin(plugin)
+        with pytest.raises(ClusterLostError) as caught:
+            fit(make_model(), (X, y), client=client, strategy=DataParallel(1), fuse_steps=1,
+                steps=20, chunk_steps=10, progress=False, **RUN)
+    message = str(caught.value)
+    assert message.startswith("the run lost workers that died running one task (KilledWorker:")
+    assert message.endswith("during steps 0-10; no checkpoint was written (a checkpoint_dir "
+                            "makes a run resumable)"), message
+    assert caught.value.steps == (0, 10) and caught.value.checkpoint is None
