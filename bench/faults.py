@@ -6,7 +6,8 @@ a SIGKILL of: the worker that ran the newest update (it holds the newest state),
 holding the training data, or two of the three workers. The nannies start new workers, Dask
 recomputes what was lost, and the table says, per case, how many runs ended bitwise equal to
 the same run on the threaded scheduler, the median wall time of a run without a fault and of
-one with it (alternating, in the same rounds), and their difference: the recovery time.
+one with it (alternating, in the same rounds, each after an untimed run on the same workers),
+and their difference: the recovery time.
 
     python bench/faults.py                 # 5 runs per case
     python bench/faults.py --rounds 1      # a quick look
@@ -106,9 +107,9 @@ class Killer(threading.Thread):
 
 def three_workers(cluster: Any, client: Any) -> None:
     """Wait until the cluster has its three workers again (the nannies restart killed ones;
-    where one did not within a minute, every worker is replaced)."""
+    where one did not within 20 s, every worker is replaced)."""
     try:
-        client.wait_for_workers(3, timeout=60)
+        client.wait_for_workers(3, timeout=20)
     except TimeoutError:
         print("  (a nanny did not restart its worker: the workers were replaced)")
         cluster.scale(0)
@@ -181,6 +182,8 @@ def main() -> None:
                 for fault in args.faults.split(","):
                     same, cleans, walls, misses = 0, [], [], 0
                     for _ in range(args.rounds):
+                        # untimed: new workers measure their kernels once (calibration)
+                        one_run(client, mode, strategy, extra, None, args.steps)
                         _, clean, _ = one_run(client, mode, strategy, extra, None, args.steps)
                         try:
                             result, wall, hit = one_run(client, mode, strategy, extra, fault,

@@ -15,7 +15,11 @@ all the steps::
 Each chunk is submitted before the one before it ends, so the cluster never waits for the client
 between chunks; it starts from the previous chunk's futures, and a state lost with a worker is
 recomputed from its lineage (back to the first chunk's initial state, which travels inside that
-graph). With ``checkpoint_dir``, chunk ends fall on every ``checkpoint_every`` steps; there the
+graph). Every ~2000 tasks (:class:`_Lineage`) a chunk's states come back and the next chunk
+starts from them instead: the lineage, and what the scheduler keeps of it, stays bounded. What
+Dask cannot recompute (a lost scheduler) stops the run with a
+:class:`~pnngraph.exceptions.ClusterLostError` naming the newest checkpoint.
+With ``checkpoint_dir``, chunk ends fall on every ``checkpoint_every`` steps; there the
 states are gathered and written (:class:`~pnngraph.run.checkpoint.CheckpointPolicy`) by a
 background thread, in order, while the next chunk runs. ``resume=True`` continues from the newest
 checkpoint and ends with the same bits as a run that was never stopped. With ``validation_data``
@@ -241,12 +245,7 @@ def fit(
             lost = _lost(err, client)
             if lost is None:
                 raise
-            hit = pending or last
-            for write in loop.writes:  # what was gathered before the loss is on disk
-                write.result()
-            newest = None if policy.directory is None else latest_checkpoint(policy.directory)
-            raise ClusterLostError(lost, steps=(hit.lo, hit.hi) if hit else (lo, lo),
-                                   checkpoint=newest) from err
+            raise _stopped(lost, pending or last, lo, loop, policy) from err
         for write in loop.writes:
             write.result()  # a failed write fails the run
         page.close()
@@ -505,6 +504,17 @@ def _lost(err: BaseException, client: Any) -> str | None:
     if isinstance(err, CancelledError):
         return f"results Dask could not recompute ({_line(err)})"
     return None  # a task's own OSError (a file it reads, ...)
+
+
+def _stopped(lost: str, chunk: ChunkRun | None, lo: int, loop: _Loop,
+             policy: CheckpointPolicy) -> ClusterLostError:
+    """The error of a run that lost ``lost`` while ``chunk`` ran, once the checkpoints gathered
+    before the loss are on disk: it names the newest one."""
+    for write in loop.writes:
+        write.result()
+    newest = None if policy.directory is None else latest_checkpoint(policy.directory)
+    return ClusterLostError(lost, steps=(chunk.lo, chunk.hi) if chunk else (lo, lo),
+                            checkpoint=newest)
 
 
 def _line(err: BaseException) -> str:
