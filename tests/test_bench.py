@@ -55,3 +55,9 @@ def test_step_profile_splits_a_data_parallel_step():
     out = run("step_profile.py", "--hidden", "32", "--batch", "256", "--steps", "3",
               "--rounds", "1")
     assert "compute: grad" in out and "waiting" in out and "submission" in out
+
+
+@pytest.mark.slow
+def test_finite_check_benchmark_prints_its_table():
+    out = run("finite_check.py", *TOY)
+    assert "on/off" in out and "(d) MLP 784-32-32-10" in out and "check alone, MLP" in out
