@@ -36,7 +36,8 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike
 
-from pnngraph.exceptions import ConfigError, DataError, check_int
+from pnngraph.exceptions import ConfigError, DataError, ModelFileError, check_int
+from pnngraph.npzfile import NpzArchive
 
 Task = Literal["classification", "regression"]
 PathLike = str | Path
@@ -178,7 +179,6 @@ def _dataset(X: ArrayLike, y: ArrayLike, n_classes: int | None, name: str) -> Da
 
 _X_KEYS = ("X", "x", "images", "data", "x_train")  # x_train, y_train: Keras' mnist.npz
 _Y_KEYS = ("y", "labels", "targets", "y_train")
-_UNREADABLE = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
 
 
 def save_npz(path: PathLike, X: ArrayLike, y: ArrayLike, *, n_classes: int | None = None) -> Path:
@@ -189,11 +189,15 @@ def save_npz(path: PathLike, X: ArrayLike, y: ArrayLike, *, n_classes: int | Non
     return out
 
 
-def load_npz(path: PathLike, *, x_key: str = "X", y_key: str = "y") -> Dataset:
+def load_npz(path: PathLike, *, x_key: str = "X", y_key: str = "y",
+             max_bytes: int | None = None) -> Dataset:
     """Read a Dataset from an ``.npz`` archive, unpickling nothing.
 
     Integer labels make a classification set of ``max(y) + 1`` classes unless the archive stores
-    ``n_classes``; float ``y`` without ``n_classes`` makes a regression set.
+    ``n_classes``; float ``y`` without ``n_classes`` makes a regression set. Only those arrays
+    are read, and only once the headers of all have been checked
+    (:class:`~pnngraph.npzfile.NpzArchive`: plain arrays, no Python objects, each as long as its
+    header says).
 
     Parameters
     ----------
@@ -201,6 +205,9 @@ def load_npz(path: PathLike, *, x_key: str = "X", y_key: str = "y") -> Dataset:
     x_key, y_key : str
         Names of the features and labels in the archive. When absent, the common names
         ``X``, ``x``, ``images``, ``data`` and ``y``, ``labels``, ``targets`` are tried.
+    max_bytes : int, optional
+        Bound on the bytes the archive's arrays may declare in all
+        (:data:`pnngraph.npzfile.MAX_BYTES` by default): more is refused before any is read.
     """
     where = str(path)
     if not Path(path).is_file():
@@ -208,14 +215,16 @@ def load_npz(path: PathLike, *, x_key: str = "X", y_key: str = "y") -> Dataset:
     if not zipfile.is_zipfile(path):
         raise DataError(where, "not an .npz archive (a zip of .npy arrays)")
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-    except _UNREADABLE as err:
-        raise DataError(where, f"cannot read the archive ({err})") from None
-    xk = next((k for k in (x_key, *_X_KEYS) if k in arrays), None)
-    yk = next((k for k in (y_key, *_Y_KEYS) if k in arrays), None)
-    if xk is None or yk is None:
-        raise DataError(where, f"needs arrays {x_key!r} and {y_key!r}; found keys {list(arrays)}")
+        with NpzArchive(path, max_bytes=max_bytes) as archive:
+            found = list(archive.members)
+            xk = next((k for k in (x_key, *_X_KEYS) if k in found), None)
+            yk = next((k for k in (y_key, *_Y_KEYS) if k in found), None)
+            if xk is None or yk is None:
+                raise DataError(where, f"needs arrays {x_key!r} and {y_key!r}; found keys "
+                                       f"{found[:20]}")
+            arrays = archive.read([xk, yk, *(["n_classes"] if "n_classes" in found else [])])
+    except ModelFileError as err:
+        raise DataError(where, f"cannot read the archive ({err.reason})") from None
     n_classes = int(arrays["n_classes"]) if "n_classes" in arrays else None
     return _dataset(arrays[xk], arrays[yk], n_classes, Path(path).stem)
 

@@ -127,6 +127,23 @@ class TrainingError(PnngraphError, RuntimeError):
         super().__init__(prefix + problem)
 
 
+class ClusterLostError(TrainingError):
+    """A run lost what Dask cannot recompute: its scheduler, or a task that kept killing its
+    workers. ``lost`` says what, ``steps`` the chunk that was running (``(lo, hi)``),
+    ``checkpoint`` the newest checkpoint written (``None``: none), the one to resume from."""
+
+    def __init__(self, lost: str, *, steps: tuple[int, int], checkpoint: Any = None) -> None:
+        self.lost = lost
+        self.steps = steps
+        self.checkpoint = None if checkpoint is None else str(checkpoint)
+        then = ("no checkpoint was written (a checkpoint_dir makes a run resumable)"
+                if checkpoint is None else
+                f"resume from checkpoint {self.checkpoint} (resume=True; pnngraph train "
+                "--resume)")
+        super().__init__(f"the run lost {lost} during steps {steps[0]}-{steps[1]}; {then}")
+        self.step = steps[0]
+
+
 def check_name(kind: str, name: Any, choices: Iterable[str]) -> str:
     """The key of ``choices`` that ``name`` spells, in any case; else :class:`UnknownNameError`
     listing the choices. The one name check of the package.

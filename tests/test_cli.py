@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -221,6 +222,30 @@ def test_a_used_run_directory_needs_resume(leftover, tmp_path, monkeypatch):
     assert result.exit_code == 2
     assert "--output-dir: expected a new run directory (or --resume to continue the run in it)" \
         in result.output
+
+
+@pytest.mark.cluster
+def test_resume_on_other_data_is_refused_before_a_cluster_starts(tmp_path, monkeypatch):
+    """The data file of a run changed in place (the same shapes, another order): --resume
+    refuses it by the checkpoint's fingerprint of the data, before a cluster starts."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((40, 4))
+    y = (X[:, 0] > 0).astype(int)
+    data, out = tmp_path / "d.npz", tmp_path / "run"
+    np.savez(data, X=X, y=y)
+    first = run("train", "--data", str(data), "--epochs", "1", "--strategy", "data",
+                "--shards", "2", "--output-dir", str(out), "--no-report")
+    assert first.exit_code == 0, first.output
+    np.savez(data, X=X[::-1], y=y[::-1])
+    monkeypatch.setattr("pnngraph.cli.training.cluster_client", _no_cluster)
+    again = run("train", "--output-dir", str(out), "--epochs", "2", "--resume")
+    assert again.exit_code == 2, again.output
+    (line,) = [x for x in again.output.splitlines() if x.startswith("Error:")]
+    line = re.sub(r"blake2b:[0-9a-f]{32}", "blake2b:HASH", line.replace(str(tmp_path), "TMP"))
+    assert line == ("Error: ConfigError: --data: expected the same X and y (fingerprint "
+                    "blake2b:HASH) as in checkpoint TMP/run/checkpoints/ckpt-00000001.npz, got "
+                    "'other data (fingerprint blake2b:HASH)'")
+    assert f"`{line}`" in (Path(__file__).parent.parent / "docs" / "errors.md").read_text()
 
 
 def test_gpu_workers_without_cupy_say_what_to_install(tmp_path, monkeypatch):

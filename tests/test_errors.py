@@ -3,7 +3,10 @@ says what was expected and what came. docs/errors.md lists every case with its m
 
 from __future__ import annotations
 
+import json
 import re
+import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +17,11 @@ import pnngraph
 from pnngraph import exceptions as ex
 from pnngraph.cli import main
 from pnngraph.compile.strategies import strategy_from_repr
+from pnngraph.data import load_npz
 from pnngraph.nn import Dense, Dropout, ReLU, Sequential, activation, get_loss, get_optimizer
 from pnngraph.plan.cluster import simulated_cluster
 from pnngraph.record import RunRecord
+from tests.npzfiles import npy_bytes, npy_header
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "errors.md"
 rng = np.random.default_rng(0)
@@ -98,6 +103,55 @@ def one_hot_as_dask_array():
 def not_a_model(tmp: Path):
     np.savez(tmp / "other.npz", a=np.zeros(2))
     Sequential.load(tmp / "other.npz")
+
+
+def load_members(members):
+    """Sequential.load of an archive of these raw members (file name -> bytes)."""
+    def load(tmp: Path):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # zipfile warns of a duplicate name
+            with zipfile.ZipFile(tmp / "a.npz", "w") as z:
+                for name, raw in members:
+                    z.writestr(name, raw)
+        Sequential.load(tmp / "a.npz")
+    return load
+
+
+def model_file(tmp: Path) -> Path:
+    Sequential([Dense(16, 8)], input_shape=(16,)).save(tmp / "m.npz")
+    return tmp / "m.npz"
+
+
+def wrong_shape(tmp: Path):
+    path = model_file(tmp)
+    with np.load(path) as z:
+        arrays = dict(z.items()) | {"param/0/W": np.zeros((3, 3))}
+    np.savez(path, **arrays)
+    Sequential.load(path)
+
+
+def checkpoint_with(tmp: Path, **meta_entries):
+    from pnngraph.run.checkpoint import META, load_checkpoint, save_checkpoint
+
+    model = mlp()
+    path = save_checkpoint(tmp, model=model, opt_state=pnngraph.SGD(0.1).init(model.params),
+                           step=3, seed=0, losses=[0.3] * 3, config={})
+    with np.load(path) as z:
+        arrays = dict(z.items())
+    meta = json.loads(arrays[META].tobytes()) | meta_entries
+    np.savez(path, **arrays | {META: np.frombuffer(json.dumps(meta).encode(), np.uint8)})
+    load_checkpoint(path)
+
+
+def resumed_on_other_data(tmp: Path):
+    kw = {"steps": 3, "checkpoint_dir": tmp, "progress": False, "batch_size": 10}
+    pnngraph.fit(mlp(), (X, Y), **kw)
+    pnngraph.fit(mlp(), (X[::-1], Y[::-1]), resume=True, **kw)
+
+
+def data_file(tmp: Path, **arrays) -> Path:
+    np.savez(tmp / "d.npz", **arrays)
+    return tmp / "d.npz"
 
 
 API_CASES = {
@@ -210,6 +264,31 @@ API_CASES = {
     "parameters become NaN or inf in an update": (ex.TrainingError, inf_parameters),
 }
 
+FILE_CASES = {  # built in a temporary folder, named TMP in the messages
+    "an archive member that is not an array": (ex.ModelFileError, load_members(
+        [("notes.txt", b"hello")])),
+    "an archive member twice": (ex.ModelFileError, load_members(
+        [("x.npy", npy_bytes([1])), ("x.npy", npy_bytes([2]))])),
+    "an archive member with a bad .npy header": (ex.ModelFileError, load_members(
+        [("x.npy", b"hello")])),
+    "an archive member of Python objects": (ex.ModelFileError, load_members(
+        [("x.npy", npy_bytes(np.array([None], dtype=object)))])),
+    "an archive member shorter than its header says": (ex.ModelFileError, load_members(
+        [("x.npy", npy_header(np.float64, (10,)) + bytes(40))])),
+    "arrays that declare more than max_bytes": (ex.ModelFileError, lambda tmp: Sequential.load(
+        model_file(tmp), max_bytes=1000)),
+    "metadata that is not bytes": (ex.ModelFileError, load_members(
+        [("__pnngraph__.npy", npy_bytes(np.zeros(3)))])),
+    "a model parameter of another shape": (ex.ModelFileError, wrong_shape),
+    "a checkpoint's data fingerprint not a string": (ex.ModelFileError, lambda tmp:
+                                                     checkpoint_with(tmp, fingerprint=5)),
+    "a data file that declares more than max_bytes": (ex.DataError, lambda tmp: load_npz(
+        data_file(tmp, X=X, y=Y), max_bytes=100)),
+    "a data file of Python objects": (ex.DataError, lambda tmp: load_npz(data_file(
+        tmp, X=np.array([None], dtype=object), y=Y[:1]))),
+    "a run resumed on other data of the same shape": (ex.ConfigError, resumed_on_other_data),
+}
+
 CLI_CASES = {
     "unknown dataset": ["train", "--data", "nope"],
     "unknown model preset": ["train", "--model", "resnet"],
@@ -313,7 +392,7 @@ CLUSTER_CASES = {
 @pytest.mark.cluster
 @pytest.mark.parametrize("case", sorted(CLUSTER_CASES))
 def test_cluster_errors_come_before_any_work_on_it(case, cluster, monkeypatch):
-    """Each is refused before the cluster is measured, the data scattered or a plan made."""
+    """Each is refused before the cluster is measured, the data placed or a plan made."""
     from pnngraph.run import pipeline
 
     def no_work(*args, **kwargs):
@@ -328,6 +407,16 @@ def test_cluster_errors_come_before_any_work_on_it(case, cluster, monkeypatch):
 def test_foreign_model_file_error(tmp_path):
     got, message = message_of(not_a_model, tmp_path)
     assert got is ex.ModelFileError and "no pnngraph metadata" in message
+
+
+@pytest.mark.parametrize("case", sorted(FILE_CASES))
+def test_file_errors_are_typed_one_line_and_documented(case, tmp_path):
+    kind, fn = FILE_CASES[case]
+    got, message = message_of(lambda: fn(tmp_path))
+    message = re.sub(r"blake2b:[0-9a-f]{32}", "blake2b:HASH",
+                     message.replace(str(tmp_path), "TMP"))
+    assert got is kind and "\n" not in message and len(message) < 300
+    assert f"`{message}`" in DOCS.read_text(), f"docs/errors.md lacks: {message}"
 
 
 @pytest.mark.parametrize("case", sorted(CLI_CASES))
@@ -348,4 +437,4 @@ def test_cli_errors_are_one_line_with_exit_code_2(case, tmp_path):
 
 
 def test_more_than_twenty_cases():
-    assert len(API_CASES) + len(CLI_CASES) + 1 >= 20
+    assert len(API_CASES) + len(CLI_CASES) + len(FILE_CASES) + 1 >= 20

@@ -37,6 +37,7 @@ FLAGS = {  # library arguments -> the flags that set them, for errors a user can
     "stages": "--stages",
     "microbatches": "--microbatches",
     "batch_size": "--batch-size",
+    "data": "--data",
 }
 TINY_STEP_FLOPS = 1e8  # below this a step is ~10 ms: one fused shard beats any split
 
@@ -330,8 +331,9 @@ def check_devices(opts: dict[str, Any]) -> None:
 
 def check_strategy(opts: dict[str, Any], model: Any, train_set: Any, optimizer: Any,
                     **steps: Any) -> Any:
-    """The run's spec, validated, where its strategy is known before the cluster is (``None``
-    where the shards are one per worker of a cluster not yet joined)."""
+    """The run's inputs (its spec, validated, and the data as it trains on it), where its
+    strategy is known before the cluster is (``None`` where the shards are one per worker of a
+    cluster not yet joined)."""
     from pnngraph.run.pipeline import prepare_inputs
 
     embedded = opts["scheduler_address"] is None
@@ -341,6 +343,6 @@ def check_strategy(opts: dict[str, Any], model: Any, train_set: Any, optimizer: 
     with flags():
         return prepare_inputs(model, train_set, strategy=strategy_of(opts, model, workers),
                               batch_size=opts["batch_size"], optimizer=optimizer,
-                              seed=opts["seed"], **steps).spec
+                              seed=opts["seed"], **steps)
 
 

@@ -7,8 +7,12 @@ run.json; one line per epoch, a progress bar on a terminal; Ctrl-C keeps what fi
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +35,7 @@ from pnngraph.cli.options import (
     received_bytes,
     strategy_of,
 )
-from pnngraph.exceptions import ConfigError
+from pnngraph.exceptions import ClusterLostError, ConfigError
 
 RUN_OPTIONS = ("data", "model_spec", "hidden", "dtype", "seed", "test_fraction", "strategy",
                "shards", "stages", "microbatches", "replicas", "local_steps", "batch_size",
@@ -133,9 +137,9 @@ def _resumed_options(opts: dict[str, Any], run_dir: Path) -> None:
 def _check_run(opts: dict[str, Any], model: Any, train_set: Any, optimizer: Any,
                run_dir: Path, per_epoch: int) -> int:
     """What can be refused without a cluster: a run directory in use, a strategy the model or
-    the batches cannot be split for, a checkpoint of another run. Returns the step a resumed
-    run continues from (0 for a new run)."""
-    from pnngraph.run.checkpoint import CheckpointPolicy, newest_usable
+    the batches cannot be split for, a checkpoint of another run (or of other data). Returns
+    the step a resumed run continues from (0 for a new run)."""
+    from pnngraph.run.checkpoint import CheckpointPolicy, data_fingerprint, newest_usable
 
     checkpoints = run_dir / "checkpoints"
     used = (run_dir / "run.json").exists() or (checkpoints.is_dir()
@@ -148,14 +152,16 @@ def _check_run(opts: dict[str, Any], model: Any, train_set: Any, optimizer: Any,
             raise ConfigError("--resume", "a run on a cluster (serial runs keep no checkpoints)",
                               "--strategy serial")
         return 0
-    spec = check_strategy(opts, model, train_set, optimizer, epochs=opts["epochs"])
+    inputs = check_strategy(opts, model, train_set, optimizer, epochs=opts["epochs"])
     if not opts["resume"]:
         return 0
-    if spec is None:  # one shard per worker of a cluster not joined yet: fit checks the spec
+    if inputs is None:  # one shard per worker of a cluster not joined yet: fit checks the spec
         ckpt = newest_usable(checkpoints)
     else:
+        policy = CheckpointPolicy(checkpoints, resume=True,
+                                  fingerprint=data_fingerprint(inputs.X, inputs.y))
         with flags():
-            ckpt = CheckpointPolicy(checkpoints, resume=True).resume_point(model, spec)
+            ckpt = policy.resume_point(model, inputs.spec)
     if ckpt is None:
         raise ConfigError("--resume", f"a checkpoint in {checkpoints}", "none")
     click.echo(f"resuming from {ckpt.path} (epoch {ckpt.step // per_epoch})")
@@ -252,7 +258,7 @@ def _train_cluster(opts: dict[str, Any], model: Any, train_set: Any, test_set: A
     clock = _Clock()
     epochs: _Epochs | None = None
     try:
-        with cluster_client(opts) as client:
+        with _quiet_reconnects(), cluster_client(opts) as client:
             clock.lap("cluster start")
             n_workers = count_workers(client)
             if opts["strategy"] in ("data", "hybrid") and opts["shards"] is None:
@@ -268,7 +274,7 @@ def _train_cluster(opts: dict[str, Any], model: Any, train_set: Any, test_set: A
                        + f"; scheduler {opts['scheduler']}")
             epochs = _Epochs(client, opts, test_set, per_epoch, first_epoch,
                              _earlier_record(run_dir, opts, first_epoch, per_epoch),
-                             len(train_set.X))
+                             len(train_set.X), run_dir)
             epochs.record.meta.update({"workers": n_workers, "steps per epoch": per_epoch})
             run_dir.mkdir(parents=True, exist_ok=True)
             epochs.record.save(run_dir / "run.json")  # the options, for --resume after a crash
@@ -288,12 +294,16 @@ def _train_cluster(opts: dict[str, Any], model: Any, train_set: Any, test_set: A
             clock.laps["evaluation"] = epochs.evaluation
             epochs.remember()
             received = client.run(received_bytes)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, ClusterLostError) as err:
         if epochs is None or epochs.last is None:
             raise
         epochs.bars.close()
         epochs.record.losses = epochs.last.losses.tolist()
-        _finish(run_dir, epochs.last.model, epochs.record, opts, interrupted=epochs.epoch)
+        lost = isinstance(err, ClusterLostError)
+        _finish(run_dir, epochs.last.model, epochs.record, opts, interrupted=epochs.epoch,
+                why="the cluster was lost" if lost else "interrupted")
+        if lost:
+            raise
         raise Told from None
     clock.lap("cluster stop")
     record = epochs.record
@@ -303,9 +313,24 @@ def _train_cluster(opts: dict[str, Any], model: Any, train_set: Any, test_set: A
     _finish(run_dir, result.model, record, opts, clock)
 
 
+@contextlib.contextmanager
+def _quiet_reconnects() -> Iterator[None]:
+    """Hide the client's own log of its attempts to reach a lost scheduler (a traceback per
+    attempt): the command says in one line what was lost and how to go on."""
+    logs = [logging.getLogger(f"distributed.{name}") for name in ("client", "batched")]
+    levels = [log.level for log in logs]
+    for log in logs:
+        log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for log, level in zip(logs, levels, strict=True):
+            log.setLevel(level)
+
+
 def _earlier_record(run_dir: Path, opts: dict[str, Any], epoch: int, per_epoch: int) -> Any:
-    """The record a run starts with: its options; a resumed run keeps the epochs and chunks
-    its run.json holds up to ``epoch``, where it continues."""
+    """The record a run starts with: its options; a resumed run keeps the epochs, chunks and
+    task records its run.json holds up to ``epoch``, where it continues."""
     from pnngraph.record import RunRecord
 
     record = RunRecord(options=_options(opts))
@@ -313,7 +338,10 @@ def _earlier_record(run_dir: Path, opts: dict[str, Any], epoch: int, per_epoch: 
     if opts["resume"] and path.is_file():
         earlier = RunRecord.load(path)
         record.accuracy = [(e, a) for e, a in earlier.accuracy if e <= epoch]
-        record.chunks = [c for c in earlier.chunks if c.get("step", 0) <= epoch * per_epoch]
+        done = epoch * per_epoch
+        record.chunks = [c for c in earlier.chunks if c.get("step", 0) <= done]
+        record.planned = [r for r in earlier.planned if r.step is not None and r.step < done]
+        record.measured = [r for r in earlier.measured if r.step is not None and r.step < done]
         record.meta = {k: v for k, v in earlier.meta.items() if k == "strategy"}
     return record
 
@@ -340,8 +368,9 @@ class _Epochs:
     records for the report, the refined cluster model cached."""
 
     def __init__(self, client: Any, opts: dict[str, Any], test_set: Any, per_epoch: int,
-                 first_epoch: int, record: Any, n_samples: int) -> None:
+                 first_epoch: int, record: Any, n_samples: int, run_dir: Path) -> None:
         self.client, self.opts, self.test_set, self.per_epoch = client, opts, test_set, per_epoch
+        self.run_dir = run_dir
         self.n_samples = n_samples
         self.bars = _EpochBars(per_epoch, opts["epochs"], first_epoch)
         self.record = record
@@ -349,7 +378,10 @@ class _Epochs:
         self.last: Any = None  # the result at the end of the newest epoch
         self.stream: list[dict[str, Any]] = []
         self.origin = time.time()  # the run's clock starts as fit starts: nothing is moved
-        self.predicted = 0.0  # predicted seconds of the chunks so far
+        # a resumed run's records go on after the earlier runs' ones
+        self.predicted = max((r.stop for r in record.planned), default=0.0)
+        self.earlier = list(record.measured)
+        self.shift = max((r.stop for r in self.earlier), default=0.0)
         self.done = first_epoch * per_epoch
         self.evaluation = 0.0
         self.strategy: str | None = None
@@ -403,12 +435,16 @@ class _Epochs:
         self.record.accuracy.append((epoch, scores["accuracy"]))
         self.record.meta["final test loss"] = scores["loss"]
         self.epoch, self.last = epoch, report.result
+        self.record.losses = report.result.losses.tolist()
+        self.record.save(self.run_dir / "run.json")  # a run lost later resumes with these
         start = (epoch - 1) * self.per_epoch
         seconds = float(np.sum(report.result.step_seconds[start:hi]))
         _epoch_line(epoch, report.result.losses[start:hi], scores,
                     self._samples(start, hi) / seconds if seconds > 0 else None)
-        self.record.measured = (records_from_task_stream(self.stream, origin=self.origin)
-                                if self.stream else [])
+        self.record.measured = self.earlier + [
+            replace(r, start=r.start + self.shift, stop=r.stop + self.shift)
+            for r in (records_from_task_stream(self.stream, origin=self.origin)
+                      if self.stream else [])]
 
     def _samples(self, lo: int, hi: int) -> int:
         from pnngraph.nn.train import batch_samples
@@ -417,9 +453,11 @@ class _Epochs:
 
 
 def _finish(run_dir: Path, model: Any, record: Any, opts: dict[str, Any],
-            clock: _Clock | None = None, interrupted: int | None = None) -> None:
+            clock: _Clock | None = None, interrupted: int | None = None,
+            why: str = "interrupted") -> None:
     """Write model.npz, run.json and report.html; say where. ``interrupted``: the epochs done
-    when Ctrl-C stopped the run, which can go on with ``--resume``."""
+    when the run stopped early (``why``: Ctrl-C, a lost cluster), which can go on with
+    ``--resume``."""
     run_dir.mkdir(parents=True, exist_ok=True)
     model.save(run_dir / "model.npz")
     record.options = _options(opts)
@@ -431,7 +469,7 @@ def _finish(run_dir: Path, model: Any, record: Any, opts: dict[str, Any],
     report = None if opts.get("no_report") else render(run_dir)
     if interrupted is not None:
         written = "model.npz, run.json" + (", report.html" if report else "")
-        click.echo(f"interrupted after epoch {interrupted} of {opts['epochs']}: {written} in "
+        click.echo(f"{why} after epoch {interrupted} of {opts['epochs']}: {written} in "
                    f"{run_dir}; continue with: pnngraph train --output-dir {run_dir} --resume",
                    err=True)
         return

@@ -46,7 +46,7 @@ from pnngraph.nn.layers import (
     Shape,
 )
 from pnngraph.nn.losses import Loss, check_finite, get_loss
-from pnngraph.npzfile import write_npz
+from pnngraph.npzfile import META, NpzArchive, write_npz
 
 LAYER_TYPES: dict[str, type[Layer]] = {
     **ACTIVATIONS,
@@ -316,38 +316,40 @@ class Sequential:
             for i, layer in enumerate(self.params)
             for k, v in layer.items()
         }
-        arrays["__pnngraph__"] = np.frombuffer(json.dumps(self.config()).encode(), np.uint8)
+        arrays[META] = np.frombuffer(json.dumps(self.config()).encode(), np.uint8)
         write_npz(path, arrays)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> Sequential:
-        """Read a model written by :meth:`save`; :class:`ModelFileError` for anything else."""
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                files = dict(data.items())
-        except FileNotFoundError:
-            raise ModelFileError(path, "no such file") from None
-        except Exception as err:
-            raise ModelFileError(path, f"not an .npz archive: {err}") from None
-        if "__pnngraph__" not in files:
-            raise ModelFileError(path, "it holds no pnngraph metadata")
-        try:
-            config = json.loads(files.pop("__pnngraph__").tobytes().decode())
+    def load(cls, path: str | os.PathLike[str], *, max_bytes: int | None = None) -> Sequential:
+        """Read a model written by :meth:`save`; :class:`ModelFileError` for anything else.
+
+        The parameters' names and shapes are checked against the architecture from the arrays'
+        headers, before any is read; ``max_bytes`` bounds the bytes they may declare
+        (:data:`pnngraph.npzfile.MAX_BYTES` by default).
+        """
+        with NpzArchive(path, max_bytes=max_bytes) as archive:
+            config = archive.metadata()
             if config.get("format") != FORMAT:
                 raise ModelFileError(path, f"unknown format {config.get('format')!r}")
-            model = cls.from_config(config)
-        except ModelFileError:
-            raise
-        except Exception as err:
-            raise ModelFileError(path, f"bad metadata: {err}") from None
-        expected = {
-            f"param/{i}/{k}": v.shape
-            for i, layer in enumerate(model.params)
-            for k, v in layer.items()
-        }
-        got = {k: v.shape for k, v in files.items()}
-        if got != expected:
-            raise ModelFileError(path, f"parameters {sorted(got)} do not match the architecture")
+            try:
+                model = cls.from_config(config)
+            except Exception as err:
+                raise ModelFileError(path, f"bad metadata: {err}") from None
+            expected = {
+                f"param/{i}/{k}": v.shape
+                for i, layer in enumerate(model.params)
+                for k, v in layer.items()
+            }
+            got = {k: m.shape for k, m in archive.members.items() if k != META}
+            if got.keys() != expected.keys():
+                raise ModelFileError(path, f"parameters {sorted(got)[:8]} do not match the "
+                                           "architecture")
+            for name, shape in expected.items():
+                if got[name] != shape:
+                    raise ModelFileError(path, f"parameters do not match the architecture: "
+                                               f"{name!r} is {list(got[name])}, expected "
+                                               f"{list(shape)}")
+            files = archive.read(expected)
         model.params = [
             {k: files[f"param/{i}/{k}"] for k in layer} for i, layer in enumerate(model.params)
         ]

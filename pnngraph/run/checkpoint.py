@@ -15,15 +15,21 @@ since between two averages the replicas differ. One file per checkpoint, no pick
                                          model config, the optimizer state's other entries
                                          (step counter, entries that are None), run config,
                                          the history of the epochs so far (fit's records;
-                                         absent in files of older versions: read as empty)
+                                         absent in files of older versions: read as empty),
+                                         the fingerprint of the training data
+                                         (:func:`data_fingerprint`; absent in older files)
 
 Writes are atomic (a temporary file in the same folder, then ``os.replace``) and only the
 newest ``keep`` checkpoints are kept. A run's ``config`` is its
-:meth:`~pnngraph.compile.spec.TrainingSpec.to_json`.
+:meth:`~pnngraph.compile.spec.TrainingSpec.to_json`. Reading checks the metadata first, then
+the name, shape and dtype of every array against what the metadata and the architecture imply,
+from the arrays' headers (:class:`~pnngraph.npzfile.NpzArchive`): nothing is decompressed
+before it is known to be what a checkpoint holds.
 
 The policy of a run (:class:`CheckpointPolicy`, used by :func:`pnngraph.fit`): where and how
 often to write, and which checkpoint a resumed run continues from, refused when it comes from
-another run (a different architecture, or a spec that differs in a field that changes the bits).
+another run (a different architecture, a spec that differs in a field that changes the bits, or
+other training data).
 
 >>> import tempfile
 >>> from pnngraph.nn import Dense, Sequential, SGD
@@ -41,6 +47,7 @@ another run (a different architecture, or a spec that differs in a field that ch
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -51,6 +58,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from dask.base import is_dask_collection, tokenize
 
 from pnngraph.compile.kernels import StageState
 from pnngraph.compile.spec import TrainingSpec
@@ -61,11 +69,10 @@ from pnngraph.nn.model import FORMAT as MODEL_FORMAT
 from pnngraph.nn.model import Sequential
 from pnngraph.nn.optimizers import State
 from pnngraph.nn.train import History
-from pnngraph.npzfile import read_npz, write_npz
+from pnngraph.npzfile import META, NpzArchive, write_npz
 
 FORMAT = "pnngraph-checkpoint"
 FORMAT_VERSION = 1
-META = "__pnngraph__"
 _NAME = re.compile(r"ckpt-(\d{8,})\.npz")
 
 
@@ -93,6 +100,9 @@ class Checkpoint:
         The file it was read from.
     history : History
         The per-epoch records of the run up to ``step`` (empty in files written without).
+    fingerprint : str or None
+        The fingerprint of the run's training data (:func:`data_fingerprint`; ``None`` in files
+        written without).
     """
 
     model: Sequential
@@ -104,6 +114,7 @@ class Checkpoint:
     replicas: tuple[StageState, ...] = ()
     path: Path | None = field(default=None)
     history: History = field(default_factory=History)
+    fingerprint: str | None = None
 
     def spec_for(self, spec: TrainingSpec) -> TrainingSpec:
         """``spec`` as it continues from this checkpoint: a strategy the run was to choose
@@ -191,6 +202,7 @@ def save_checkpoint(
     replicas: Sequence[StageState] = (),
     keep: int | None = 3,
     history: History | None = None,
+    fingerprint: str | None = None,
 ) -> Path:
     """Write the state of a run at ``step`` to ``directory/ckpt-{step:08d}.npz``.
 
@@ -208,6 +220,8 @@ def save_checkpoint(
         How many checkpoints to keep in ``directory`` (newest by step); ``None`` keeps all.
     history : History, optional
         The run's per-epoch records so far (:func:`pnngraph.fit` gives them).
+    fingerprint : str, optional
+        The fingerprint of the run's training data (:func:`data_fingerprint`).
 
     Returns
     -------
@@ -237,6 +251,8 @@ def save_checkpoint(
         "config": config,
         "history": [] if history is None else history.to_json(),
     }
+    if fingerprint is not None:
+        meta["fingerprint"] = fingerprint
     try:
         text = json.dumps(meta, allow_nan=False)
     except (TypeError, ValueError) as err:
@@ -292,15 +308,20 @@ def _put_state(
 
 
 # ---------------------------------------------------------------------------------- reading
-def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
+def load_checkpoint(path: str | os.PathLike[str], *, max_bytes: int | None = None) -> Checkpoint:
     """Read a checkpoint file, or the newest checkpoint of a directory.
+
+    ``max_bytes`` bounds the bytes its arrays may declare
+    (:data:`pnngraph.npzfile.MAX_BYTES` by default).
 
     Raises
     ------
     ModelFileError
         No such file, a directory without checkpoints, a file that is not a pnngraph
         checkpoint, or a damaged one; ``reason`` says which. Nothing in the file is executed:
-        arrays are read with ``allow_pickle=False`` and the metadata is JSON.
+        arrays are read with ``allow_pickle=False`` and the metadata is JSON. Nothing is
+        decompressed before the metadata has said what the arrays must be and their headers
+        agree.
     """
     where = Path(path)
     if where.is_dir():
@@ -308,66 +329,74 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         if newest is None:
             raise ModelFileError(where, "the directory holds no checkpoint (ckpt-*.npz)")
         where = newest
-    files = read_npz(where)
-    if META not in files:
-        raise ModelFileError(where, "it holds no pnngraph metadata")
-    try:
-        meta = json.loads(files.pop(META).tobytes().decode())
-        if not isinstance(meta, dict):
-            raise ValueError("the metadata is not a JSON object")
-    except (ValueError, UnicodeDecodeError, RecursionError) as err:  # RecursionError: nesting
-        raise ModelFileError(where, f"bad metadata: {err}") from None
-    kind = meta.get("format")
-    if kind == MODEL_FORMAT:
-        raise ModelFileError(where, "it holds a model (Sequential.save) but no training state: "
-                                    "read it with Sequential.load")
-    if kind != FORMAT:
-        raise ModelFileError(where, f"unknown format {kind!r}")
-    version = meta.get("version")
-    if not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
-        raise ModelFileError(where, f"format version {version!r} (this pnngraph reads "
-                                    f"1 to {FORMAT_VERSION})")
-    try:
-        return _decode(where, meta, files)
-    except ModelFileError:
-        raise
-    except Exception as err:
-        raise ModelFileError(where, f"bad checkpoint contents: {err}") from None
+    with NpzArchive(where, max_bytes=max_bytes) as archive:
+        meta = archive.metadata()
+        kind = meta.get("format")
+        if kind == MODEL_FORMAT:
+            raise ModelFileError(where, "it holds a model (Sequential.save) but no training "
+                                        "state: read it with Sequential.load")
+        if kind != FORMAT:
+            raise ModelFileError(where, f"unknown format {kind!r}")
+        version = meta.get("version")
+        if not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
+            raise ModelFileError(where, f"format version {version!r} (this pnngraph reads "
+                                        f"1 to {FORMAT_VERSION})")
+        try:
+            return _decode(where, meta, archive)
+        except ModelFileError:
+            raise
+        except Exception as err:
+            raise ModelFileError(where, f"bad checkpoint contents: {err}") from None
 
 
-def _decode(path: Path, meta: dict[str, Any], files: dict[str, np.ndarray]) -> Checkpoint:
+def _decode(path: Path, meta: dict[str, Any], archive: NpzArchive) -> Checkpoint:
     step, seed = meta["step"], meta["seed"]
     if not isinstance(step, int) or step < 0 or not isinstance(seed, int):
         raise ModelFileError(path, f"bad step {step!r} or seed {seed!r}")
     config = meta["config"]
     if not isinstance(config, dict):
         raise ModelFileError(path, f"the run config is a {type(config).__name__}, not a dict")
+    fingerprint = meta.get("fingerprint")  # older files hold none
+    if fingerprint is not None and not isinstance(fingerprint, str):
+        raise ModelFileError(path, "the data fingerprint is not a string (got "
+                                   f"{type(fingerprint).__name__})")
     model = Sequential.from_config(meta["model"])
     expected = [{k: (v.shape, v.dtype) for k, v in layer.items()} for layer in model.params]
-    params, opt_state, losses = _take_state(path, files, "", expected, meta["opt_state"], step)
+
+    parts = [("", meta["opt_state"])] + [
+        (f"replica/{r}/", described) for r, described in enumerate(meta["replicas"])]
+
+    def states(files: dict[str, Any]) -> list[Any]:
+        """The run's state, then each replica's, from ``files`` (popped from it): member
+        headers, which checks them before anything is read, then the arrays."""
+        found = [_take_state(path, files, prefix, expected, described, step)
+                 for prefix, described in parts]
+        if files:
+            raise ModelFileError(path, f"unexpected arrays {sorted(files)[:5]}")
+        return found
+
+    names = [name for name in archive.members if name != META]
+    states({name: archive.members[name] for name in names})
+    (params, opt_state, losses), *others = states(archive.read(names))
+    replicas = [StageState(p, o, tuple(float(v) for v in lo)) for p, o, lo in others]
     model.params = params
-    replicas = []
-    for r, described in enumerate(meta["replicas"]):
-        p, o, lo = _take_state(path, files, f"replica/{r}/", expected, described, step)
-        replicas.append(StageState(p, o, tuple(float(v) for v in lo)))
-    if files:
-        raise ModelFileError(path, f"unexpected arrays {sorted(files)[:5]}")
     history = History.from_json(meta.get("history", []))  # older files hold none
     return Checkpoint(model, opt_state, step, seed, losses, config, tuple(replicas), path,
-                      history)
+                      history, fingerprint)
 
 
 def _take_state(
     path: Path,
-    files: dict[str, np.ndarray],
+    files: dict[str, Any],
     prefix: str,
     expected: list[dict[str, tuple[tuple[int, ...], np.dtype[Any]]]],
     described: dict[str, Any],
     step: int,
 ) -> tuple[list[dict[str, np.ndarray]], State, np.ndarray]:
-    """Remove and check the arrays of one state (params, optimizer state, losses)."""
+    """Remove and check the arrays of one state (params, optimizer state, losses): ``files``
+    maps names to arrays, or to their headers (:class:`~pnngraph.npzfile.Member`)."""
 
-    def take(name: str, shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray:
+    def take(name: str, shape: tuple[int, ...], dtype: np.dtype[Any]) -> Any:
         if name not in files:
             raise ModelFileError(path, f"array {name!r} is missing")
         a = files.pop(name)
@@ -413,11 +442,14 @@ def _take_state(
 @dataclass(frozen=True)
 class CheckpointPolicy:
     """Where a run writes checkpoints (``directory``, ``None``: nowhere), every how many steps
-    (``every``; ``None``: at every chunk end) and whether it continues from the newest one."""
+    (``every``; ``None``: at every chunk end), whether it continues from the newest one, and
+    the fingerprint of its training data (``fingerprint``, :func:`data_fingerprint`), which
+    every checkpoint records and a resumed run must match (``None``: neither)."""
 
     directory: Path | None = None
     every: int | None = None
     resume: bool = False
+    fingerprint: str | None = None
 
     def __post_init__(self) -> None:
         if self.every is not None:
@@ -447,8 +479,9 @@ class CheckpointPolicy:
 
     def resume_point(self, model: Sequential, spec: TrainingSpec) -> Checkpoint | None:
         """The checkpoint to continue from (``None``: start at step 0), checked against the run:
-        the same architecture, the same bits (:meth:`TrainingSpec.differences`), no more steps
-        done than the run has."""
+        the same architecture, the same bits (:meth:`TrainingSpec.differences`), the same
+        training data (where both the checkpoint and this policy have its fingerprint), no more
+        steps done than the run has."""
         if self.directory is None:
             return None
         newest = latest_checkpoint(self.directory)
@@ -472,6 +505,10 @@ class CheckpointPolicy:
             raise ConfigError(", ".join(differ),
                               ", ".join(repr(ckpt.config[f]) for f in differ) + f" {where}",
                               mine[differ[0]] if len(differ) == 1 else [mine[f] for f in differ])
+        if None not in (ckpt.fingerprint, self.fingerprint) and \
+                ckpt.fingerprint != self.fingerprint:
+            raise ConfigError("data", f"the same X and y (fingerprint {ckpt.fingerprint}) "
+                                      f"{where}", f"other data (fingerprint {self.fingerprint})")
         if ckpt.step > spec.steps:
             raise ConfigError("steps", f"at least the {ckpt.step} steps done {where}", spec.steps)
         return ckpt
@@ -484,7 +521,28 @@ class CheckpointPolicy:
         return save_checkpoint(self.directory, model=result.model, opt_state=result.opt_state,
                                step=step, seed=spec.seed, losses=result.losses,
                                config=spec.to_json(), replicas=tuple(replicas),
-                               history=result.history)
+                               history=result.history, fingerprint=self.fingerprint)
+
+
+def data_fingerprint(X: Any, y: Any) -> str:
+    """A fingerprint of training data ``(X, y)``, which checkpoints record so that a resumed run
+    refuses other data of the same shape: for host arrays a BLAKE2b hash of their dtypes, shapes
+    and bytes; for dask arrays their dask token (:func:`dask.base.tokenize`, their names:
+    nothing is computed, and arrays made alike from the same sources get the same one).
+
+    >>> X, y = np.arange(6.0).reshape(3, 2), np.arange(3)
+    >>> data_fingerprint(X, y) == data_fingerprint(X.copy(), y)
+    True
+    >>> data_fingerprint(X, y) == data_fingerprint(X[::-1], y)
+    False
+    """
+    if is_dask_collection(X) or is_dask_collection(y):
+        return f"dask:{tokenize(X, y)}"
+    digest = hashlib.blake2b(digest_size=16)
+    for a in (np.asarray(X), np.asarray(y)):
+        digest.update(f"{a.dtype.str}{a.shape}".encode())
+        digest.update(np.ascontiguousarray(a).data)
+    return f"blake2b:{digest.hexdigest()}"
 
 
 def _architecture(config: dict[str, Any]) -> dict[str, Any]:

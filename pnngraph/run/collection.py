@@ -159,6 +159,20 @@ class TrainingGraph:
         other._hlg = dsk
         return other
 
+    def rebased(self, states: Sequence[Any]) -> TrainingGraph:
+        """This graph (same keys, same plan) starting from host ``states``, one per slot (as a
+        chunk's gathered outputs are), instead of what it was built on: the futures of the
+        chunk before it. The chain of earlier chunks is then needed no more (the scheduler
+        forgets it, and a lost result is recomputed from these states)."""
+        from pnngraph.compile.graph import Source
+
+        abstract = self.abstract.copy()
+        for key, node in abstract.nodes(data=True):
+            if node["kind"] == "init":  # key (f"init-{token}", slot[, copy])
+                node["source"] = Source(StageState(*states[key[1]]), node["bytes"])
+        return TrainingGraph(abstract, self.model, self.strategy, self.placement_value,
+                             client=self._client, keep=self._keep, cluster=self.cluster)
+
     @property
     def carry(self) -> list[list[Key]]:
         """Per output slot, the keys of every copy of its final state (one key but where the

@@ -51,7 +51,7 @@ import numpy as np
 
 from pnngraph.compile.graph import Copies
 from pnngraph.compile.strategies import Strategy
-from pnngraph.exceptions import check_int, check_number
+from pnngraph.exceptions import ClusterLostError, PnngraphError, check_int, check_number
 from pnngraph.nn.losses import Loss
 from pnngraph.nn.model import Sequential
 from pnngraph.nn.optimizers import Optimizer
@@ -66,7 +66,7 @@ from pnngraph.run.callbacks import (
     check_validation,
     logged_metrics,
 )
-from pnngraph.run.checkpoint import CheckpointPolicy
+from pnngraph.run.checkpoint import CheckpointPolicy, data_fingerprint, latest_checkpoint
 from pnngraph.run.collection import TrainingGraph, finalize, loss_state, losses_of
 from pnngraph.run.pipeline import chunk_graph, initial_states, prepare_inputs, start_run
 
@@ -138,7 +138,7 @@ def fit(
     parameters, optimizer state, step, losses and history; the total steps come from
     ``steps``/``epochs`` as usual. The checkpoint must come from the same run: a different
     architecture, or a spec that differs in strategy, batch size, optimizer, loss, seed,
-    shuffle, ``fan_in`` or number of samples, raises :class:`ConfigError` naming the fields.
+    shuffle, ``fan_in``, number of samples or data, raises :class:`ConfigError` naming them.
     Model averaging checkpoints may fall mid-period: they hold every replica's state besides
     the average at that step. (Callbacks keep their own state: a resumed run starts them
     afresh.)
@@ -165,8 +165,9 @@ def fit(
     if chunk_seconds is None and display.tty:
         chunk_seconds = 1.0
     pace = _Pace(chunk, chunk_seconds)
-    policy = CheckpointPolicy(None if checkpoint_dir is None else Path(checkpoint_dir),
-                              checkpoint_every, resume)
+    folder = None if checkpoint_dir is None else Path(checkpoint_dir)
+    policy = CheckpointPolicy(folder, checkpoint_every, resume,
+                              None if folder is None else data_fingerprint(inputs.X, inputs.y))
     ckpt = policy.resume_point(model, spec)
     if ckpt is not None:  # an "auto" run goes on with the strategy it chose
         spec = ckpt.spec_for(spec)
@@ -195,38 +196,57 @@ def fit(
         pending: ChunkRun | None = None
         last: ChunkRun | None = None
         cut = spec.steps_per_epoch if epochs_.live or display.shown else None
+        lineage = _Lineage(client is not None)
         lo = start
-        while lo < spec.steps:
-            if pending is not None and not overlap:
-                last, pending = pending, None
-                if loop.finish(last):
-                    break
-            hi = chunk_end(lo, spec.steps, pace.steps(), policy.every, cut)
-            graph = chunk_graph(loop.run, lo, hi - lo, states)
-            if pace.too_long(graph, hi - lo):  # the first chunk's plan: fewer steps
+        try:
+            while lo < spec.steps:
+                if pending is not None and not overlap:
+                    last, pending = pending, None
+                    if loop.finish(last):
+                        break
                 hi = chunk_end(lo, spec.steps, pace.steps(), policy.every, cut)
                 graph = chunk_graph(loop.run, lo, hi - lo, states)
-            loop.run = replace(loop.run, cluster=graph.cluster)  # with the kernel times it measured
-            if on_graph is not None:
-                on_graph(graph)
-            host = (hi >= spec.steps or policy.due(hi, spec.steps) or on_chunk is not None
-                    or (epochs_.live and epochs_.is_end(hi, spec.steps)))
-            # the next chunk is submitted before this one ends: no gap between them
-            current = ChunkRun(client, graph, lo, hi, host=host, on_steps=tick,
-                               losses_from=wanted.since(hi))
-            page.chunk(graph, lo, hi)
-            states = current.carry
+                if pace.too_long(graph, hi - lo):  # the first chunk's plan: fewer steps
+                    hi = chunk_end(lo, spec.steps, pace.steps(), policy.every, cut)
+                    graph = chunk_graph(loop.run, lo, hi - lo, states)
+                loop.run = replace(loop.run, cluster=graph.cluster)  # with the kernel times
+                if on_graph is not None:
+                    on_graph(graph)
+                if pending is not None and pending.rebase:  # start from its host states
+                    last, pending = pending, None
+                    if loop.finish(last):
+                        break
+                    graph = graph.rebased(last.states)
+                rebase = lineage.ends(graph, hi - lo, loop.per_step) and hi < spec.steps
+                host = (rebase or hi >= spec.steps or policy.due(hi, spec.steps)
+                        or on_chunk is not None
+                        or (epochs_.live and epochs_.is_end(hi, spec.steps)))
+                # the next chunk is submitted before this one ends: no gap between them
+                current = ChunkRun(client, graph, lo, hi, host=host, on_steps=tick,
+                                   losses_from=wanted.since(hi), rebase=rebase)
+                page.chunk(graph, lo, hi)
+                states = current.carry
+                if pending is not None:
+                    last = pending
+                    if loop.finish(last):
+                        current.cancel()
+                        pending = None
+                        break
+                pending = current
+                lo = hi
             if pending is not None:
                 last = pending
-                if loop.finish(last):
-                    current.cancel()
-                    pending = None
-                    break
-            pending = current
-            lo = hi
-        if pending is not None:
-            last = pending
-            loop.finish(last)
+                loop.finish(last)
+        except Exception as err:
+            lost = _lost(err, client)
+            if lost is None:
+                raise
+            hit = pending or last
+            for write in loop.writes:  # what was gathered before the loss is on disk
+                write.result()
+            newest = None if policy.directory is None else latest_checkpoint(policy.directory)
+            raise ClusterLostError(lost, steps=(hit.lo, hit.hi) if hit else (lo, lo),
+                                   checkpoint=newest) from err
         for write in loop.writes:
             write.result()  # a failed write fails the run
         page.close()
@@ -253,6 +273,7 @@ class _Loop:
         self.page = page
         self.writes: list[Future[Any]] = []  # checkpoints are written off the critical path
         self.clock = time.perf_counter()
+        self.per_step = 0.0  # seconds per step of the newest chunk
 
     def finish(self, chunk: ChunkRun) -> bool:
         """Wait for ``chunk`` and do what its end asks; whether a callback stops the run."""
@@ -262,6 +283,7 @@ class _Loop:
         elapsed = now - self.clock if chunk.client is not None else chunk.seconds
         per_step = elapsed / (chunk.hi - chunk.lo)
         self.seconds[chunk.lo : chunk.hi] = per_step
+        self.per_step = per_step
         self.clock = now
         self.pace.measured(per_step)
         self.display.chunk_done(chunk.lo, chunk.hi, chunk.losses, elapsed)
@@ -337,8 +359,10 @@ class ChunkRun:
     (host values where ``host``)."""
 
     def __init__(self, client: Any, graph: TrainingGraph, lo: int, hi: int, *, host: bool,
-                 on_steps: Callable[[int], Any] | None, losses_from: int | None = None) -> None:
+                 on_steps: Callable[[int], Any] | None, losses_from: int | None = None,
+                 rebase: bool = False) -> None:
         self.client, self.graph, self.lo, self.hi, self.host = client, graph, lo, hi, host
+        self.rebase = rebase  # the next chunk starts from this one's host states
         self.losses_from = losses_from
         self.losses: np.ndarray | None = None  # the losses from step losses_from, where asked
         self.loss_future: Any = None
@@ -436,6 +460,56 @@ class _LossWatch:
         self.asked = now
         since, self.known = self.known, hi
         return since
+
+
+class _Lineage:
+    """When a chunk ends the chain of chunks the next one depends on (with a client): once
+    the chain since the last such end holds ``TASKS`` tasks or about ``SECONDS`` of work. The
+    chunk after it starts from its gathered states (:meth:`TrainingGraph.rebased`), with a
+    short gap between the two; the scheduler then forgets the older chunks, so its memory
+    stays flat over a long run, and a state lost with a worker is recomputed from at most
+    that much work."""
+
+    TASKS = 2000
+    SECONDS = 30.0
+
+    def __init__(self, live: bool) -> None:
+        self.live = live
+        self.tasks, self.steps = 0, 0
+
+    def ends(self, graph: Any, steps: int, per_step: float) -> bool:
+        """Whether the chunk of ``graph`` (``steps`` steps) ends the chain (then it restarts)."""
+        self.tasks, self.steps = self.tasks + len(graph), self.steps + steps
+        if not self.live or (self.tasks < self.TASKS and self.steps * per_step < self.SECONDS):
+            return False
+        self.tasks, self.steps = 0, 0
+        return True
+
+
+def _lost(err: BaseException, client: Any) -> str | None:
+    """What a chunk's failure says the run lost (its scheduler, workers, results), or ``None``
+    for a failure of the training itself (a task's own error)."""
+    if client is None or isinstance(err, PnngraphError):
+        return None
+    from concurrent.futures import CancelledError
+
+    from distributed.scheduler import KilledWorker
+
+    if isinstance(err, KilledWorker):
+        return f"workers that died running one task ({_line(err)})"
+    if not isinstance(err, CancelledError | OSError):
+        return None
+    if client.status != "running" or "scheduler-connection-lost" in str(err):
+        address = getattr(client.scheduler, "address", None) or "?"
+        return f"its scheduler at {address} ({type(err).__name__}: {_line(err)})"
+    if isinstance(err, CancelledError):
+        return f"results Dask could not recompute ({_line(err)})"
+    return None  # a task's own OSError (a file it reads, ...)
+
+
+def _line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return text if len(text) <= 160 else text[:157] + "..."
 
 
 class _Pace:

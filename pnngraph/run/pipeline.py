@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 import uuid
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
@@ -39,6 +40,7 @@ from typing import Any
 import dask
 import numpy as np
 from dask.base import tokenize
+from dask.task_spec import TaskRef
 
 from pnngraph.compile.graph import Copies, Source, compile_training
 from pnngraph.compile.kernels import StageState
@@ -268,7 +270,10 @@ def chunk_graph(run: Run, start: int, steps: int, states: Sequence[Any]) -> Trai
     Host states travel inside the graph, even on a cluster: the scheduler then holds them, so
     Dask can recompute any lost result from them after a worker dies. (Scattered states are not
     safe: the Active Memory Manager trims a scattered key no task waits for to one replica, and
-    losing that worker loses the root of the whole run's lineage.)
+    losing that worker loses the root of the whole run's lineage.) The graph names futures by
+    their keys only (``TaskRef``): whoever holds the futures (``fit``, ``run.keep``) decides
+    how long they live, not the graph, whose networkx structure only the garbage collector
+    frees.
     """
     # a future's size is not known here: a whole model's parameters and optimizer state
     nbytes = (1 + run.spec.optimizer.state_arrays) * sum(
@@ -276,7 +281,7 @@ def chunk_graph(run: Run, start: int, steps: int, states: Sequence[Any]) -> Trai
 
     def source(s: Any) -> Source:
         return Source(s, _state_bytes(s)) if isinstance(s, StageState) else \
-            Source(s, nbytes, external=True)
+            Source(TaskRef(s.key), nbytes, external=True)
 
     init = [Copies(source(c) for c in s) if isinstance(s, Copies) else source(s) for s in states]
     abstract = compile_training(run.model, run.spec, data=run.data, init=init, start=start,
@@ -349,9 +354,9 @@ def build(
         Continue an earlier run (its model, its ``TrainingResult.opt_state``, which must have
         the structure of the optimizer's ``init(params)``: :meth:`Optimizer.check_state`).
     client : distributed.Client, optional
-        Data is scattered to its workers once (the initial state travels in the graph, so
-        Dask can recompute from it), and the plan pins tasks to them (loosely: a lost
-        worker's tasks run elsewhere).
+        numpy data becomes two tasks on its workers, and the initial state travels in the
+        graph: the scheduler holds both, so Dask recomputes anything a lost worker took with
+        it; the plan pins tasks to the workers (loosely: a lost worker's tasks run elsewhere).
     scheduler : str, optional
         How nodes are placed: "heft" (default with a client or cluster), "peft", "cpop",
         "best", "heft_lookahead", the baselines of :mod:`schedulers`, "static" (shard j of
@@ -381,8 +386,15 @@ def build(
 # ------------------------------------------------------------------------------------- data
 def _place_data(inputs: Inputs, client: Any) -> tuple[tuple[Source, Source], tuple[Any, ...]]:
     """Where the graph reads X and y, and the futures the run must keep alive: dask arrays
-    stay where they are; numpy data is scattered to every worker (with a client) or travels in
-    the graph."""
+    stay where they are (their blocks are recomputed from their source when a worker is lost);
+    numpy data becomes one task per array on the cluster (with a client), else travels in the
+    graph.
+
+    Those two tasks hold the arrays in their definition, so the scheduler keeps a copy and
+    recomputes either one on another worker when the worker holding it dies. (Scattered data
+    could not be recomputed: the Active Memory Manager trims a scattered key that few tasks
+    wait for to one replica, and losing that worker lost the run.)
+    """
     X, y = inputs.X, inputs.y
     if _is_dask_array(X):
         return (_dask_source(X), _dask_source(y)), ()
@@ -391,10 +403,12 @@ def _place_data(inputs: Inputs, client: Any) -> tuple[tuple[Source, Source], tup
     # named for the task stream (data-X, data-y), never by content: a later build with the
     # same data must not race this one's release of it
     names = data_keys()
-    futures = client.scatter(dict(zip(names, (X, y), strict=True)), broadcast=True)
-    sources = (Source(futures[names[0]], X.nbytes, external=True),
-               Source(futures[names[1]], y.nbytes, external=True))
-    return sources, (futures[names[0]], futures[names[1]])
+    with warnings.catch_warnings():  # the arrays are meant to travel in this graph
+        warnings.filterwarnings("ignore", message="Sending large graph")
+        futures = client.get(dict(zip(names, (X, y), strict=True)), list(names), sync=False)
+    sources = (Source(TaskRef(futures[0].key), X.nbytes, external=True),
+               Source(TaskRef(futures[1].key), y.nbytes, external=True))
+    return sources, tuple(futures)
 
 
 def data_keys() -> tuple[str, str]:

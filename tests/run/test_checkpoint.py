@@ -3,6 +3,7 @@ same bits as a run that never stopped."""
 
 from __future__ import annotations
 
+import json
 import pickle
 import struct
 import zipfile
@@ -16,9 +17,11 @@ from pnngraph.compile.strategies import strategy_from_repr
 from pnngraph.exceptions import ConfigError, ModelFileError
 from pnngraph.nn import Dense, Sequential
 from pnngraph.nn.optimizers import SGD, Adam
+from pnngraph.npzfile import META
 from pnngraph.plan.cluster import simulated_cluster
 from pnngraph.run.checkpoint import (
     checkpoint_name,
+    data_fingerprint,
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
@@ -290,6 +293,64 @@ def test_a_checkpoint_of_another_run_is_refused(tmp_path, field, change):
             **kw)
     assert err.value.name == field
     assert "as in checkpoint" in str(err.value)
+
+
+def perturbed(X, y):
+    X = X.copy()
+    X[17, 2] = np.nextafter(X[17, 2], np.inf)  # one value, one bit
+    return X, y
+
+
+@pytest.mark.parametrize("other", [
+    lambda X, y: (X[::-1], y[::-1]),  # the same samples in another order
+    perturbed,
+    lambda X, y: (X, np.roll(y, 1)),  # other labels
+])
+def test_a_checkpoint_of_other_data_of_the_same_shape_is_refused(tmp_path, other):
+    X, y = make_data("mlp")
+    kw = {"strategy": DataParallel(2), "checkpoint_dir": tmp_path, **RUN}
+    fit(make_mlp(), (X, y), steps=3, **kw)
+    assert load_checkpoint(tmp_path).fingerprint == data_fingerprint(X, y)
+    with pytest.raises(ConfigError, match=r"^data: expected the same X and y \(fingerprint "
+                                          r"blake2b:[0-9a-f]{32}\) as in checkpoint .*ckpt-"
+                                          r"00000003.npz, got 'other data") as err:
+        fit(make_mlp(), other(X, y), steps=6, resume=True, **kw)
+    assert err.value.name == "data"
+
+
+def test_checkpoints_written_without_a_data_fingerprint_still_resume(tmp_path):
+    """Files of versions before the fingerprint was recorded resume as they did, unchecked."""
+    from tests.npzfiles import members_of
+
+    X, y = make_data("mlp")
+    kw = {"strategy": DataParallel(2), **RUN}
+    whole = fit(make_mlp(), (X, y), steps=6, **kw)
+    fit(make_mlp(), (X, y), steps=3, checkpoint_dir=tmp_path, **kw)
+    path = tmp_path / checkpoint_name(3)
+    arrays = members_of(path)
+    meta = json.loads(arrays[META].tobytes())
+    del meta["fingerprint"]
+    arrays[META] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    np.savez(path, **arrays)
+    assert load_checkpoint(path).fingerprint is None
+    resumed = fit(make_mlp(), (X, y), steps=6, checkpoint_dir=tmp_path, resume=True, **kw)
+    assert bitwise_equal(resumed.params, whole.params)
+    assert load_checkpoint(tmp_path).fingerprint == data_fingerprint(X, y)  # the new ones record it
+
+
+def test_the_fingerprint_of_dask_arrays_is_their_token_and_computes_nothing():
+    da = pytest.importorskip("dask.array")
+    X, y = make_data("mlp")
+    a = data_fingerprint(da.from_array(X, chunks=10), da.from_array(y, chunks=10))
+    assert a == data_fingerprint(da.from_array(X.copy(), chunks=10), da.from_array(y, chunks=10))
+    assert a != data_fingerprint(da.from_array(X[::-1], chunks=10), da.from_array(y, chunks=10))
+    assert a.startswith("dask:")
+    unknown = da.map_blocks(_never, da.from_array(X, chunks=10), dtype=float)
+    assert data_fingerprint(unknown, y).startswith("dask:")  # _never did not run
+
+
+def _never(block):
+    raise AssertionError("the fingerprint of a dask array computed it")
 
 
 def test_checkpoint_options_are_checked(tmp_path):

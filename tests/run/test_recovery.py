@@ -140,3 +140,86 @@ def test_fit_survives_a_killed_worker(client):
     )
     assert bitwise_equal(result.params, expected.params)
     np.testing.assert_array_equal(result.losses, expected.losses)
+
+
+def _holders(client, prefix):
+    """Workers holding a key whose name starts with ``prefix``."""
+    return {w for key, where in client.who_has().items() if str(key).startswith(prefix)
+            for w in where}
+
+
+STRATEGIES = {
+    "DataParallel(1) fused": (DataParallel(1), {"fuse_steps": 10}),
+    "DataParallel(3)": (DataParallel(3), {}),
+    "ModelAveraging(3, 2)": ("averaging", {}),
+    "Pipeline(2, 4)": ("pipeline", {}),
+}
+
+
+@pytest.mark.filterwarnings("ignore::pnngraph.run.collection.PlacementWarning")
+@pytest.mark.parametrize("name", list(STRATEGIES))
+def test_fit_survives_losing_every_worker_that_holds_the_data(client, name):
+    """The training data is two tasks whose definition the scheduler holds: when every worker
+    holding it dies between chunks' steps, Dask computes it again and the run ends bitwise."""
+    from pnngraph import ModelAveraging, Pipeline
+
+    strategy, extra = STRATEGIES[name]
+    strategy = {"averaging": ModelAveraging(3, 2), "pipeline": Pipeline(2, 4)}.get(
+        strategy, strategy)
+    X, y = make_data(2)
+    kw = {"strategy": strategy, "steps": 60, "chunk_steps": 10, "progress": False, **RUN,
+          **extra}
+    expected = fit(make_model(), (X, y), **kw)
+    killed: list[str] = []
+
+    def kill_data_holders(done):
+        if killed or done < 20:
+            return
+        pids = client.run(os.getpid)
+        killed.extend(sorted(_holders(client, "data-X") | _holders(client, "data-y")))
+        for worker in killed:
+            os.kill(pids[worker], signal.SIGKILL)
+
+    result = fit(make_model(), (X, y), client=client, on_steps=_counter(kill_data_holders), **kw)
+    assert killed, "no worker held the data at the kill: nothing was tested"
+    assert bitwise_equal(result.params, expected.params)
+    np.testing.assert_array_equal(result.losses, expected.losses)
+
+
+def _counter(then):
+    """An ``on_steps`` hook that calls ``then`` with the steps done so far."""
+    done = [0]
+
+    def hook(n):
+        done[0] += n
+        then(done[0])
+
+    return hook
+
+
+def test_long_fits_keep_the_scheduler_small_and_leave_nothing_behind(client, monkeypatch):
+    """Every ``_Lineage.TASKS`` tasks a chunk's states come back and the next chunk starts
+    from them, so the scheduler forgets the chunks before: the tasks it holds stay bounded
+    over a run however long, the result is unchanged, and nothing is held once fit returns."""
+    from pnngraph.run.fit import _Lineage
+
+    monkeypatch.setattr(_Lineage, "TASKS", 60)
+    X, y = make_data(3)
+    kw = {"strategy": DataParallel(2), "steps": 200, "chunk_steps": 10, "progress": False,
+          **RUN}
+    expected = fit(make_model(), (X, y), **kw)
+    held: list[int] = []
+
+    def count(_):
+        held.append(client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)))
+
+    result = fit(make_model(), (X, y), client=client, on_steps=_counter(count), **kw)
+    assert bitwise_equal(result.params, expected.params)
+    per_chunk = len(build(make_model(), (X, y), strategy=DataParallel(2), steps=10, **RUN))
+    # the chain since the newest restart (< TASKS + one chunk), the chunk in flight, the data
+    assert max(held) <= 60 + 3 * per_chunk, (max(held), per_chunk)
+    assert max(held) < 200 // 10 * per_chunk / 2, "the scheduler kept the whole run"
+    deadline = time.monotonic() + 60  # a deadlock guard: releases reach the scheduler async
+    while client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)):
+        assert time.monotonic() < deadline, "fit left tasks on the scheduler"
+        time.sleep(0.05)
