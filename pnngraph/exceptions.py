@@ -13,7 +13,8 @@ matching builtin (``ValueError``, ``TypeError``, ``RuntimeError``), so callers m
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import numbers
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -108,20 +109,20 @@ class ModelFileError(PnngraphError, ValueError):
 
 
 class TrainingError(PnngraphError, RuntimeError):
-    """Training failed while running, e.g. the loss became NaN.
+    """Training failed while running, e.g. the loss or a gradient became NaN.
 
-    Fields: ``step`` and ``shard`` where it happened (``None`` when unknown), ``problem``.
+    Fields: ``step``, ``shard`` and ``stage`` where it happened (``None`` when unknown or when
+    it does not apply: a summed gradient belongs to a stage, not to a shard), ``problem``.
     """
 
-    def __init__(self, problem: str, *, step: int | None = None, shard: int | None = None) -> None:
+    def __init__(self, problem: str, *, step: int | None = None, shard: int | None = None,
+                 stage: int | None = None) -> None:
         self.problem = problem
         self.step = step
         self.shard = shard
-        where = []
-        if step is not None:
-            where.append(f"step {step}")
-        if shard is not None:
-            where.append(f"shard {shard}")
+        self.stage = stage
+        where = [f"{name} {value}" for name, value in
+                 (("step", step), ("shard", shard), ("stage", stage)) if value is not None]
         prefix = (", ".join(where) + ": ") if where else ""
         super().__init__(prefix + problem)
 
@@ -172,3 +173,32 @@ def check_int(name: str, value: Any, *, low: int = 1) -> int:
         expected = "a positive integer" if low == 1 else f"an integer >= {low}"
         raise ConfigError(name, expected, value)
     return int(value)
+
+
+def is_number(value: Any) -> bool:
+    """Whether ``value`` is a real number: a Python or numpy integer or float, not a bool.
+
+    >>> import numpy as np
+    >>> is_number(np.float32(0.1)), is_number(np.int64(3)), is_number(True), is_number("1")
+    (True, True, False, False)
+    """
+    return isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
+
+
+def check_number(name: str, value: Any, expected: str,
+                 ok: Callable[[float], bool] = lambda v: v == v) -> float:
+    """``value`` as a ``float`` when it is a number (:func:`is_number`) for which ``ok`` holds
+    (by default: not NaN); else :class:`ConfigError` naming ``name``, saying ``expected``. The
+    one number check of the package.
+
+    >>> import numpy as np
+    >>> check_number("rate", np.float32(0.5), "a number in [0, 1)", lambda r: 0 <= r < 1)
+    0.5
+    >>> check_number("rate", True, "a number in [0, 1)")
+    Traceback (most recent call last):
+    ...
+    pnngraph.exceptions.ConfigError: rate: expected a number in [0, 1), got True
+    """
+    if not is_number(value) or not ok(float(value)):
+        raise ConfigError(name, expected, value)
+    return float(value)

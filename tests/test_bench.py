@@ -58,6 +58,12 @@ def test_step_profile_splits_a_data_parallel_step():
 
 
 @pytest.mark.slow
+def test_finite_check_benchmark_prints_its_table():
+    out = run("finite_check.py", *TOY)
+    assert "on/off" in out and "(d) MLP 784-32-32-10" in out and "check alone, MLP" in out
+
+
+@pytest.mark.slow
 def test_loaders_benchmark_prints_a_row_per_loader():
     out = run("loaders.py", "--gib", "0.0625")
     assert "memory ratio" in out and "expected float64[3]" in out

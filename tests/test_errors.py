@@ -27,6 +27,7 @@ DOCS = Path(__file__).resolve().parent.parent / "docs" / "errors.md"
 rng = np.random.default_rng(0)
 X = rng.standard_normal((30, 4))
 Y = (X[:, 0] > 0).astype(int)
+ONE = {"steps": 1, "batch_size": 10}  # one step of a third of the data
 
 
 def mlp():
@@ -37,13 +38,60 @@ def api(fn, *args, **kwargs):
     return lambda: fn(*args, **kwargs)
 
 
-def nan_loss():
+def run_until_not_finite(model, X_run, **options):
+    """Two data-parallel steps on the synchronous scheduler (shards in order)."""
     import dask
 
-    graph = pnngraph.build(Sequential([Dense(4, 2)], input_shape=(4,)), (X * 1e200, Y),
-                           strategy=pnngraph.DataParallel(2), steps=3, batch_size=10, lr=1e200)
+    graph = pnngraph.build(model, (X_run, Y), strategy=pnngraph.DataParallel(2), steps=2,
+                           batch_size=10, **options)
     with np.errstate(all="ignore"):
         dask.compute(graph, scheduler="sync")
+
+
+def nan_loss():
+    model = Sequential([Dense(4, 2)], input_shape=(4,))
+    model.params[0]["W"] = np.full((4, 2), 1e308)  # finite, but every logit overflows
+    run_until_not_finite(model, np.abs(X) + 1.0)
+
+
+def inf_gradient():
+    # inputs of 1e200 through a first layer of 1e-200 give outputs of about 1 and a finite loss
+    # of about 1e200; the first layer's gradient is inputs x (1e200-size weights): inf
+    model = Sequential([Dense(4, 3), Dense(3, 2)], input_shape=(4,))
+    model.params[0]["W"] = model.params[0]["W"] * 1e-200
+    model.params[1]["W"] = model.params[1]["W"] * 1e200
+    run_until_not_finite(model, X * 1e200)
+
+
+def inf_parameters():
+    run_until_not_finite(Sequential([Dense(4, 2)], input_shape=(4,)), X * 1e200, lr=1e200)
+
+
+def dask_data(X_data=X, y_data=Y):
+    import dask.array as da
+
+    return da.from_array(X_data, chunks=(10, 4)), da.from_array(y_data, chunks=10)
+
+
+def with_value(a, index, value):
+    a = a.astype(float)
+    a[index] = value
+    return a
+
+
+def unknown_chunk_sizes():
+    dX, dy = dask_data()
+    keep = dX[:, 0] > -10  # a boolean mask: dask cannot know how many rows stay
+    pnngraph.build(mlp(), (dX[keep], dy[keep]), **ONE)
+
+
+def checkpoint_dir_a_file(tmp: Path):
+    (tmp / "file").write_text("not a folder")
+    pnngraph.fit(mlp(), (X, Y), **ONE, checkpoint_dir=tmp / "file", progress=False)
+
+
+def momentum_state_of(model):
+    return pnngraph.SGD(0.1, momentum=0.9).init(model.params)
 
 
 def one_hot_as_dask_array():
@@ -139,23 +187,23 @@ API_CASES = {
         pnngraph.build, mlp(), (X, Y), strategy=pnngraph.Pipeline(4), steps=1)),
     "unknown strategy": (ex.UnknownNameError, api(pnngraph.build, mlp(), (X, Y),
                                                   strategy="zero-bubble", steps=1)),
-    "unknown scheduler": (ex.UnknownNameError, api(pnngraph.build, mlp(), (X, Y), steps=1,
+    "unknown scheduler": (ex.UnknownNameError, api(pnngraph.build, mlp(), (X, Y), **ONE,
                                                    strategy="data", scheduler="magic")),
     "GPU plan on a cluster without GPUs": (ex.ConfigError, api(
-        pnngraph.build, mlp(), (X, Y), steps=1, strategy="data",
+        pnngraph.build, mlp(), (X, Y), **ONE, strategy="data",
         cluster=simulated_cluster(2, 0), devices="gpu")),
     "shards='auto' without a cluster": (ex.ConfigError, api(
-        pnngraph.build, mlp(), (X, Y), steps=1, strategy=pnngraph.DataParallel("auto"))),
+        pnngraph.build, mlp(), (X, Y), **ONE, strategy=pnngraph.DataParallel("auto"))),
     "a list scheduler with nothing to plan on": (ex.ConfigError, api(
-        pnngraph.build, mlp(), (X, Y), steps=1, strategy="data", scheduler="heft")),
+        pnngraph.build, mlp(), (X, Y), **ONE, strategy="data", scheduler="heft")),
     "a seed that is not an integer >= 0": (ex.ConfigError, api(pnngraph.train_serial, mlp(), X, Y,
                                                               steps=1, seed=-1)),
     "loss becomes NaN during a run": (ex.TrainingError, nan_loss),
     "a recorded strategy that is not one": (ex.ConfigError, api(strategy_from_repr, "Dense(3)")),
-    "unknown keyword argument": (ex.OptionError, api(pnngraph.fit, mlp(), (X, Y), steps=1,
+    "unknown keyword argument": (ex.OptionError, api(pnngraph.fit, mlp(), (X, Y), **ONE,
                                                      epoch=3)),
     "unknown keyword with an optimizer instance": (ex.OptionError, api(
-        pnngraph.build, mlp(), (X, Y), steps=1, optimizer=pnngraph.Adam(), lr_decay=0.1)),
+        pnngraph.build, mlp(), (X, Y), **ONE, optimizer=pnngraph.Adam(), lr_decay=0.1)),
     "one-hot rows that are not one-hot": (ex.DataError, api(
         pnngraph.train_serial, mlp(), X, np.where(np.arange(30)[:, None] == 4, 0.5,
                                                   np.eye(2)[Y]), steps=1)),
@@ -165,17 +213,17 @@ API_CASES = {
         pnngraph.train_serial, mlp(), X, np.eye(2)[Y].astype(str), steps=1)),
     "one-hot labels as a dask array": (ex.DataError, one_hot_as_dask_array),
     "validation data that is not a pair": (ex.ConfigError, api(
-        pnngraph.fit, mlp(), (X, Y), steps=1, validation_data=X)),
+        pnngraph.fit, mlp(), (X, Y), **ONE, validation_data=X)),
     "validation X and y lengths differ": (ex.DataError, api(
-        pnngraph.fit, mlp(), (X, Y), steps=1, validation_data=(X, Y[:-1]))),
+        pnngraph.fit, mlp(), (X, Y), **ONE, validation_data=(X, Y[:-1]))),
     "validation labels out of range": (ex.DataError, api(
-        pnngraph.fit, mlp(), (X, Y), steps=1, validation_data=(X, Y + 5))),
+        pnngraph.fit, mlp(), (X, Y), **ONE, validation_data=(X, Y + 5))),
     "callback monitors a metric the run does not log": (ex.ConfigError, api(
-        pnngraph.fit, mlp(), (X, Y), steps=1, callbacks=[pnngraph.EarlyStopping("val_loss")])),
-    "callbacks not a list": (ex.ConfigError, api(pnngraph.fit, mlp(), (X, Y), steps=1,
+        pnngraph.fit, mlp(), (X, Y), **ONE, callbacks=[pnngraph.EarlyStopping("val_loss")])),
+    "callbacks not a list": (ex.ConfigError, api(pnngraph.fit, mlp(), (X, Y), **ONE,
                                                  callbacks=pnngraph.EarlyStopping("loss"))),
-    "a callback that is not a Callback": (ex.ConfigError, api(pnngraph.fit, mlp(), (X, Y),
-                                                              steps=1, callbacks=[print])),
+    "a callback that is not a Callback": (ex.ConfigError, api(pnngraph.fit, mlp(), (X, Y), **ONE,
+                                                              callbacks=[print])),
     "unknown EarlyStopping mode": (ex.UnknownNameError, api(pnngraph.EarlyStopping,
                                                             mode="up")),
     "EarlyStopping patience negative": (ex.ConfigError, api(pnngraph.EarlyStopping,
@@ -188,6 +236,32 @@ API_CASES = {
                                                          monitor=3)),
     "predict_proba of a model that is not a classifier": (ex.ConfigError, lambda: Sequential(
         [pnngraph.Conv2D(1, 2, 3)], input_shape=(1, 4, 4)).predict_proba(np.zeros((1, 1, 4, 4)))),
+    "inputs of complex numbers": (ex.DataError, api(pnngraph.train_serial, mlp(), X + 1j, Y,
+                                                    **ONE)),
+    "batch larger than the data": (ex.ConfigError, api(pnngraph.fit, mlp(), (X, Y), steps=1,
+                                                       batch_size=10**9)),
+    "a bool where a number goes": (ex.ConfigError, api(pnngraph.train_serial, mlp(), X, Y, **ONE,
+                                                       lr=True)),
+    "checkpoint_dir naming a file": (ex.ConfigError, checkpoint_dir_a_file),
+    "a dask array of unknown chunk sizes": (ex.DataError, unknown_chunk_sizes),
+    "NaN in a dask array": (ex.DataError, api(pnngraph.build, mlp(), dask_data(
+        with_value(X, (13, 1), np.nan)), **ONE)),
+    "labels out of range in a dask array": (ex.DataError, api(pnngraph.build, mlp(), dask_data(
+        y_data=with_value(Y, 17, 9)), **ONE)),
+    "labels not integers in a dask array": (ex.DataError, api(pnngraph.build, mlp(), dask_data(
+        y_data=with_value(Y, 23, 1.5)), **ONE)),
+    "an optimizer state that is not one": (ex.ConfigError, api(pnngraph.build, mlp(), (X, Y),
+                                                               **ONE, opt_state={"foo": 1})),
+    "an optimizer state of another model": (ex.ConfigError, api(
+        pnngraph.build, mlp(), (X, Y), **ONE, momentum=0.9, opt_state=momentum_state_of(
+            Sequential([Dense(4, 7), ReLU(), Dense(7, 2)], input_shape=(4,))))),
+    "GPU plan with nothing to place on": (ex.ConfigError, api(pnngraph.fit, mlp(), (X, Y), **ONE,
+                                                              devices="gpu", progress=False)),
+    "GPU plan with the dask scheduler": (ex.ConfigError, api(
+        pnngraph.build, mlp(), (X, Y), **ONE, cluster=simulated_cluster(1, 1), devices="gpu",
+        scheduler="dask")),
+    "gradient becomes NaN or inf during a run": (ex.TrainingError, inf_gradient),
+    "parameters become NaN or inf in an update": (ex.TrainingError, inf_parameters),
 }
 
 FILE_CASES = {  # built in a temporary folder, named TMP in the messages
@@ -245,18 +319,18 @@ CLI_CASES = {
 }
 
 
-def message_of(fn) -> tuple[type, str]:
+def message_of(fn, tmp: Path | None = None) -> tuple[type, str]:
+    """The type and message of the error ``fn`` raises (``fn(tmp)`` when it takes a folder),
+    the folder written TMP and a scheduler's address as the docs' placeholder."""
     try:
-        fn()
+        fn(tmp) if fn.__code__.co_argcount else fn()
     except ex.PnngraphError as err:
-        return type(err), str(err)
+        message = str(err) if tmp is None else str(err).replace(str(tmp), "TMP")
+        return type(err), re.sub(r"tcp://127\.0\.0\.1:\d+", "tcp://scheduler-host:8786", message)
     raise AssertionError("no error raised")
 
 
-@pytest.mark.parametrize("case", sorted(API_CASES))
-def test_api_errors_are_typed_one_line_and_documented(case, tmp_path):
-    kind, fn = API_CASES[case]
-    got, message = message_of(fn)
+def check_documented(kind, got, message):
     assert got is kind and isinstance(message, str)
     assert "\n" not in message and len(message) < 300
     assert "expected" in message or "became" in message or "outside" in message or \
@@ -264,8 +338,74 @@ def test_api_errors_are_typed_one_line_and_documented(case, tmp_path):
     assert f"`{message}`" in DOCS.read_text(), f"docs/errors.md lacks: {message}"
 
 
+@pytest.mark.parametrize("case", sorted(API_CASES))
+def test_api_errors_are_typed_one_line_and_documented(case, tmp_path):
+    kind, fn = API_CASES[case]
+    check_documented(kind, *message_of(fn, tmp_path))
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """Two worker processes (the checks of dask blocks travel pickled)."""
+    import distributed
+
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address="127.0.0.1:0", host="127.0.0.1") as cluster:
+        yield cluster
+
+
+def closed_client(cluster):
+    import distributed
+
+    client = distributed.Client(cluster)
+    client.close()
+    pnngraph.fit(mlp(), (X, Y), **ONE, client=client, progress=False)
+
+
+def no_workers(cluster):
+    import distributed
+
+    with distributed.LocalCluster(n_workers=0, processes=False, protocol="tcp", host="127.0.0.1",
+                                  dashboard_address="127.0.0.1:0") as empty, \
+            distributed.Client(empty) as c:
+        pnngraph.fit(mlp(), (X, Y), **ONE, client=c, scheduler="dask", progress=False)
+
+
+def on_client(data=(X, Y), **options):
+    def run(cluster):
+        import distributed
+
+        with distributed.Client(cluster) as client:
+            pnngraph.fit(mlp(), data, **ONE, client=client, progress=False, **options)
+    return run
+
+
+CLUSTER_CASES = {
+    "a closed client": (ex.ConfigError, closed_client),
+    "a cluster without workers": (ex.ConfigError, no_workers),
+    "GPU plan on a client without GPU workers": (ex.ConfigError, on_client(devices="gpu")),
+    "NaN in a dask array on a cluster": (ex.DataError, on_client(data=dask_data(
+        with_value(X, (13, 1), np.nan)))),
+}
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("case", sorted(CLUSTER_CASES))
+def test_cluster_errors_come_before_any_work_on_it(case, cluster, monkeypatch):
+    """Each is refused before the cluster is measured, the data placed or a plan made."""
+    from pnngraph.run import pipeline
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("work on the cluster began")
+
+    for name in ("calibrate", "_place_data", "place", "profile"):
+        monkeypatch.setattr(pipeline, name, no_work)
+    kind, fn = CLUSTER_CASES[case]
+    check_documented(kind, *message_of(lambda: fn(cluster)))
+
+
 def test_foreign_model_file_error(tmp_path):
-    got, message = message_of(lambda: not_a_model(tmp_path))
+    got, message = message_of(not_a_model, tmp_path)
     assert got is ex.ModelFileError and "no pnngraph metadata" in message
 
 

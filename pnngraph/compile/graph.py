@@ -200,7 +200,7 @@ def compile_training(
         spec=spec, token=token, start=start, g=nx.DiGraph(),
         specs=[kernels.StageSpec(tuple(model.layers[a:z]), a,
                                  spec.loss if z == len(model.layers) else None, spec.optimizer,
-                                 spec.seed) for a, z in bounds],
+                                 spec.seed, stage=k) for k, (a, z) in enumerate(bounds)],
         labels=[stage_label(model.layers[a:z]) for a, z in bounds],
         costs=stage_costs(model, bounds, spec.optimizer, spec.loss),
         batches=[spec.batch(s) for s in range(start, start + steps)],
@@ -272,7 +272,7 @@ def _copies(b: _Builder, init: list[Ref], x: Ref, y: Ref) -> list[Ref]:
                                y, rows, len(index), s, j, cost=b.costs.grad(0, n_shard), step=s,
                                shard=j, micro=0, stage=0, copy=j % R))
         leaves = b.tree(parts, 0, s)
-        states = [b.add("update", 0, (s, 0, r), kernels.update, b.specs[0], states[r], *leaves,
+        states = [b.add("update", 0, (s, 0, r), kernels.update, b.specs[0], states[r], s, *leaves,
                         cost=b.costs.update(0, len(leaves)), step=s, stage=0, copy=r)
                   for r in range(R)]
     return states
@@ -305,7 +305,7 @@ def _steps(b: _Builder, init: list[Ref], x: Ref, y: Ref, M: int) -> list[Ref]:
                     _pipeline(b, params, parts, x, y, mb, len(index), (s, j, m))
         for k in range(K):
             leaves = b.tree(parts[k], k, s)
-            states[k] = b.add("update", k, (s, k), kernels.update, b.specs[k], states[k],
+            states[k] = b.add("update", k, (s, k), kernels.update, b.specs[k], states[k], s,
                               *leaves, cost=b.costs.update(k, len(leaves)), step=s, stage=k)
             params[k] = states[k]
             if split and i + 1 < len(b.batches):

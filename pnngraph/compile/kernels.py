@@ -16,7 +16,7 @@ What one task of each kind computes (K = 1 fuses forward, loss and backward into
     backward(spec, state, fwd, upstream)  -> (dx, grads, 0.0)         earlier stages
                                              (dx is None on the first stage: nothing needs it)
     aggregate(backend, *parts)            -> Partial(sum of grads, sum of losses)   fixed order
-    update(spec, state, *parts)           -> StageState               sum, then optimizer step
+    update(spec, state, step, *parts)     -> StageState               sum, then optimizer step
     params_of(state)                      -> StageState               parameters only
     train_steps(spec, state, X, Y, batches, first) -> StageState      several whole steps, S = K = 1
     local_steps(spec, params, state, ...) -> StageState               model averaging, one replica
@@ -43,7 +43,7 @@ from pnngraph.nn.layers import Context, Layer
 from pnngraph.nn.losses import Loss
 from pnngraph.nn.model import ParamList, backward_layers, forward_layers
 from pnngraph.nn.optimizers import Optimizer, State
-from pnngraph.nn.train import batch_indices
+from pnngraph.nn.train import batch_indices, check_update
 
 
 class StageState(NamedTuple):
@@ -65,7 +65,8 @@ class Partial(NamedTuple):
 class StageSpec:
     """What every task of one stage needs besides its data: layers, loss, optimizer, seed.
 
-    ``loss`` is set on the last stage only. ``backend`` names the array library the task runs on.
+    ``loss`` is set on the last stage only. ``backend`` names the array library the task runs on;
+    ``stage`` is the stage's index (errors name it).
     """
 
     layers: tuple[Layer, ...]
@@ -74,6 +75,7 @@ class StageSpec:
     optimizer: Optimizer
     seed: int
     backend: str = "numpy"
+    stage: int = 0
 
     @property
     def stop(self) -> int:
@@ -214,13 +216,21 @@ def aggregate(backend: str, *parts: Any) -> Partial:
     return Partial(grads, loss)
 
 
-def update(spec: StageSpec, state: StageState, *parts: Any) -> StageState:
-    """Sum this step's contributions (in order) and apply one optimizer step to the stage."""
+def update(spec: StageSpec, state: StageState, step: int, *parts: Any) -> StageState:
+    """Sum step ``step``'s contributions (in order) and apply one optimizer step to the stage;
+    a NaN or inf in the sum or in the updated parameters is a TrainingError naming the stage
+    (:func:`pnngraph.nn.train.check_update`)."""
+    return _apply(spec, state, aggregate(spec.backend, *parts), step, stage=spec.stage)
+
+
+def _apply(spec: StageSpec, state: StageState, total: Partial, step: int,
+           **where: int) -> StageState:
     be = _backend(spec)
-    total = aggregate(spec.backend, *parts)
+    grads = _adopt(be, total.grads)
     params, opt_state = spec.optimizer.update(
-        _adopt(be, state.params), _adopt(be, total.grads), _adopt(be, state.opt_state)
+        _adopt(be, state.params), grads, _adopt(be, state.opt_state)
     )
+    check_update(be.xp, spec.layers, spec.start, grads, params, step, **where)
     losses = (*state.losses, total.loss) if spec.loss is not None else state.losses
     return StageState(params, opt_state, losses)
 
@@ -279,6 +289,7 @@ def train_steps(
         _, grads = backward_layers(be.xp, spec.layers, params, caches, dout, False)
         params, opt_state = spec.optimizer.update(params, grads, opt_state)
         losses.append(_check_loss(float(value), step, 0))
+        check_update(be.xp, spec.layers, spec.start, grads, params, step, stage=0)
     return StageState(params, opt_state, tuple(losses))
 
 
@@ -302,7 +313,7 @@ def local_steps(
     current = StageState(params_from.params, state.opt_state, state.losses)
     for i, index in enumerate(indices):
         part = grad(spec, current, X, Y, index, len(index), first_step + i, replica)
-        new = update(spec, current, part)
+        new = _apply(spec, current, part, first_step + i, shard=replica)
         losses = (*current.losses, part.loss * weights[i])
         current = StageState(new.params, new.opt_state, losses)
     return current

@@ -47,7 +47,7 @@ from pnngraph.nn.layers import Context
 from pnngraph.nn.losses import Loss
 from pnngraph.nn.model import Sequential
 from pnngraph.nn.optimizers import Optimizer, State
-from pnngraph.nn.train import TrainingResult
+from pnngraph.nn.train import TrainingResult, check_update
 
 
 def train_serial(
@@ -104,7 +104,8 @@ def train_serial(
     be = get_backend(backend)
     xp = be.xp
     params = be.tree_asarray(model.params)
-    state = spec.optimizer.init(params) if opt_state is None else be.tree_asarray(opt_state)
+    state = spec.optimizer.init(params) if opt_state is None else be.tree_asarray(
+        spec.optimizer.check_state(model.params, opt_state))
     losses = np.empty(spec.steps)
     seconds = np.empty(spec.steps)
     for i, s in enumerate(range(start, start + spec.steps)):
@@ -119,6 +120,7 @@ def train_serial(
         seconds[i] = time.perf_counter() - t0
         if not math.isfinite(losses[i]):
             raise TrainingError(f"the loss became {losses[i]}", step=s)
+        check_update(xp, model.layers, 0, grads, params, s)
         if callback is not None:
             callback(s, losses[i])
     trained = model.copy()
@@ -170,6 +172,9 @@ def train_averaging_serial(
                 value, dout = spec.loss.value_and_grad(xp, out, y_arr[rows], len(rows))
                 _, grads = model.backward(xp, params, caches, dout, input_grad=False)
                 params, states[r] = opt.update(params, grads, states[r])
+                if not math.isfinite(float(value)):
+                    raise TrainingError(f"the loss became {float(value)}", step=lo + i, shard=r)
+                check_update(xp, model.layers, 0, grads, params, lo + i, shard=r)
                 losses[lo + i] += float(value) * sizes[r] / len(index)
             finals.append(params)
         shares = strategy.shares(len(period[-1]))

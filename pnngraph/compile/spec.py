@@ -200,5 +200,7 @@ def prepare(
         fan_in=fan_in, fuse_steps=fuse_steps,
     )
     spec.check_split(model)
+    if bs > n:  # every batch would be the whole data set, and every cost priced for bs samples
+        raise ConfigError("batch_size", f"at most the data's {n} samples", bs)
     return spec, X_arr, y_arr
 

@@ -46,7 +46,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 import numpy as np
 
-from pnngraph.exceptions import ConfigError, UnknownNameError, check_int
+from pnngraph.exceptions import ConfigError, UnknownNameError, check_int, is_number
 
 
 def proportional_split(n: int, weights: Sequence[float]) -> list[int]:
@@ -82,7 +82,7 @@ def _weights(name: str, shards: int | Sequence[float]) -> tuple[float, ...]:
     if isinstance(shards, Sequence) and not isinstance(shards, str) and len(shards) > 0:
         out = []
         for w in shards:
-            if not isinstance(w, int | float) or isinstance(w, bool) or not w > 0:
+            if not is_number(w) or not w > 0:
                 raise ConfigError(name, "a count or a list of positive weights", list(shards))
             out.append(float(w))
         return tuple(out)

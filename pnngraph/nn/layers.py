@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from pnngraph.exceptions import ConfigError, ShapeError, UnknownNameError, check_int, check_name
+from pnngraph.exceptions import ShapeError, UnknownNameError, check_int, check_name, check_number
 from pnngraph.nn.backend import Array, device_of
 
 Shape = tuple[int, ...]
@@ -334,9 +334,8 @@ class Dropout(Layer):
 
     def __init__(self, rate: float = 0.5, *, name: str | None = None) -> None:
         super().__init__(name)
-        if not isinstance(rate, int | float) or not 0.0 <= rate < 1.0:
-            raise ConfigError("Dropout rate", "a number in [0, 1)", rate)
-        self.rate = float(rate)
+        self.rate = check_number("Dropout rate", rate, "a number in [0, 1)",
+                                 lambda r: 0.0 <= r < 1.0)
 
     def forward(self, xp: Any, params: Params, x: Array, ctx: Context) -> tuple[Array, Any]:
         if not ctx.training or self.rate == 0.0:

@@ -37,8 +37,11 @@ class Loss:
     ) -> tuple[Array, Array]:
         raise NotImplementedError
 
-    def check_targets(self, y: np.ndarray, output_shape: tuple[int, ...]) -> np.ndarray:
-        """Validate host targets for a model with per-sample ``output_shape``; return them cast."""
+    def check_targets(self, y: np.ndarray, output_shape: tuple[int, ...],
+                      first: int = 0) -> np.ndarray:
+        """Validate host targets for a model with per-sample ``output_shape``; return them cast.
+        Messages count samples from ``first`` (the index of ``y[0]`` in its data set: ``y`` may
+        be one block of a dask array)."""
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -92,13 +95,14 @@ class SoftmaxCrossEntropy(Loss):
     ) -> tuple[Array, Array]:
         return softmax_cross_entropy(xp, outputs, targets, n_global)
 
-    def check_targets(self, y: np.ndarray, output_shape: tuple[int, ...]) -> np.ndarray:
+    def check_targets(self, y: np.ndarray, output_shape: tuple[int, ...],
+                      first: int = 0) -> np.ndarray:
         if len(output_shape) != 1:
             raise DataError("model output", f"cross-entropy needs (classes,), got {output_shape}")
         y = np.asarray(y)
         if y.ndim == 2:
-            y = one_hot_labels(y, output_shape[0])
-        return check_labels(y, output_shape[0])
+            y = one_hot_labels(y, output_shape[0], first)
+        return check_labels(y, output_shape[0], first)
 
 
 class MeanSquaredError(Loss):
@@ -112,41 +116,60 @@ class MeanSquaredError(Loss):
     ) -> tuple[Array, Array]:
         return mean_squared_error(xp, outputs, targets, n_global)
 
-    def check_targets(self, y: np.ndarray, output_shape: tuple[int, ...]) -> np.ndarray:
+    def check_targets(self, y: np.ndarray, output_shape: tuple[int, ...],
+                      first: int = 0) -> np.ndarray:
         y = np.asarray(y)
         if not np.issubdtype(y.dtype, np.number) or np.issubdtype(y.dtype, np.complexfloating):
             raise DataError("y", f"expected real numbers, got dtype {y.dtype}")
         per = int(np.prod(output_shape))
         if y.ndim == 0 or int(np.prod(y.shape[1:])) != per:
             raise DataError("y", f"expected {per} target values per sample, got shape {y.shape}")
-        if not np.all(np.isfinite(y)):
-            raise DataError("y", f"{int(np.sum(~np.isfinite(y)))} values are NaN or inf")
+        check_finite(y, "y", first)
         return y.astype(np.float64, copy=False)
 
 
-def check_labels(y: Any, n_classes: int) -> np.ndarray:
-    """Integer class labels in [0, n_classes) as int64; DataError naming the first bad one."""
+def check_finite(a: np.ndarray, what: str, first: int = 0) -> None:
+    """DataError when ``a`` (samples along axis 0) holds NaN or inf, saying how many and the
+    first sample that does, counted from ``first``.
+
+    >>> check_finite(np.array([[0.0, np.inf], [np.nan, 1.0]]), "X", first=10)
+    Traceback (most recent call last):
+    ...
+    pnngraph.exceptions.DataError: X: 2 values are NaN or inf (first in sample 10)
+    """
+    bad = ~np.isfinite(a)
+    if bad.any():
+        row = int(np.argmax(bad.reshape(a.shape[0], -1).any(axis=1)))
+        raise DataError(what, f"{int(bad.sum())} values are NaN or inf (first in sample "
+                              f"{first + row})")
+
+
+def check_labels(y: Any, n_classes: int, first: int = 0) -> np.ndarray:
+    """Integer class labels in [0, n_classes) as int64; DataError naming the first bad one
+    (its index counted from ``first``)."""
     y = np.asarray(y)
     if y.ndim != 1:
         raise DataError("y", f"expected a 1-D array of class labels, got shape {y.shape}")
-    if y.dtype == bool or not np.issubdtype(y.dtype, np.number):
+    if y.dtype == bool or not np.issubdtype(y.dtype, np.number) or \
+            np.issubdtype(y.dtype, np.complexfloating):
         raise DataError("y", f"expected integer class labels, got dtype {y.dtype}")
     if not np.issubdtype(y.dtype, np.integer):
         bad = ~np.isfinite(y) | (y != np.round(y))
         if np.any(bad):
             i = int(np.argmax(bad))
-            raise DataError("y", f"expected integer class labels, got {y[i].item()!r} at index {i}")
+            raise DataError("y", f"expected integer class labels, got {y[i].item()!r} at index "
+                                 f"{first + i}")
     out = y.astype(np.int64)
     bad = (out < 0) | (out >= n_classes)
     if np.any(bad):
         i = int(np.argmax(bad))
         raise DataError(
-            "y", f"label {out[i]} at index {i} is outside [0, {n_classes}) for {n_classes} classes"
-        )
+            "y", f"label {out[i]} at index {first + i} is outside [0, {n_classes}) for "
+                 f"{n_classes} classes")
     return out
 
 
-def one_hot_labels(y: Any, n_classes: int) -> np.ndarray:
+def one_hot_labels(y: Any, n_classes: int, first: int = 0) -> np.ndarray:
     """The class index of each one-hot row of ``y`` (shape ``(n, n_classes)``, numbers or
     bools: each row one 1, the rest 0) as int64; DataError naming the first bad row.
 
@@ -165,7 +188,8 @@ def one_hot_labels(y: Any, n_classes: int) -> np.ndarray:
     if np.any(bad):
         i = int(np.argmax(bad))
         row = ", ".join(str(v) for v in y[i, :8].tolist()) + (", ..." if n_classes > 8 else "")
-        raise DataError("y", f"expected one-hot rows (one 1, the rest 0), got [{row}] in row {i}")
+        raise DataError("y", f"expected one-hot rows (one 1, the rest 0), got [{row}] in row "
+                             f"{first + i}")
     return np.argmax(ones, axis=1).astype(np.int64)
 
 

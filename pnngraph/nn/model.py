@@ -45,7 +45,7 @@ from pnngraph.nn.layers import (
     Layer,
     Shape,
 )
-from pnngraph.nn.losses import Loss, get_loss
+from pnngraph.nn.losses import Loss, check_finite, get_loss
 from pnngraph.npzfile import META, NpzArchive, write_npz
 
 LAYER_TYPES: dict[str, type[Layer]] = {
@@ -227,18 +227,16 @@ class Sequential:
         X = np.asarray(X)
         if X.ndim == 0 or X.shape[0] == 0:
             raise DataError(what, f"expected at least one sample, got shape {X.shape}")
-        if X.dtype == object or not np.issubdtype(X.dtype, np.number):
-            raise DataError(what, f"expected numbers, got dtype {X.dtype}")
+        if X.dtype == object or not np.issubdtype(X.dtype, np.number) or \
+                np.issubdtype(X.dtype, np.complexfloating):
+            raise DataError(what, f"expected real numbers, got dtype {X.dtype}")
         if X.shape[1:] != shape:
             if X.ndim == 2 and len(shape) > 1 and X.shape[1] == math.prod(shape):
                 X = X.reshape((X.shape[0], *shape))
             else:
                 raise ShapeError(shape, tuple(X.shape[1:]), detail=f"{what} has shape {X.shape}")
         X = X.astype(self.dtype, copy=False)
-        bad = ~np.isfinite(X)
-        if bad.any():
-            row = int(np.argmax(bad.reshape(X.shape[0], -1).any(axis=1)))
-            raise DataError(what, f"{int(bad.sum())} values are NaN or inf (first in sample {row})")
+        check_finite(X, what)
         return X
 
     def predict(self, X: Any, *, batch_size: int = 1024, backend: str = "numpy") -> np.ndarray:

@@ -22,7 +22,7 @@ import inspect
 import math
 from typing import Any, ClassVar
 
-from pnngraph.exceptions import ConfigError, OptionError, check_name
+from pnngraph.exceptions import ConfigError, OptionError, check_int, check_name, check_number
 from pnngraph.nn.backend import Array, namespace
 
 ParamList = list[dict[str, Array]]
@@ -34,13 +34,10 @@ def _zeros_like(params: ParamList) -> ParamList:
 
 
 def _check_number(name: str, v: Any, *, low: float, high: float = math.inf, strict: bool) -> float:
-    ok = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-    ok = ok and (v > low if strict else v >= low) and v < high
-    if not ok:
-        bound = f"> {low}" if strict else f">= {low}"
-        rng = f"a finite number {bound}" + (f" and < {high}" if high != math.inf else "")
-        raise ConfigError(name, rng, v)
-    return float(v)
+    bound = f"> {low}" if strict else f">= {low}"
+    expected = f"a finite number {bound}" + (f" and < {high}" if high != math.inf else "")
+    return check_number(name, v, expected, lambda x: math.isfinite(x) and (
+        x > low if strict else x >= low) and x < high)
 
 
 class Optimizer:
@@ -59,12 +56,60 @@ class Optimizer:
     def update(self, params: ParamList, grads: ParamList, state: State) -> tuple[ParamList, State]:
         raise NotImplementedError
 
+    def check_state(self, params: ParamList, state: Any) -> State:
+        """``state`` when it has the structure of ``self.init(params)``: the same keys, an
+        integer step counter >= 0, ``None`` where a fresh state has ``None``, and one dict per
+        layer holding arrays of the parameters' shapes and dtypes; else :class:`ConfigError`
+        naming what is missing or wrong. (A state from another optimizer, another model, or
+        built by hand fails here, not in a task on a worker.)
+
+        >>> import numpy as np
+        >>> SGD(0.1).check_state([{"W": np.zeros(2)}], {"foo": 1})
+        Traceback (most recent call last):
+        ...
+        pnngraph.exceptions.ConfigError: opt_state: expected the keys of an SGD state \
+['step', 'velocity'], got ['foo']
+        """
+        fresh = self.init(params)
+        kind = type(self).__name__
+        if not isinstance(state, dict) or set(state) != set(fresh):
+            got = sorted(map(str, state)) if isinstance(state, dict) else type(state).__name__
+            raise ConfigError("opt_state", f"the keys of an {kind} state {sorted(fresh)}", got)
+        for key, want in fresh.items():
+            value, name = state[key], f"opt_state[{key!r}]"
+            if isinstance(want, int):
+                check_int(name, value, low=0)
+            elif want is None:
+                if value is not None:
+                    raise ConfigError(name, f"None, as {kind}.init gives it", type(value).__name__)
+            else:
+                _check_layers(name, want, value)
+        return state
+
     def config(self) -> dict[str, Any]:
         return dict(vars(self))
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
         return f"{type(self).__name__}({args})"
+
+
+def _check_layers(name: str, want: ParamList, got: Any) -> None:
+    """``got`` holds arrays of the shapes and dtypes of ``want``'s, layer by layer."""
+    if not isinstance(got, list | tuple) or len(got) != len(want):
+        raise ConfigError(name, f"a list of one dict per layer ({len(want)} layers)",
+                          len(got) if isinstance(got, list | tuple) else type(got).__name__)
+    for i, (layer, given) in enumerate(zip(want, got, strict=True)):
+        if not isinstance(given, dict) or set(given) != set(layer):
+            raise ConfigError(f"{name}[{i}]", f"a dict of {sorted(layer)}",
+                              sorted(map(str, given)) if isinstance(given, dict)
+                              else type(given).__name__)
+        for k, a in layer.items():
+            b = given[k]
+            if not hasattr(b, "shape") or (tuple(b.shape), str(b.dtype)) != (a.shape, str(a.dtype)):
+                raise ConfigError(f"{name}[{i}][{k!r}]", f"an array of shape {a.shape} {a.dtype}",
+                                  f"{tuple(b.shape)} {b.dtype}" if hasattr(b, "shape")
+                                  else type(b).__name__)
 
 
 class SGD(Optimizer):

@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from pnngraph.exceptions import TrainingError
+from pnngraph.nn.layers import Layer
 from pnngraph.nn.model import ParamList, Sequential
 from pnngraph.nn.optimizers import State
 
@@ -75,6 +77,48 @@ def epoch_order(n_samples: int, seed: int, epoch: int) -> np.ndarray:
     order = np.random.default_rng([seed, epoch]).permutation(n_samples)
     order.flags.writeable = False
     return order
+
+
+def check_update(
+    xp: Any, layers: Sequence[Layer], start: int, grads: ParamList, params: ParamList,
+    step: int, *, shard: int | None = None, stage: int | None = None,
+) -> None:
+    """Refuse a step whose updated ``params`` hold NaN or inf: a :class:`TrainingError` at
+    ``step`` (and ``shard`` or ``stage``) naming the first array of the gradient ``grads`` that
+    holds one (an update from a bad gradient is bad), else the first updated parameter array.
+    ``layers`` are the model's layers ``start, start + 1, ...``.
+
+    It reads, never changes, the arrays: one sum per parameter array, added up on the device,
+    one host synchronisation for the step. A sum is finite exactly when its terms are (unless
+    it overflows: then each array is looked at), and a gradient that is not finite makes the
+    parameters SGD or Adam update with it not finite, so the parameters' sum decides; the
+    gradient is looked at only on a bad step, to name it.
+
+    >>> import numpy as np
+    >>> from pnngraph.nn.layers import Dense
+    >>> grads = [{"W": np.array([1.0, np.nan])}]
+    >>> check_update(np, [Dense(2, 1, name="dense0")], 0, grads, [{"W": grads[0]["W"] * 2}], 3,
+    ...              stage=0)
+    Traceback (most recent call last):
+    ...
+    pnngraph.exceptions.TrainingError: step 3, stage 0: the gradient of layer 0 (dense0) W \
+became nan
+    """
+    total = 0.0
+    with np.errstate(over="ignore", invalid="ignore"):  # a sum that overflows is looked into
+        for layer in params:
+            for a in layer.values():  # (numpy's method skips the namespace's dispatch)
+                total = total + (a.sum() if isinstance(a, np.ndarray) else xp.sum(a))
+        if math.isfinite(float(total)):
+            return
+    for trees, prefix, suffix in ((grads, "the gradient of ", ""), (params, "", " in the update")):
+        for i, layer in enumerate(trees):
+            for name, a in layer.items():
+                if not bool(xp.all(xp.isfinite(a))):
+                    value = "nan" if bool(xp.any(xp.isnan(a))) else "inf"
+                    where = f"layer {start + i} ({layers[i].name}) {name}"
+                    raise TrainingError(f"{prefix}{where} became {value}{suffix}", step=step,
+                                        shard=shard, stage=stage)
 
 
 @dataclass(frozen=True)

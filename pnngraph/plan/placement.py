@@ -91,8 +91,9 @@ class Placement:
 
 def needs_cluster_model(options: PlacementOptions, strategy: Strategy) -> bool:
     """Whether a run placed with ``options`` must know its cluster's speeds: a list scheduler,
-    or shards sized to the workers (``DataParallel("auto")``)."""
-    return options.scheduler not in UNPLANNED or strategy.auto
+    shards sized to the workers (``DataParallel("auto")``), or GPU workers only (a plan of
+    the cluster model picks each task's array library)."""
+    return options.scheduler not in UNPLANNED or strategy.auto or options.devices == "gpu"
 
 
 def place(

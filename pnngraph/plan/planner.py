@@ -181,6 +181,27 @@ def wall_terms(abstract: nx.DiGraph, cluster: ClusterModel, makespan: float,
     }
 
 
+def check_devices(devices: str, gpus: Sequence[bool] | None) -> None:
+    """Refuse ``devices`` ("any", "cpu" or "gpu") that the workers cannot honour; ``gpus``
+    says whether each worker has a GPU (``None``: no cluster to place on, so every task runs
+    on this machine's CPU).
+
+    >>> check_devices("gpu", [False, False])
+    Traceback (most recent call last):
+    ...
+    pnngraph.exceptions.ConfigError: devices: expected a cluster with GPU workers for \
+devices='gpu', got 'no worker has a GPU'
+    """
+    if devices not in DEVICES:
+        raise UnknownNameError("devices", devices, DEVICES)
+    if devices == "gpu" and not any(gpus or ()):
+        raise ConfigError("devices", "a cluster with GPU workers for devices='gpu'",
+                          "no client or cluster model" if gpus is None else "no worker has a GPU")
+    if devices == "cpu" and gpus and all(gpus):
+        raise ConfigError("devices", "a cluster with CPU workers for devices='cpu'",
+                          "every worker has a GPU")
+
+
 def make_plan(
     abstract: nx.DiGraph,
     cluster: ClusterModel,
@@ -201,15 +222,7 @@ def make_plan(
     worker): copy r's update and the gradients that read it run there.
     """
     scheduler_name(scheduler)
-    if devices not in DEVICES:
-        raise UnknownNameError("devices", devices, DEVICES)
-    gpus = [w for w in cluster.workers if w.gpu]
-    if devices == "gpu" and not gpus:
-        raise ConfigError("devices", "a cluster with GPU workers for devices='gpu'",
-                          "no worker has a GPU")
-    if devices == "cpu" and len(gpus) == len(cluster.workers):
-        raise ConfigError("devices", "a cluster with CPU workers for devices='cpu'",
-                          "every worker has a GPU")
+    check_devices(devices, [w.gpu for w in cluster.workers])
     costed = scheduling_graph(abstract, cluster, dtype=dtype, devices=devices)
     processors = cluster.usable(devices)
     _tie(costed, abstract, list(shard_workers or processors), bool(shard_workers))

@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 
 from pnngraph.compile.spec import TrainingSpec
-from pnngraph.exceptions import ConfigError, DataError, check_int, check_name
+from pnngraph.exceptions import ConfigError, DataError, check_int, check_name, check_number
 from pnngraph.nn.model import Sequential
 from pnngraph.nn.train import EpochRecord, History, TrainingResult, batch_samples
 
@@ -95,10 +95,9 @@ class _Monitor:
         mode = check_name(f"{owner} mode", mode, MODES)
         if mode == "auto":
             mode = "max" if "accuracy" in monitor or monitor == "samples_per_s" else "min"
-        ok = isinstance(min_delta, int | float) and not isinstance(min_delta, bool)
-        if not ok or not math.isfinite(min_delta) or min_delta < 0:
-            raise ConfigError(f"{owner} min_delta", "a finite number >= 0", min_delta)
-        self.monitor, self.mode, self.min_delta = monitor, mode, float(min_delta)
+        self.monitor, self.mode = monitor, mode
+        self.min_delta = check_number(f"{owner} min_delta", min_delta, "a finite number >= 0",
+                                      lambda v: math.isfinite(v) and v >= 0)
         self.reset()
 
     def reset(self) -> None:

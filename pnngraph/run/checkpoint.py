@@ -460,6 +460,13 @@ class CheckpointPolicy:
                                   self.every) from None
             if self.directory is None:
                 raise ConfigError("checkpoint_every", "a checkpoint_dir to write to", self.every)
+        if self.directory is not None:
+            # the first checkpoint is written after a chunk ran: a path that cannot be one
+            # (a file, or below a file) is refused before
+            existing = next(p for p in (self.directory, *self.directory.parents) if p.exists())
+            if not existing.is_dir() or not os.access(existing, os.W_OK):
+                raise ConfigError("checkpoint_dir", "a directory this process can write to (or "
+                                  "a path to make one at)", os.fspath(self.directory))
         if not isinstance(self.resume, bool):
             raise ConfigError("resume", "True or False", self.resume)
         if self.resume and self.directory is None:

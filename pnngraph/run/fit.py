@@ -55,7 +55,7 @@ import numpy as np
 
 from pnngraph.compile.graph import Copies
 from pnngraph.compile.strategies import Strategy
-from pnngraph.exceptions import ClusterLostError, ConfigError, PnngraphError, check_int
+from pnngraph.exceptions import ClusterLostError, PnngraphError, check_int, check_number
 from pnngraph.nn.losses import Loss
 from pnngraph.nn.model import Sequential
 from pnngraph.nn.optimizers import Optimizer
@@ -528,8 +528,9 @@ class _Pace:
     ``limit``."""
 
     def __init__(self, limit: int, seconds: float | None) -> None:
-        if seconds is not None and not (isinstance(seconds, int | float) and seconds > 0):
-            raise ConfigError("chunk_seconds", "a number of seconds > 0", seconds)
+        if seconds is not None:
+            seconds = check_number("chunk_seconds", seconds, "a number of seconds > 0",
+                                   lambda s: s > 0)
         self.limit, self.seconds = limit, seconds
         self.per_step: float | None = None
 

@@ -4,9 +4,12 @@
 
     prepare_inputs(model, data, **options)   validate once: a TrainingSpec and the data
           |                                  (no client, no cluster yet)
-    start_run(inputs, client, cluster, ...)  what stays fixed for the whole run: the data given a
-          |                                  place on the cluster, the cluster model (measured
-          |                                  when the placement needs it), shards sized for it
+    start_run(inputs, client, cluster, ...)  first the checks that need the cluster (the client,
+          |                                  its workers and devices; dask data, block by
+          |                                  block), then what stays fixed for the whole run: the
+          |                                  data given a place on the cluster, the cluster model
+          |                                  (measured when the placement needs it), shards
+          |                                  sized for it
     chunk_graph(run, start, steps, states)   compile (abstract graph) -> place (Placement) ->
                                              a TrainingGraph, lowered when Dask asks for it
 
@@ -26,13 +29,17 @@ starting from the states the previous one ended with.
 
 from __future__ import annotations
 
+import math
 import uuid
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
+import dask
 import numpy as np
+from dask.base import tokenize
 from dask.task_spec import TaskRef
 
 from pnngraph.compile.graph import Copies, Source, compile_training
@@ -40,7 +47,7 @@ from pnngraph.compile.kernels import StageState
 from pnngraph.compile.spec import TrainingSpec, prepare
 from pnngraph.compile.strategies import DataParallel, Strategy
 from pnngraph.exceptions import ConfigError, DataError
-from pnngraph.nn.losses import Loss, get_loss
+from pnngraph.nn.losses import Loss, check_finite, get_loss
 from pnngraph.nn.model import Sequential
 from pnngraph.nn.optimizers import Optimizer, State, split_state
 from pnngraph.plan.cluster import ClusterModel
@@ -51,6 +58,7 @@ from pnngraph.plan.placement import (
     place,
     size_shards,
 )
+from pnngraph.plan.planner import check_devices
 from pnngraph.run import auto
 from pnngraph.run.calibrate import calibrate, remember
 from pnngraph.run.collection import TrainingGraph
@@ -60,7 +68,8 @@ from pnngraph.run.profile import profile
 @dataclass(frozen=True)
 class Inputs:
     """A run's validated inputs: the model, its spec, and the data as given (host arrays,
-    checked, or dask arrays, checked by shape)."""
+    checked, or dask arrays, checked by shape; their values are checked by :func:`start_run`,
+    where the blocks are)."""
 
     model: Sequential
     spec: TrainingSpec
@@ -107,13 +116,17 @@ def start_run(
     inputs: Inputs, *, client: Any = None, cluster: ClusterModel | None = None,
     options: PlacementOptions | None = None,
 ) -> Run:
-    """Fix what a run keeps: the placement options resolved, the cluster model (measured on
-    ``client`` when the placement needs one and none is given), the data given a place
-    (two tasks on the cluster with a client, else inside the graph), the strategy (chosen
-    among the candidates with ``"auto"``), its shards and copies (:func:`fix`)."""
+    """Fix what a run keeps, once the cluster and the dask data passed their checks
+    (:func:`check_cluster`, :func:`check_dask_data`): the placement options resolved, the
+    cluster model (measured on ``client`` when the placement needs one and none is given), the
+    data given a place (two tasks on the cluster with a client, else inside the graph), the
+    strategy (chosen among the candidates with ``"auto"``), its shards and copies
+    (:func:`fix`)."""
     model, spec = inputs.model, inputs.spec
     options = (options or PlacementOptions()).resolved(planned=client is not None or
                                                        cluster is not None)
+    check_cluster(client, cluster, options)
+    check_dask_data(inputs, client)
     measured = cluster is None and client is not None and needs_cluster_model(options,
                                                                               spec.strategy)
     if measured:
@@ -125,6 +138,84 @@ def start_run(
     if cluster is None:  # strategy="auto" with nothing to plan for: one shard, the serial loop
         return replace(run, spec=replace(spec, strategy=DataParallel(1)))
     return auto.choose(run, fix, chunk_graph, initial_states)
+
+
+def check_cluster(client: Any, cluster: ClusterModel | None, options: PlacementOptions) -> None:
+    """Refuse, before any work on it, a cluster the run cannot use: a client that is not
+    running, a cluster without workers, ``devices="gpu"`` without GPU workers (or with nothing
+    to place on, or with the "dask" scheduler, which pins nothing, so every task would compute
+    with numpy), ``devices="cpu"`` where every worker has a GPU."""
+    gpus: list[bool] | None = None
+    if client is not None:
+        from pnngraph.run.session import live_workers
+
+        status = getattr(client, "status", "running")
+        if status != "running":
+            raise ConfigError("client", "a running Client", f"a {status} one")
+        workers = live_workers(client)
+        if not workers:
+            raise ConfigError("client", "a cluster with at least one running worker",
+                              f"no workers at {client.scheduler.address}")
+        gpus = ["GPU" in (w.get("resources") or {}) for w in workers.values()]
+    if cluster is not None:
+        gpus = [w.gpu for w in cluster.workers]
+    check_devices(options.devices, gpus)
+    if options.devices == "gpu" and options.scheduler == "dask":
+        raise ConfigError("scheduler", "one that pins tasks to workers for devices='gpu'",
+                          options.scheduler)
+
+
+def check_dask_data(inputs: Inputs, client: Any) -> None:
+    """Check the values of dask arrays X and y as :func:`prepare_inputs` checks host arrays,
+    block by block where the blocks are: one small task per block, computed at once (on the
+    workers with ``client``, else where Dask computes by default), before any other work on
+    the cluster. The run reads the data once more for this. A bad block raises the message of
+    the host check (sample indices counted in the whole array) naming the block and its rows;
+    the first bad block in order is the one named."""
+    X, y = inputs.X, inputs.y
+    if not _is_dask_array(X):
+        return
+    checks = [*_block_checks(X, "X", check_finite),
+              *_block_checks(y, "y", partial(_check_targets, inputs.spec.loss,
+                                            inputs.model.output_shape))]
+    found = client.compute(checks, sync=True) if client is not None else dask.compute(*checks)
+    for problem in found:
+        if problem is not None:
+            raise DataError(*problem)
+
+
+def _block_checks(a: Any, what: str, check: Callable[..., Any]) -> list[Any]:
+    """One delayed :func:`_block_problem` per block of dask array ``a``, keyed
+    ``("check-X-<token>", *block index)`` (grouped as ``check-X`` on the dashboard)."""
+    starts = np.cumsum((0, *a.chunks[0]))
+    blocks = a.to_delayed()
+    one_row = all(n == 1 for n in blocks.shape[1:])  # blocks cut along the samples only
+    name = f"check-{what}-{tokenize(a, check)}"
+    out = []
+    for index in np.ndindex(blocks.shape):
+        lo, hi = int(starts[index[0]]), int(starts[index[0] + 1])
+        block = index[0] if one_row else index
+        out.append(dask.delayed(_block_problem)(
+            check, blocks[index], what, lo, f"in block {block} (rows {lo}:{hi})",
+            dask_key_name=(name, *index)))
+    return out
+
+
+def _block_problem(check: Callable[..., Any], block: Any, what: str, first: int,
+                   where: str) -> tuple[str, str] | None:
+    """``None`` when ``check(block, what, first)`` passes, else the DataError's ``(what,
+    problem)`` with ``where`` added (a value, not a raise: the caller names the first bad
+    block in order, whichever task finished first)."""
+    try:
+        check(np.asarray(block), what, first)
+    except DataError as err:
+        return err.what, f"{err.problem}, {where}"
+    return None
+
+
+def _check_targets(loss: Loss, output_shape: tuple[int, ...], y: np.ndarray, what: str,
+                   first: int) -> None:
+    loss.check_targets(y, output_shape, first)
 
 
 def fix(run: Run, strategy: Strategy) -> Run:
@@ -243,7 +334,8 @@ def build(
     model : Sequential
         Its parameters are the starting point.
     data : (X, y) or Dataset
-        numpy arrays, or dask arrays (their blocks are loaded on the workers).
+        numpy arrays, or dask arrays (their blocks are loaded on the workers; their values are
+        checked first, one task per block, computed here: :func:`check_dask_data`).
     strategy : DataParallel, Pipeline, Hybrid, ModelAveraging, or "auto", "data", ...
         ``DataParallel("auto")`` makes one shard per worker, sized by the worker's speed;
         ``"auto"`` plans every candidate on the cluster and keeps the fastest
@@ -259,7 +351,8 @@ def build(
         for about a quarter of a second of work per task, so tiny models are not drowned in
         task overhead).
     start_step, opt_state
-        Continue an earlier run (its model, its ``TrainingResult.opt_state``).
+        Continue an earlier run (its model, its ``TrainingResult.opt_state``, which must have
+        the structure of the optimizer's ``init(params)``: :meth:`Optimizer.check_state`).
     client : distributed.Client, optional
         numpy data becomes two tasks on its workers, and the initial state travels in the
         graph: the scheduler holds both, so Dask recomputes anything a lost worker took with
@@ -284,6 +377,8 @@ def build(
         optimizer=optimizer, loss=loss, seed=seed, shuffle=shuffle, fan_in=fan_in,
         fuse_steps=fuse_steps, caller="build", **optimizer_options,
     )
+    if opt_state is not None:
+        inputs.spec.optimizer.check_state(model.params, opt_state)
     run = start_run(inputs, client=client, cluster=cluster, options=options)
     return chunk_graph(run, start_step, run.spec.steps, initial_states(model, run.spec, opt_state))
 
@@ -354,10 +449,12 @@ def _dask_metadata(X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
     """Host stand-ins with the dask arrays' shapes, for validation without computing."""
     if not (_is_dask_array(X) and _is_dask_array(y)):
         raise ConfigError("data", "both X and y as dask arrays (or both as numpy)", "a mix")
+    for what, a in (("X", X), ("y", y)):
+        if any(math.isnan(d) for d in a.shape):  # a boolean mask's result, say
+            raise DataError(what, f"expected a dask array of known chunk sizes, got shape "
+                                  f"{a.shape} (try {what}.compute_chunk_sizes())")
     if X.shape[0] != y.shape[0]:
         raise DataError("X/y", f"X has {X.shape[0]} samples but y has {y.shape[0]}")
-    if any(np.isnan(d) for d in X.shape):
-        raise DataError("X", "unknown chunk sizes: call X.compute_chunk_sizes() first")
     X_meta = np.zeros((1, *X.shape[1:]), dtype=X.dtype)
     y_meta = np.zeros((1, *y.shape[1:]), dtype=y.dtype)
     return X_meta, y_meta

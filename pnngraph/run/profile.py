@@ -153,7 +153,7 @@ def _line(kernel: str, inp: _Inputs, n: int, sync: Callable[[], Any]) -> tuple[f
     def parts_fn(p: int) -> Callable[[], Any]:
         part = inp.partial()
         if kernel == "update":
-            return lambda: kernels.update(spec, state, *[part] * p)
+            return lambda: kernels.update(spec, state, 0, *[part] * p)
         if kernel == "aggregate":
             return lambda: kernels.aggregate(spec.backend, *[part] * p)
         return lambda: kernels.average(spec.backend, (1.0 / p,) * p, *[state] * p)

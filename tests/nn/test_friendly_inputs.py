@@ -112,6 +112,33 @@ def test_every_known_option_still_reaches_the_optimizer():
     assert bitwise_equal(a.params, b.params)
 
 
+# ------------------------------------------------------------------------------ numbers
+def test_numpy_numbers_are_numbers_everywhere():
+    """Numbers that come out of numpy (a config read with np.load, a grid from np.linspace)
+    train exactly like the Python numbers of the same value."""
+    a = fit(make_mlp(), (X, Y), strategy=DataParallel([1.0, 2]), steps=3, batch_size=20,
+            momentum=0.5, lr=float(np.float32(0.05)), progress=False, chunk_seconds=1)
+    b = fit(make_mlp(), (X, Y), strategy=DataParallel([np.float32(1), np.int64(2)]), steps=3,
+            batch_size=np.int64(20), momentum=np.float64(0.5), lr=np.float32(0.05),
+            progress=False, chunk_seconds=np.float32(1))
+    assert bitwise_equal(a.params, b.params)
+    assert Adam(np.float32(0.01), beta1=np.float16(0.5), eps=np.int32(1)).eps == 1.0
+    assert pnngraph.Dropout(np.float32(0.25)).rate == 0.25
+    assert pnngraph.EarlyStopping(min_delta=np.float64(0.5))._monitor.min_delta == 0.5
+
+
+@pytest.mark.parametrize("make", [
+    lambda v: SGD(v), lambda v: SGD(0.1, momentum=v), lambda v: Adam(eps=v),
+    lambda v: pnngraph.Dropout(v), lambda v: pnngraph.EarlyStopping(min_delta=v),
+    lambda v: DataParallel([1.0, v]),
+    lambda v: fit(make_mlp(), (X, Y), steps=1, chunk_seconds=v, **RUN),
+])
+@pytest.mark.parametrize("value", [True, np.bool_(True)])
+def test_a_bool_is_not_a_number(make, value):
+    with pytest.raises(ConfigError, match=r"got .*True"):
+        make(value)
+
+
 # ------------------------------------------------------------------------------ one-hot labels
 @pytest.mark.parametrize("dtype", [np.float64, np.float32, np.int64, bool])
 def test_one_hot_labels_train_exactly_like_class_labels(dtype):

@@ -156,10 +156,14 @@ def test_fit_submits_each_chunk_before_the_one_before_ends():
     assert [s for kind, s in calls if kind == "chunk"] == [2, 4, 6]
 
 
-def test_a_checkpoint_that_cannot_be_written_fails_the_run(tmp_path):
+def test_a_checkpoint_that_cannot_be_written_fails_the_run(tmp_path, monkeypatch):
+    from pnngraph.run import checkpoint
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
     X, y = make_data("mlp")
-    blocked = tmp_path / "file"
-    blocked.write_text("not a folder")  # the writer thread cannot make its directory
-    with pytest.raises(OSError):
+    monkeypatch.setattr(checkpoint, "save_checkpoint", full_disk)  # in the writer thread
+    with pytest.raises(OSError, match="No space left"):
         pnngraph.fit(make_mlp(), (X, y), strategy=DataParallel(2), steps=4, chunk_steps=2,
-                     progress=False, checkpoint_dir=blocked, **KW)
+                     progress=False, checkpoint_dir=tmp_path / "ckpt", **KW)
