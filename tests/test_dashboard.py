@@ -195,13 +195,12 @@ def test_no_page_where_the_scheduler_shows_no_dashboard():
 
 
 @pytest.mark.cluster
-def test_the_scattered_data_has_named_keys_of_its_own_per_build():
+def test_the_data_has_named_keys_of_its_own_per_build():
     model, data = make_mlp(), make_data("mlp")
     with local_cluster(2, 0, processes=False, dashboard_address=None) as cluster, \
             Client(cluster) as client:
         graphs = [pnngraph.build(model, data, strategy=pnngraph.DataParallel(2), steps=1,
                                  batch_size=20, client=client) for _ in range(2)]
-        held = client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.tasks))
         data_keys = []
         for graph in graphs:
             hlg = graph.__dask_graph__()
@@ -210,9 +209,11 @@ def test_the_scattered_data_has_named_keys_of_its_own_per_build():
             data_keys.append(sorted(d for d in deps if isinstance(d, str)
                                     and d.startswith("data-")))
         result, = client.compute([graphs[0]], sync=True)
+        # the graphs hold their data's futures: the scheduler has both builds' data by now
+        held = client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.tasks))
     assert [[key_split(k) for k in ks] for ks in data_keys] == [["data-X", "data-y"]] * 2
     assert not set(data_keys[0]) & set(data_keys[1])  # the same data, never the same keys
-    assert set(data_keys[0]) | set(data_keys[1]) <= set(held)  # scattered under those names
+    assert set(data_keys[0]) | set(data_keys[1]) <= set(held)  # on the cluster under those names
     assert len(result.losses) == 1
 
 

@@ -100,7 +100,7 @@ def test_client_holds_no_parameters_between_steps(cluster_client):
     wanted_keys = cluster_client.run_on_scheduler(wanted)
     step_keys = {str(k) for k, kind in graph.to_networkx().nodes(data="kind")
                  if kind in {"grad", "update", "aggregate", "init"}}
-    assert wanted_keys  # the finalized result, the scattered data
+    assert wanted_keys  # the finalized result, the data
     assert not wanted_keys & step_keys  # the client asked only for the finalized result
     held = {str(k) for k in cluster_client.futures}
     assert not held & step_keys  # and holds no reference to any step's state

@@ -2,10 +2,12 @@
 
 Pins are loose, so Dask reruns a dead worker's tasks elsewhere and recomputes lost results from
 their lineage; the lineage starts at the initial states, which travel inside the graph (so the
-scheduler holds them), and at the data, scattered to every worker. Each test waits until a third
-of the run is done, kills (SIGKILL) the worker that ran the newest update, and checks that the
-kill really hit a running computation (the run was not done, the worker left, tasks finished
-after the kill) and that the result equals, bit for bit, the same run on the threaded scheduler.
+scheduler holds them), and at the data, two tasks whose definition the scheduler holds too. The
+first tests wait until a third of the run is done, kill (SIGKILL) the worker that ran the newest
+update, and check that the kill really hit a running computation (the run was not done, the
+worker left, tasks finished after the kill) and that the result equals, bit for bit, the same
+run on the threaded scheduler; the others kill every holder of the data, bound the lineage, and
+give up on a task that keeps killing its workers.
 """
 
 from __future__ import annotations
@@ -118,8 +120,7 @@ def test_compute_survives_a_killed_worker(client):
 def test_fit_survives_a_killed_worker(client):
     """One shard, one step per task, in chunks of 50 steps: the state lives on one worker only
     (the worst case), so killing it makes Dask recompute the state from its lineage, through
-    earlier chunks back to the scattered initial states (which must still be alive, and on a
-    surviving worker). A chunk planned while the scheduler still lists the dead worker warns
+    earlier chunks back to the initial states, which the first chunk's graph holds. A chunk planned while the scheduler still lists the dead worker warns
     (PlacementWarning) and runs without those pins."""
     X, y = make_data(1)
     kw = {"strategy": DataParallel(1), "fuse_steps": 1, "steps": 150, "chunk_steps": 50,
