@@ -16,6 +16,7 @@ import datetime
 import ipaddress
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -37,6 +38,17 @@ def wait_for(condition: Callable[[], Any], what: str, deadline_s: float = DEADLI
             return value
         assert time.monotonic() < end, f"gave up waiting for {what}"
         time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def port_taken(port: int) -> Iterator[None]:
+    """``port`` of 127.0.0.1 is held for the block, as another cluster (or another test run)
+    would hold it; when it is held already, it stays so."""
+    with socket.socket() as sock:
+        with contextlib.suppress(OSError):
+            sock.bind(("127.0.0.1", port))
+            sock.listen()
+        yield
 
 
 # ------------------------------------------------------------------------------- TLS files

@@ -50,13 +50,15 @@ def open_client(
     threads: int = 1,
     gpu_workers: int = 0,
     host: str = "127.0.0.1",
-    dashboard_address: str | None = "127.0.0.1:0",
+    dashboard_address: str | None = "127.0.0.1:8787",
     tls: tuple[str | None, str | None, str | None] = (None, None, None),
     timeout: float = 30.0,
 ) -> Iterator[Client]:
     """A client on an embedded ``local_cluster`` or on the cluster at ``scheduler_address``.
 
-    ``tls`` is (CA file, client certificate, client key): all three, or none.
+    ``tls`` is (CA file, client certificate, client key): all three, or none. The embedded
+    cluster's dashboard falls back to a free port when ``dashboard_address`` is taken (Dask
+    warns, naming the port); ``client.dashboard_link`` is where it is.
     """
     security = tls_security(*tls)
     if scheduler_address is not None:
