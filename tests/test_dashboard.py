@@ -8,11 +8,8 @@ import asyncio
 import base64
 import json
 import logging
-import os
 import re
 import subprocess
-import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -24,22 +21,11 @@ import pnngraph
 from pnngraph.run import dashboard
 from pnngraph.run.cluster import local_cluster
 from tests.graph.conftest import make_data, make_mlp
+from tests.shell import shell_cluster, wait_for
 from tests.test_report import find_chromium, png_colours
 
 A, B = "tcp://127.0.0.1:40001", "tcp://127.0.0.1:40002"
 TOKEN = "1a2b3c4d"
-
-
-def wait_for(condition, what: str, deadline_s: float = 120.0):
-    """Poll ``condition()`` until it returns something true (the deadline only fails a hung
-    test; nothing is asserted about how long it took)."""
-    end = time.monotonic() + deadline_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < end, f"gave up waiting for {what}"
-        time.sleep(0.05)
 
 
 def chunk(token=TOKEN, lo=0, hi=2, predicted=1.0, bars=(), marks=()):
@@ -275,38 +261,17 @@ async def _browse(browser: str, url: str, profile: Path) -> tuple[int, bytes]:
 @pytest.mark.cluster
 def test_the_page_of_a_scheduler_started_from_the_shell_renders_in_chromium(tmp_path):
     browser = find_chromium()
-    file = tmp_path / "scheduler.json"
-    dask = [sys.executable, "-m", "dask"]
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    procs = [subprocess.Popen([*dask, "scheduler", "--host", "127.0.0.1", "--port", "0",
-                               "--dashboard-address", "127.0.0.1:0", "--scheduler-file",
-                               str(file)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
-    try:
-        wait_for(file.exists, "the scheduler's file")
-        address = json.loads(file.read_text())["address"]
-        procs += [subprocess.Popen([*dask, "worker", address, "--nthreads", "1", "--host",
-                                    "127.0.0.1", "--no-dashboard"], env=env,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                  for _ in range(2)]
-        with Client(address, timeout=60) as client:
-            client.wait_for_workers(2, timeout=120)
-            result = pnngraph.fit(make_mlp(), make_data("mlp", n=200),
-                                  strategy=pnngraph.DataParallel(2), steps=12, chunk_steps=3,
-                                  batch_size=20, client=client, scheduler="heft",
-                                  progress=False)
-            view = wait_for(lambda: finished(client, 12), "the page to see every step")
-            url = dashboard.attach(client)
-            assert url is not None and url.startswith("http://127.0.0.1:")
-            page = urllib.request.urlopen(url, timeout=30).read().decode()
-            texts, rows = pulled_document(url)
-            shown = (None if browser is None else
-                     asyncio.run(_browse(browser, url, tmp_path / "chromium-profile")))
-    finally:
-        for proc in reversed(procs):
-            proc.terminate()
-        for proc in procs:
-            proc.wait(timeout=60)
+    with shell_cluster(tmp_path, workers=2) as address, Client(address, timeout=60) as client:
+        result = pnngraph.fit(make_mlp(), make_data("mlp", n=200),
+                              strategy=pnngraph.DataParallel(2), steps=12, chunk_steps=3,
+                              batch_size=20, client=client, scheduler="heft", progress=False)
+        view = wait_for(lambda: finished(client, 12), "the page to see every step")
+        url = dashboard.attach(client)
+        assert url is not None and url.startswith("http://127.0.0.1:")
+        page = urllib.request.urlopen(url, timeout=30).read().decode()
+        texts, rows = pulled_document(url)
+        shown = (None if browser is None else
+                 asyncio.run(_browse(browser, url, tmp_path / "chromium-profile")))
     assert [v for _, v in view["losses"]] == result.losses.tolist()
     assert '<a href="pnngraph">Pnngraph</a>' in page
     assert any("data parallel, 2 shards" in t for t in texts)

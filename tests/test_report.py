@@ -192,9 +192,10 @@ def test_records_from_task_stream_on_a_local_cluster():
     distributed = pytest.importorskip("distributed")
     # dashboard_address=None still serves the scheduler's HTTP routes on port 8787 (and warns when
     # that port is taken, e.g. by another test run): a free port instead, dashboard still off
+    # (":0" would bind every interface)
     with distributed.LocalCluster(
         n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None,
-        scheduler_kwargs={"dashboard_address": ":0"},
+        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
     ) as cluster, distributed.Client(cluster) as client:
         w0, w1 = list(live_workers(client))
         with distributed.get_task_stream(client) as ts:
@@ -208,11 +209,15 @@ def test_records_from_task_stream_on_a_local_cluster():
     assert [r.worker for r in by_phase["aggregate"]] == [w0]
     assert [r.worker for r in by_phase["transfer"]] == [w0]  # b's result moved to w0
     assert {r.step for r in records} == {0}
+    # the stream's own intervals, counted from the earliest start (not compared across workers:
+    # each worker shifts its times by its own estimate of its clock's offset to the scheduler,
+    # which a loaded machine puts milliseconds apart)
+    intervals = sorted((s["start"], s["stop"]) for rec in ts.data for s in rec["startstops"]
+                       if s["action"] in ("compute", "transfer"))
+    t0 = intervals[0][0]
+    assert sorted((r.start, r.stop) for r in records) == [(a - t0, b - t0) for a, b in intervals]
     assert min(r.start for r in records) == 0.0
-    assert all(0.0 <= r.start <= r.stop < 60.0 for r in records)
-    transfer, = by_phase["transfer"]
-    assert transfer.start >= max(r.stop for r in by_phase["grad"] if r.worker == w1) - 1e-3
-    assert by_phase["aggregate"][0].start >= transfer.stop - 1e-3
+    assert all(0.0 <= r.start <= r.stop for r in records)
 
 
 def test_step_makespans():

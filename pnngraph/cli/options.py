@@ -99,8 +99,9 @@ def cluster_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      help="GPU workers compute on the emulated device (no GPU needed)."),
         click.option("--host", default="127.0.0.1", show_default=True,
                      help="Interface the embedded cluster and its dashboard bind to."),
-        click.option("--dashboard-address", default="127.0.0.1:0", show_default=True,
-                     help="Dashboard of the embedded cluster (port 0: any free port)."),
+        click.option("--dashboard-address", default="127.0.0.1:8787", show_default=True,
+                     help="Dashboard of the embedded cluster (a free port when this one is "
+                          "taken; port 0: any free port)."),
         click.option("--tls-ca-file", default=None, type=click.Path(exists=True),
                      help="With --tls-cert and --tls-key: join a tls:// scheduler."),
         click.option("--tls-cert", default=None, type=click.Path(exists=True),

@@ -68,6 +68,6 @@ def cluster_client():
     distributed = pytest.importorskip("distributed")
     with distributed.LocalCluster(
         n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-        host="127.0.0.1",
+        host="127.0.0.1", scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
     ) as cluster, distributed.Client(cluster) as client:
         yield client

@@ -46,7 +46,8 @@ def test_calibration_measures_every_worker_and_is_cached(tmp_path):
 
 def test_calibration_without_workers_is_an_error():
     with (
-        LocalCluster(n_workers=0, processes=False, dashboard_address=None) as cluster,
+        LocalCluster(n_workers=0, processes=False, dashboard_address=None,
+                     scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}) as cluster,
         Client(cluster) as client,
         pytest.raises(ConfigError, match="at least one worker to calibrate"),
     ):

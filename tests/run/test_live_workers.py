@@ -33,8 +33,10 @@ def test_builds_see_every_worker_while_the_client_refreshes_every_millisecond(tm
     y = (X[:, 0] > 0).astype(int)
     model = Sequential([Dense(4, 8), ReLU(), Dense(8, 2)], input_shape=(4,))
     with dask.config.set({"distributed.client.scheduler-info-interval": "1ms"}), \
-            distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                     dashboard_address=None, host="127.0.0.1") as cluster, \
+            distributed.LocalCluster(
+                n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                dashboard_address=None, scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+            ) as cluster, \
             distributed.Client(cluster) as client, warnings.catch_warnings():
         warnings.simplefilter("error", PlacementWarning)  # a false "worker left" fails the test
         expected = sorted(nanny.worker_address for nanny in cluster.workers.values())

@@ -2,25 +2,29 @@
 
 Pins are loose, so Dask reruns a dead worker's tasks elsewhere and recomputes lost results from
 their lineage; the lineage starts at the initial states, which travel inside the graph (so the
-scheduler holds them), and at the data, two tasks whose definition the scheduler holds too. The
-first tests wait until a third of the run is done, kill (SIGKILL) the worker that ran the newest
-update, and check that the kill really hit a running computation (the run was not done, the
-worker left, tasks finished after the kill) and that the result equals, bit for bit, the same
-run on the threaded scheduler; the others kill every holder of the data, bound the lineage, and
-give up on a task that keeps killing its workers.
+scheduler holds them), and at the data, two tasks whose definition the scheduler holds too. In
+the first tests the scheduler, as it takes the report of an update a third of the way in, kills
+(SIGKILL) the worker that ran it (a scheduler plugin: no later step has been handed out, so the
+kill always hits a running computation, however loaded the machine). They check that the worker
+left, that tasks finished after the kill, and that the result equals, bit for bit, the same run
+on the threaded scheduler. The others kill every holder of the data, bound the lineage, and give
+up on a task that keeps killing its workers.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import threading
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 
 import dask
 import numpy as np
 import pytest
+from distributed.diagnostics.plugin import SchedulerPlugin
 
 from pnngraph import DataParallel, build, fit
 from pnngraph.nn import Dense, ReLU, Sequential, Tanh
@@ -56,33 +60,39 @@ def make_data(seed):
     return X, (X[:, 0] > 0).astype(int) + (X[:, 1] > 0.5).astype(int)
 
 
-def finished(client, since, kind, part):
-    """``(step, worker)`` of the tasks ``(f"{kind}-...", step, part, ...)`` finished since
-    ``since`` (``part``: the stage of an update, the replica of a local-steps task)."""
-    out = []
-    for rec in client.get_task_stream(start=since):
-        key = rec["key"]
-        if isinstance(key, tuple) and key[0].startswith(f"{kind}-") and key[2] == part:
-            out.append((key[1], rec["worker"]))
-    return sorted(out)
+class KillWorker(SchedulerPlugin):
+    """SIGKILL the worker that reports a task ``(f"{kind}-...", step, part, ...)`` of ``step``
+    or later (``part``: the stage of an update, the replica of a local-steps task), in the
+    scheduler's own handling of that report: nothing that depends on the task has been given to
+    a worker yet, so the run is still going, however fast or slow the machine is."""
+
+    name = "pnngraph-test-kill-worker"
+
+    def __init__(self, scheduler, *, step, kind, part):
+        self.scheduler, self.step, self.kind, self.part = scheduler, step, kind, part
+        self.victim: str | None = None
+        self.killed_at = 0.0
+        self.killed = threading.Event()
+
+    def transition(self, key, start, finish, *args, stimulus_id, **kwargs):
+        if self.killed.is_set() or finish != "memory" or not isinstance(key, tuple):
+            return
+        if key[0].startswith(f"{self.kind}-") and key[2] == self.part and key[1] >= self.step:
+            worker = self.scheduler.workers[kwargs["worker"]]
+            os.kill(worker.pid, signal.SIGKILL)
+            self.victim, self.killed_at = worker.address, time.time()
+            self.killed.set()
 
 
-def kill_when(client, since, *, step, kind, part, running, timeout=60.0):
-    """Once a task of ``kind`` and ``part`` at ``step`` or later has finished, SIGKILL the
-    worker that ran the newest one. Returns (victim address, kill time, whether the run was
-    still going at the kill).
-    """
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        done = finished(client, since, kind, part)
-        if done and done[-1][0] >= step:
-            victim = done[-1][1]
-            pid = client.run(os.getpid, workers=[victim])[victim]
-            still_running = running()
-            os.kill(pid, signal.SIGKILL)
-            return victim, time.time(), still_running
-        time.sleep(0.02)
-    raise AssertionError(f"no {kind} task of step {step} within {timeout} s")
+@contextlib.contextmanager
+def kill_worker(cluster, **when) -> Iterator[KillWorker]:
+    plugin = KillWorker(cluster.scheduler, **when)
+    cluster.scheduler.add_plugin(plugin)
+    try:
+        yield plugin
+    finally:
+        cluster.scheduler.remove_plugin(name=plugin.name)
+    assert plugin.killed.is_set(), f"no task matched {when}: nothing was killed"
 
 
 def check_recovered(client, since, victim, killed_at):
@@ -98,7 +108,7 @@ def check_recovered(client, since, victim, killed_at):
     return records
 
 
-def test_compute_survives_a_killed_worker(client):
+def test_compute_survives_a_killed_worker(cluster, client):
     """DataParallel(3) as one graph: the newest state's holder dies a third of the way in."""
     X, y = make_data(0)
     kw = {"strategy": DataParallel(3), "steps": 90, **RUN}
@@ -106,35 +116,29 @@ def test_compute_survives_a_killed_worker(client):
     client.get_task_stream()  # starts the scheduler's task-stream record
     since = time.time()
     graph = build(make_model(), (X, y), client=client, scheduler="static", **kw)
-    future = client.compute(graph)
-    victim, killed_at, running = kill_when(client, since, step=30, kind="update", part=0,
-                                           running=lambda: not future.done())
-    result = future.result(timeout=120)
-    assert running, "the run ended before the kill: nothing was tested"
-    check_recovered(client, since, victim, killed_at)
+    with kill_worker(cluster, step=30, kind="update", part=0) as kill:
+        result = client.compute(graph).result(timeout=120)
+    check_recovered(client, since, kill.victim, kill.killed_at)
     assert bitwise_equal(result.params, expected.params)
     np.testing.assert_array_equal(result.losses, expected.losses)
 
 
 @pytest.mark.filterwarnings("ignore::pnngraph.run.collection.PlacementWarning")
-def test_fit_survives_a_killed_worker(client):
+def test_fit_survives_a_killed_worker(cluster, client):
     """One shard, one step per task, in chunks of 50 steps: the state lives on one worker only
     (the worst case), so killing it makes Dask recompute the state from its lineage, through
-    earlier chunks back to the initial states, which the first chunk's graph holds. A chunk planned while the scheduler still lists the dead worker warns
-    (PlacementWarning) and runs without those pins."""
+    earlier chunks back to the initial states, which the first chunk's graph holds. A chunk
+    planned while the scheduler still lists the dead worker warns (PlacementWarning) and runs
+    without those pins."""
     X, y = make_data(1)
     kw = {"strategy": DataParallel(1), "fuse_steps": 1, "steps": 150, "chunk_steps": 50,
           "progress": False, **RUN}
     expected = fit(make_model(), (X, y), **kw)
     client.get_task_stream()
     since = time.time()
-    with ThreadPoolExecutor(1) as pool:
-        running = pool.submit(fit, make_model(), (X, y), client=client, scheduler="static", **kw)
-        victim, killed_at, was_running = kill_when(client, since, step=60, kind="update",
-                                                   part=0, running=lambda: not running.done())
-        result = running.result(timeout=120)
-    assert was_running, "the run ended before the kill: nothing was tested"
-    records = check_recovered(client, since, victim, killed_at)
+    with kill_worker(cluster, step=60, kind="update", part=0) as kill:
+        result = fit(make_model(), (X, y), client=client, scheduler="static", **kw)
+    records = check_recovered(client, since, kill.victim, kill.killed_at)
     runs = Counter(r["key"] for r in records)
     assert any(n > 1 and k[1] == 0 for k, n in runs.items()), (
         "step 0 did not run again: the lineage was not replayed from the initial states"
