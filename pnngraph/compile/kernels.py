@@ -17,6 +17,9 @@ What one task of each kind computes (K = 1 fuses forward, loss and backward into
                                              (dx is None on the first stage: nothing needs it)
     aggregate(backend, *parts)            -> Partial(sum of grads, sum of losses)   fixed order
     update(spec, state, *parts)           -> StageState               sum, then optimizer step
+    grad_squares(total)                   -> squared norm of every gradient array of a stage
+    clipped_update(spec, state, total, *squares) -> StageState        step clipped by the norm
+                                                                      of every stage's gradient
     params_of(state)                      -> StageState               parameters only
     train_steps(spec, state, X, Y, batches, first) -> StageState      several whole steps, S = K = 1
     local_steps(spec, params, state, ...) -> StageState               model averaging, one replica
@@ -42,7 +45,7 @@ from pnngraph.nn.backend import Backend, get_backend, to_numpy, tree_map
 from pnngraph.nn.layers import Context, Layer
 from pnngraph.nn.losses import Loss
 from pnngraph.nn.model import ParamList, backward_layers, forward_layers
-from pnngraph.nn.optimizers import Optimizer, State
+from pnngraph.nn.optimizers import Optimizer, State, global_norm, squared_norms
 from pnngraph.nn.train import batch_indices
 
 
@@ -216,10 +219,29 @@ def aggregate(backend: str, *parts: Any) -> Partial:
 
 def update(spec: StageSpec, state: StageState, *parts: Any) -> StageState:
     """Sum this step's contributions (in order) and apply one optimizer step to the stage."""
+    return _update(spec, state, aggregate(spec.backend, *parts), None)
+
+
+def grad_squares(total: Any) -> tuple[float, ...]:
+    """The squared norm of every array of one stage's summed gradient (a few floats), for a
+    gradient clipped by the norm over all stages."""
+    return squared_norms(_parts((total,))[0].grads)
+
+
+def clipped_update(spec: StageSpec, state: StageState, total: Any,
+                   *squares: tuple[float, ...]) -> StageState:
+    """One optimizer step of a pipeline stage with gradient clipping: ``total`` is the stage's
+    summed gradient, ``squares`` every stage's :func:`grad_squares`, so the stage clips by the
+    norm of the whole model's gradient, as one serial step does."""
+    return _update(spec, state, aggregate(spec.backend, total), global_norm(*squares))
+
+
+def _update(spec: StageSpec, state: StageState, total: Partial, norm: float | None
+            ) -> StageState:
     be = _backend(spec)
-    total = aggregate(spec.backend, *parts)
     params, opt_state = spec.optimizer.update(
-        _adopt(be, state.params), _adopt(be, total.grads), _adopt(be, state.opt_state)
+        _adopt(be, state.params), _adopt(be, total.grads), _adopt(be, state.opt_state),
+        grad_norm=norm,
     )
     losses = (*state.losses, total.loss) if spec.loss is not None else state.losses
     return StageState(params, opt_state, losses)
