@@ -140,6 +140,10 @@ def schedule_from_config(config: dict[str, Any]) -> Schedule:
         raise ConfigError("schedule config", "a dict with a 'kind'", config)
     args = {k: v for k, v in config.items() if k != "kind"}
     cls = SCHEDULES[check_name("schedule", config["kind"], SCHEDULES)]
-    if cls is Warmup:
-        args["schedule"] = schedule_from_config(args.get("schedule"))
-    return cls(**args)
+    if cls is Warmup and "schedule" in args:
+        args["schedule"] = schedule_from_config(args["schedule"])
+    try:
+        return cls(**args)
+    except TypeError:
+        raise ConfigError("schedule config", f"the arguments of {cls.__name__}",
+                          config) from None
