@@ -239,9 +239,11 @@ def clipped_update(spec: StageSpec, state: StageState, total: Any,
 def _update(spec: StageSpec, state: StageState, total: Partial, norm: float | None
             ) -> StageState:
     be = _backend(spec)
+    # an Optimizer subclass of its own may override update without grad_norm: pass it only
+    # where a clipped pipeline stage needs it
+    extra = {} if norm is None else {"grad_norm": norm}
     params, opt_state = spec.optimizer.update(
-        _adopt(be, state.params), _adopt(be, total.grads), _adopt(be, state.opt_state),
-        grad_norm=norm,
+        _adopt(be, state.params), _adopt(be, total.grads), _adopt(be, state.opt_state), **extra
     )
     losses = (*state.losses, total.loss) if spec.loss is not None else state.losses
     return StageState(params, opt_state, losses)
