@@ -19,6 +19,7 @@ from pnngraph.cli import main
 from pnngraph.compile.strategies import strategy_from_repr
 from pnngraph.data import load_npz
 from pnngraph.nn import Dense, Dropout, ReLU, Sequential, activation, get_loss, get_optimizer
+from pnngraph.nn.schedules import Cosine, StepDecay, Warmup
 from pnngraph.plan.cluster import simulated_cluster
 from pnngraph.record import RunRecord
 from tests.npzfiles import npy_bytes, npy_header
@@ -169,6 +170,18 @@ API_CASES = {
                                                  steps=1)),
     "learning rate not positive": (ex.ConfigError, api(pnngraph.train_serial, mlp(), X, Y,
                                                        steps=1, lr=0.0)),
+    "gradient clipping norm not positive": (ex.ConfigError, api(
+        pnngraph.train_serial, mlp(), X, Y, steps=1, clip_norm=-1.0)),
+    "a schedule with a negative learning rate": (ex.ConfigError, api(Cosine, -0.1,
+                                                                     total_steps=10)),
+    "a cosine floor above its learning rate": (ex.ConfigError, api(Cosine, 0.1, total_steps=10,
+                                                                   floor=0.2)),
+    "a step decay that grows": (ex.ConfigError, api(StepDecay, 0.1, every=2, gamma=1.5)),
+    "a warm-up of no steps": (ex.ConfigError, api(Warmup, Cosine(0.1, total_steps=10), 0)),
+    "label smoothing of 1": (ex.ConfigError, api(pnngraph.train_serial, mlp(), X, Y, steps=1,
+                                                 label_smoothing=1.0)),
+    "label smoothing of a loss that is not cross-entropy": (ex.ConfigError, api(
+        pnngraph.train_serial, mlp(), X, Y, steps=1, loss="mse", label_smoothing=0.1)),
     "batch size not positive": (ex.ConfigError, api(pnngraph.train_serial, mlp(), X, Y, steps=1,
                                                     batch_size=0)),
     "unknown activation": (ex.UnknownNameError, api(activation, "swish")),

@@ -99,6 +99,11 @@ class StageCosts:
                 "bytes": self.param_bytes[k] * self.state_factor,
                 **self._work("update", k, parts)}
 
+    def norm(self, k: int) -> Cost:
+        """Squared norms of stage ``k``'s gradient arrays (gradient clipping): a few floats."""
+        return {"flops": 2.0 * self.param_bytes[k] / self.itemsize, "bytes": LOSS_BYTES,
+                **self._work("norm", k, 1)}
+
     def params(self, k: int) -> Cost:
         return {"flops": 0.0, "bytes": self.param_bytes[k], **self._work("params", k, 0)}
 

@@ -5,8 +5,8 @@ turns into Dask tasks. A node's key is its Dask key (:mod:`pnngraph.compile.keys
 dashboard groups tasks by phase and layer kinds (``forward-dense``), and two builds never share
 keys. Its ``flops`` and ``bytes`` come from :mod:`pnngraph.compile.cost`. Node attributes::
 
-    kind     data | init | grad | forward | backward | aggregate | update | params | steps | local
-             | average
+    kind     data | init | grad | forward | backward | aggregate | norm | update | params | steps
+             | local | average
     n_steps  on ``steps`` and ``local`` nodes: how many training steps the task runs
     fn, args the kernel (pnngraph.compile.kernels) and its arguments; Ref(key) marks an input
     step, shard, micro, stage             where it sits in the run (None where not applicable)
@@ -144,11 +144,12 @@ class _Builder:
                         copy=copy)
         return Ref(key)
 
-    def tree(self, leaves: list[Ref], k: int, step: int) -> list[Ref]:
-        """Sum stage ``k``'s ``leaves`` in order, ``fan_in`` at a time, until at most ``fan_in``
-        remain."""
+    def tree(self, leaves: list[Ref], k: int, step: int, until: int | None = None) -> list[Ref]:
+        """Sum stage ``k``'s ``leaves`` in order, ``fan_in`` at a time, until at most ``until``
+        (by default ``fan_in``) remain."""
         fan_in, level = self.spec.fan_in, 0
-        while len(leaves) > fan_in:
+        until = fan_in if until is None else until
+        while len(leaves) > until:
             groups = [leaves[i : i + fan_in] for i in range(0, len(leaves), fan_in)]
             leaves = [
                 group[0] if len(group) == 1 else
@@ -284,6 +285,7 @@ def _steps(b: _Builder, init: list[Ref], x: Ref, y: Ref, M: int) -> list[Ref]:
     # what forward/backward tasks read: with optimizer state and several consumers per stage, a
     # small task extracts the parameters, so the state never travels to other workers
     split = b.costs.state_factor > 1 and b.spec.strategy.layout[0] * M > 1
+    clip = K > 1 and b.spec.optimizer.clip_norm is not None
     params = list(init)
     for i, index in enumerate(b.batches):
         s = b.start + i
@@ -303,15 +305,36 @@ def _steps(b: _Builder, init: list[Ref], x: Ref, y: Ref, M: int) -> list[Ref]:
                         micro=m, stage=0))
                 else:
                     _pipeline(b, params, parts, x, y, mb, len(index), (s, j, m))
+        if clip:
+            _clipped_updates(b, states, parts, s)
         for k in range(K):
-            leaves = b.tree(parts[k], k, s)
-            states[k] = b.add("update", k, (s, k), kernels.update, b.specs[k], states[k], s,
-                              *leaves, cost=b.costs.update(k, len(leaves)), step=s, stage=k)
+            if not clip:
+                leaves = b.tree(parts[k], k, s)
+                states[k] = b.add("update", k, (s, k), kernels.update, b.specs[k], states[k],
+                                  s, *leaves, cost=b.costs.update(k, len(leaves)), step=s,
+                                  stage=k)
             params[k] = states[k]
             if split and i + 1 < len(b.batches):
                 params[k] = b.add("params", k, (s, k), kernels.params_of, states[k],
                                   cost=b.costs.params(k), step=s, stage=k)
     return states
+
+
+def _clipped_updates(b: _Builder, states: list[Ref], parts: list[list[Ref]], s: int) -> None:
+    """Step ``s``'s updates of K stages clipped by the norm of the whole model's gradient: each
+    stage sums its gradient (the same tree as an unclipped update), a small ``norm`` node per
+    stage squares it, and every stage's update waits for all the norms (a few floats each)::
+
+        aggregate(s,k) ──> norm(s,k) ──┬──> update(s,0)      (and aggregate(s,k) ──> update(s,k))
+                           norm(s,j) ──┴──> update(s,1)
+    """
+    K = len(b.specs)
+    totals = [b.tree(parts[k], k, s, until=1)[0] for k in range(K)]
+    norms = [b.add("norm", k, (s, k), kernels.grad_squares, totals[k], cost=b.costs.norm(k),
+                   step=s, stage=k) for k in range(K)]
+    for k in range(K):
+        states[k] = b.add("update", k, (s, k), kernels.clipped_update, b.specs[k], states[k],
+                          s, totals[k], *norms, cost=b.costs.update(k, 1), step=s, stage=k)
 
 
 def _pipeline(b: _Builder, params: list[Ref], parts: list[list[Ref]], x: Ref, y: Ref,

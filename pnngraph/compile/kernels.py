@@ -17,6 +17,9 @@ What one task of each kind computes (K = 1 fuses forward, loss and backward into
                                              (dx is None on the first stage: nothing needs it)
     aggregate(backend, *parts)            -> Partial(sum of grads, sum of losses)   fixed order
     update(spec, state, step, *parts)     -> StageState               sum, then optimizer step
+    grad_squares(total)                   -> squared norm of every gradient array of a stage
+    clipped_update(spec, state, step, total, *squares) -> StageState  step clipped by the norm
+                                                                       of every stage's gradient
     params_of(state)                      -> StageState               parameters only
     train_steps(spec, state, X, Y, batches, first) -> StageState      several whole steps, S = K = 1
     local_steps(spec, params, state, ...) -> StageState               model averaging, one replica
@@ -42,7 +45,7 @@ from pnngraph.nn.backend import Backend, get_backend, to_numpy, tree_map
 from pnngraph.nn.layers import Context, Layer
 from pnngraph.nn.losses import Loss
 from pnngraph.nn.model import ParamList, backward_layers, forward_layers
-from pnngraph.nn.optimizers import Optimizer, State
+from pnngraph.nn.optimizers import Optimizer, State, global_norm, squared_norms
 from pnngraph.nn.train import batch_indices, check_update
 
 
@@ -223,12 +226,30 @@ def update(spec: StageSpec, state: StageState, step: int, *parts: Any) -> StageS
     return _apply(spec, state, aggregate(spec.backend, *parts), step, stage=spec.stage)
 
 
+def grad_squares(total: Any) -> tuple[float, ...]:
+    """The squared norm of every array of one stage's summed gradient (a few floats), for a
+    gradient clipped by the norm over all stages."""
+    return squared_norms(_parts((total,))[0].grads)
+
+
+def clipped_update(spec: StageSpec, state: StageState, step: int, total: Any,
+                   *squares: tuple[float, ...]) -> StageState:
+    """One optimizer step of a pipeline stage with gradient clipping: ``total`` is the stage's
+    summed gradient, ``squares`` every stage's :func:`grad_squares`, so the stage clips by the
+    norm of the whole model's gradient, as one serial step does."""
+    return _apply(spec, state, aggregate(spec.backend, total), step,
+                  norm=global_norm(*squares), stage=spec.stage)
+
+
 def _apply(spec: StageSpec, state: StageState, total: Partial, step: int,
-           **where: int) -> StageState:
+           norm: float | None = None, **where: int) -> StageState:
     be = _backend(spec)
     grads = _adopt(be, total.grads)
+    # an Optimizer subclass of its own may override update without grad_norm: pass it only
+    # where a clipped pipeline stage needs it
+    extra = {} if norm is None else {"grad_norm": norm}
     params, opt_state = spec.optimizer.update(
-        _adopt(be, state.params), grads, _adopt(be, state.opt_state)
+        _adopt(be, state.params), grads, _adopt(be, state.opt_state), **extra
     )
     check_update(be.xp, spec.layers, spec.start, grads, params, step, **where)
     losses = (*state.losses, total.loss) if spec.loss is not None else state.losses

@@ -115,7 +115,7 @@ class TrainingSpec:
 
     def to_json(self) -> dict[str, Any]:
         """The spec as JSON types: strategy and loss as their reprs, the optimizer as its name
-        and options."""
+        and options (a learning-rate schedule as its config)."""
         raw = {f.name: getattr(self, f.name) for f in fields(self)}
         raw["strategy"] = repr(self.strategy)
         raw["loss"] = repr(self.loss)
@@ -169,6 +169,7 @@ def prepare(
     batch_size: Any = 32,
     optimizer: str | Optimizer = "sgd",
     loss: str | Loss = "cross_entropy",
+    label_smoothing: Any = None,
     seed: Any = 0,
     shuffle: Any = True,
     fan_in: Any = 8,
@@ -186,9 +187,11 @@ def prepare(
     any other keyword is an :class:`~pnngraph.exceptions.OptionError` (a ``TypeError``) naming
     ``caller``, the public function the keywords were given to. One-hot targets of a
     cross-entropy run become class labels here (:func:`pnngraph.nn.losses.one_hot_labels`).
+    ``label_smoothing`` builds the cross-entropy loss with that option
+    (:class:`~pnngraph.nn.losses.SoftmaxCrossEntropy`).
     """
     check_options(caller, optimizer, optimizer_options)
-    loss_fn = get_loss(loss)
+    loss_fn = get_loss(loss, label_smoothing=label_smoothing)
     X_arr, y_arr = check_data(model, X, y, loss_fn)
     n = len(X_arr) if n_samples is None else n_samples
     bs = check_int("batch_size", batch_size)

@@ -20,13 +20,14 @@ from pnngraph.nn.layers import (
 )
 from pnngraph.nn.losses import Loss, MeanSquaredError, SoftmaxCrossEntropy, get_loss
 from pnngraph.nn.model import Sequential
-from pnngraph.nn.optimizers import SGD, Adam, Optimizer, get_optimizer
+from pnngraph.nn.optimizers import SGD, Adam, AdamW, Optimizer, get_optimizer
 from pnngraph.nn.train import EpochRecord, History, TrainingResult, batch_indices
 
 __all__ = [
     "GELU",
     "SGD",
     "Adam",
+    "AdamW",
     "Backend",
     "Context",
     "Conv2D",

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from pnngraph.exceptions import DataError, check_name
+from pnngraph.exceptions import ConfigError, DataError, check_name
 from pnngraph.nn.backend import Array, device_of
 
 
@@ -49,12 +49,14 @@ class Loss:
 
 
 def softmax_cross_entropy(
-    xp: Any, logits: Array, labels: Array, n_global: int
+    xp: Any, logits: Array, labels: Array, n_global: int, smoothing: float = 0.0
 ) -> tuple[Array, Array]:
     """Mean-over-``n_global`` softmax cross-entropy of integer ``labels`` and its logit gradient.
 
     Shifting each row by its maximum makes it exact for any finite logits: a constant added to
-    every logit changes neither value nor gradient.
+    every logit changes neither value nor gradient. With label ``smoothing`` = e the target of a
+    sample is ``(1 - e) * onehot + e / classes`` (Szegedy et al., 2016); its entries sum to 1, so
+    the loss is ``logsumexp(z) - sum(target * z)`` and the gradient ``softmax(z) - target``.
     """
     n, c = logits.shape
     z = logits - xp.max(logits, axis=1, keepdims=True)
@@ -64,6 +66,8 @@ def softmax_cross_entropy(
         xp.reshape(labels, (n, 1)) == xp.reshape(xp.arange(c, device=device_of(logits)), (1, c)),
         logits.dtype,
     )
+    if smoothing:
+        onehot = onehot * (1.0 - smoothing) + smoothing / c
     per_sample = xp.log(total) - xp.sum(onehot * z, axis=1, keepdims=True)
     loss = xp.sum(per_sample) / n_global
     grad = (ez / total - onehot) / n_global
@@ -86,14 +90,29 @@ class SoftmaxCrossEntropy(Loss):
 
     Targets may also come one-hot, shape ``(n, classes)``: :meth:`check_targets` turns them
     into class labels once, at the boundary, so every trainer sees the same labels.
+    ``label_smoothing`` in [0, 1) mixes each target with the uniform distribution.
+
+    >>> SoftmaxCrossEntropy(label_smoothing=0.1)
+    SoftmaxCrossEntropy(label_smoothing=0.1)
     """
 
     name = "cross_entropy"
 
+    def __init__(self, label_smoothing: float = 0.0) -> None:
+        v = label_smoothing
+        if not (isinstance(v, int | float) and not isinstance(v, bool) and 0.0 <= v < 1.0):
+            raise ConfigError("label_smoothing", "a number in [0, 1)", v)
+        self.label_smoothing = float(v)
+
     def value_and_grad(
         self, xp: Any, outputs: Array, targets: Array, n_global: int
     ) -> tuple[Array, Array]:
-        return softmax_cross_entropy(xp, outputs, targets, n_global)
+        return softmax_cross_entropy(xp, outputs, targets, n_global, self.label_smoothing)
+
+    def __repr__(self) -> str:  # the default's repr is the one recorded before the option
+        if self.label_smoothing:
+            return f"{type(self).__name__}(label_smoothing={self.label_smoothing!r})"
+        return f"{type(self).__name__}()"
 
     def check_targets(self, y: np.ndarray, output_shape: tuple[int, ...],
                       first: int = 0) -> np.ndarray:
@@ -196,9 +215,13 @@ def one_hot_labels(y: Any, n_classes: int, first: int = 0) -> np.ndarray:
 LOSSES: dict[str, type[Loss]] = {"cross_entropy": SoftmaxCrossEntropy, "mse": MeanSquaredError}
 
 
-def get_loss(loss: str | Loss) -> Loss:
+def get_loss(loss: str | Loss, *, label_smoothing: float | None = None) -> Loss:
     """A :class:`Loss` instance from a name ("cross_entropy", "mse", in any case) or an
-    instance."""
-    if isinstance(loss, Loss):
-        return loss
-    return LOSSES[check_name("loss", loss, LOSSES)]()
+    instance; ``label_smoothing`` (cross-entropy by name only) builds it with that option."""
+    if label_smoothing is None:
+        return loss if isinstance(loss, Loss) else LOSSES[check_name("loss", loss, LOSSES)]()
+    if isinstance(loss, Loss) or LOSSES[check_name("loss", loss, LOSSES)] is not \
+            SoftmaxCrossEntropy:
+        raise ConfigError("label_smoothing", "loss='cross_entropy' (by name) to smooth",
+                          repr(loss) if isinstance(loss, Loss) else loss)
+    return SoftmaxCrossEntropy(label_smoothing)

@@ -7,6 +7,14 @@ since every rule is elementwise. ``state`` is a plain dict of such lists plus a 
     state = opt.init(params)
     params, state = opt.update(params, grads, state)
 
+Two options are common to every optimizer. ``lr`` may be a number or a
+:class:`~pnngraph.nn.schedules.Schedule`, asked for the rate at ``state["step"]`` (the updates
+done before this one: the global step, since the counter travels with the state).
+``clip_norm`` rescales the gradient by ``clip_norm / norm`` where its global L2 norm over every
+parameter array exceeds ``clip_norm``; a pipeline stage, which sees only its own layers, passes
+the norm of the whole model's gradient as ``grad_norm`` (:func:`squared_norms` of each stage,
+summed by :func:`global_norm`).
+
 >>> import numpy as np
 >>> opt = SGD(0.1, momentum=0.9)
 >>> params = [{"w": np.array([1.0])}]
@@ -24,6 +32,7 @@ from typing import Any, ClassVar
 
 from pnngraph.exceptions import ConfigError, OptionError, check_int, check_name, check_number
 from pnngraph.nn.backend import Array, namespace
+from pnngraph.nn.schedules import Schedule
 
 ParamList = list[dict[str, Array]]
 State = dict[str, Any]
@@ -40,10 +49,40 @@ def _check_number(name: str, v: Any, *, low: float, high: float = math.inf, stri
         x > low if strict else x >= low) and x < high)
 
 
+def _check_lr(lr: Any) -> float | Schedule:
+    if isinstance(lr, Schedule):
+        return lr
+    return _check_number("learning rate", lr, low=0.0, strict=True)
+
+
+def _check_clip(clip_norm: Any) -> float | None:
+    return None if clip_norm is None else _check_number("clip_norm", clip_norm, low=0.0,
+                                                        strict=True)
+
+
+def squared_norms(grads: ParamList) -> tuple[float, ...]:
+    """The squared L2 norm of every array of ``grads``, in layer order: what one pipeline stage
+    contributes to the global norm."""
+    return tuple(float(namespace(g).sum(g * g)) for layer in grads for g in layer.values())
+
+
+def global_norm(*squares: tuple[float, ...]) -> float:
+    """The L2 norm of a gradient from the :func:`squared_norms` of its parts (correctly rounded
+    sum, so the parts' grouping does not change the bits)."""
+    return math.sqrt(math.fsum(v for part in squares for v in part))
+
+
 class Optimizer:
-    """Base: ``init(params) -> state`` and ``update(params, grads, state) -> (params, state)``."""
+    """Base: ``init(params) -> state`` and ``update(params, grads, state) -> (params, state)``.
+
+    A subclass sets ``lr`` and ``clip_norm`` (checked by ``_check_lr``/``_check_clip``) and
+    implements :meth:`step`, one update at a given rate; :meth:`update` picks the rate of the
+    step and clips the gradient first.
+    """
 
     name: ClassVar[str] = "optimizer"
+    lr: float | Schedule
+    clip_norm: float | None
 
     @property
     def state_arrays(self) -> int:
@@ -53,7 +92,23 @@ class Optimizer:
     def init(self, params: ParamList) -> State:
         raise NotImplementedError
 
-    def update(self, params: ParamList, grads: ParamList, state: State) -> tuple[ParamList, State]:
+    def rate(self, step: int) -> float:
+        """The learning rate of the update that follows ``step`` earlier ones."""
+        return self.lr(step) if isinstance(self.lr, Schedule) else self.lr
+
+    def update(self, params: ParamList, grads: ParamList, state: State, *,
+               grad_norm: float | None = None) -> tuple[ParamList, State]:
+        """One update: clip ``grads`` by the global norm (``grad_norm``, or that of ``grads``
+        themselves) where ``clip_norm`` is set, then :meth:`step` at this step's rate."""
+        if self.clip_norm is not None:
+            norm = global_norm(squared_norms(grads)) if grad_norm is None else grad_norm
+            if norm > self.clip_norm:
+                scale = self.clip_norm / norm
+                grads = [{k: g * scale for k, g in layer.items()} for layer in grads]
+        return self.step(params, grads, state, self.rate(state["step"]))
+
+    def step(self, params: ParamList, grads: ParamList, state: State, lr: float
+             ) -> tuple[ParamList, State]:
         raise NotImplementedError
 
     def check_state(self, params: ParamList, state: Any) -> State:
@@ -87,10 +142,16 @@ class Optimizer:
         return state
 
     def config(self) -> dict[str, Any]:
-        return dict(vars(self))
+        """The options as JSON types; ``clip_norm`` only where set (so specs recorded before it
+        existed still compare equal)."""
+        out = {k: (v.config() if isinstance(v, Schedule) else v) for k, v in vars(self).items()}
+        if out.get("clip_norm", 0.0) is None:
+            del out["clip_norm"]
+        return out
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items()
+                         if k != "clip_norm" or v is not None)
         return f"{type(self).__name__}({args})"
 
 
@@ -128,13 +189,15 @@ class SGD(Optimizer):
         momentum: float = 0.0,
         nesterov: bool = False,
         weight_decay: float = 0.0,
+        clip_norm: float | None = None,
     ) -> None:
-        self.lr = _check_number("learning rate", lr, low=0.0, strict=True)
+        self.lr = _check_lr(lr)
         self.momentum = _check_number("momentum", momentum, low=0.0, high=1.0, strict=False)
         self.nesterov = bool(nesterov)
         self.weight_decay = _check_number("weight_decay", weight_decay, low=0.0, strict=False)
         if self.nesterov and self.momentum == 0.0:
             raise ConfigError("nesterov", "a momentum > 0 with nesterov=True", momentum)
+        self.clip_norm = _check_clip(clip_norm)
 
     @property
     def state_arrays(self) -> int:
@@ -145,8 +208,9 @@ class SGD(Optimizer):
         velocity = _zeros_like(params) if self.momentum else None
         return {"step": 0, "velocity": velocity}
 
-    def update(self, params: ParamList, grads: ParamList, state: State) -> tuple[ParamList, State]:
-        lr, mu, wd = self.lr, self.momentum, self.weight_decay
+    def step(self, params: ParamList, grads: ParamList, state: State, lr: float
+             ) -> tuple[ParamList, State]:
+        mu, wd = self.momentum, self.weight_decay
         new_params: ParamList = []
         new_velocity: ParamList = []
         for i, (layer, glayer) in enumerate(zip(params, grads, strict=True)):
@@ -164,9 +228,14 @@ class SGD(Optimizer):
 
 
 class Adam(Optimizer):
-    """Adam (Kingma & Ba, 2015) with bias correction; ``weight_decay`` adds L2 to the gradient."""
+    """Adam (Kingma & Ba, 2015) with bias correction; ``weight_decay`` adds L2 to the gradient.
+
+    With ``m_hat = m / (1 - beta1**t)`` and ``v_hat = v / (1 - beta2**t)`` the step is
+    ``p -= lr * m_hat / (sqrt(v_hat) + eps)``.
+    """
 
     name = "adam"
+    decoupled: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -176,12 +245,14 @@ class Adam(Optimizer):
         beta2: float = 0.999,
         eps: float = 1e-8,
         weight_decay: float = 0.0,
+        clip_norm: float | None = None,
     ) -> None:
-        self.lr = _check_number("learning rate", lr, low=0.0, strict=True)
+        self.lr = _check_lr(lr)
         self.beta1 = _check_number("beta1", beta1, low=0.0, high=1.0, strict=False)
         self.beta2 = _check_number("beta2", beta2, low=0.0, high=1.0, strict=False)
         self.eps = _check_number("eps", eps, low=0.0, strict=True)
         self.weight_decay = _check_number("weight_decay", weight_decay, low=0.0, strict=False)
+        self.clip_norm = _check_clip(clip_norm)
 
     @property
     def state_arrays(self) -> int:
@@ -191,7 +262,8 @@ class Adam(Optimizer):
     def init(self, params: ParamList) -> State:
         return {"step": 0, "m": _zeros_like(params), "v": _zeros_like(params)}
 
-    def update(self, params: ParamList, grads: ParamList, state: State) -> tuple[ParamList, State]:
+    def step(self, params: ParamList, grads: ParamList, state: State, lr: float
+             ) -> tuple[ParamList, State]:
         t = state["step"] + 1
         b1, b2, wd = self.beta1, self.beta2, self.weight_decay
         c1, c2 = 1.0 - b1**t, 1.0 - b2**t
@@ -202,10 +274,13 @@ class Adam(Optimizer):
             out, mout, vout = {}, {}, {}
             for k, p in layer.items():
                 xp = namespace(p)
-                g = glayer[k] + wd * p if wd else glayer[k]
+                g = glayer[k] + wd * p if wd and not self.decoupled else glayer[k]
                 m = b1 * state["m"][i][k] + (1.0 - b1) * g
                 v = b2 * state["v"][i][k] + (1.0 - b2) * (g * g)
-                out[k] = p - self.lr * (m / c1) / (xp.sqrt(v / c2) + self.eps)
+                if self.decoupled:
+                    out[k] = p - lr * ((m / c1) / (xp.sqrt(v / c2) + self.eps) + wd * p)
+                else:
+                    out[k] = p - lr * (m / c1) / (xp.sqrt(v / c2) + self.eps)
                 mout[k], vout[k] = m, v
             new_params.append(out)
             new_m.append(mout)
@@ -213,12 +288,42 @@ class Adam(Optimizer):
         return new_params, {"step": t, "m": new_m, "v": new_v}
 
 
-OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": SGD, "adam": Adam}
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter, ICLR 2019): the decay is not
+    part of the gradient the moments see, but its own term of the step,
+    ``p -= lr * (m_hat / (sqrt(v_hat) + eps) + weight_decay * p)``.
+
+    >>> import numpy as np
+    >>> opt = AdamW(0.1, weight_decay=0.5)
+    >>> params, _ = opt.update([{"w": np.array([2.0])}], [{"w": np.array([0.0])}],
+    ...                        opt.init([{"w": np.array([2.0])}]))
+    >>> params[0]["w"]  # no gradient: only the decay, 2 - 0.1 * 0.5 * 2
+    array([1.9])
+    """
+
+    name = "adamw"
+    decoupled = True
+
+    def __init__(
+        self,
+        lr: float = 1e-3,
+        *,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        eps: float = 1e-8,
+        weight_decay: float = 0.01,
+        clip_norm: float | None = None,
+    ) -> None:
+        super().__init__(lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
+                         clip_norm=clip_norm)
+
+
+OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
 
 
 def get_optimizer(optimizer: str | Optimizer, **options: Any) -> Optimizer:
-    """An optimizer from a name ("sgd", "adam", in any case) and its options, or an instance as
-    it is."""
+    """An optimizer from a name ("sgd", "adam", "adamw", in any case) and its options, or an
+    instance as it is."""
     if isinstance(optimizer, Optimizer):
         if options:
             raise ConfigError("optimizer options", "none with an Optimizer instance", options)
@@ -230,7 +335,7 @@ def accepted_options(optimizer: str | Optimizer | type[Optimizer]) -> tuple[str,
     """The keyword options an optimizer's constructor takes (``lr``, ``momentum``, ...).
 
     >>> accepted_options("Adam")
-    ('lr', 'beta1', 'beta2', 'eps', 'weight_decay')
+    ('lr', 'beta1', 'beta2', 'eps', 'weight_decay', 'clip_norm')
     """
     if isinstance(optimizer, str):
         cls = OPTIMIZERS[check_name("optimizer", optimizer, OPTIMIZERS)]

@@ -64,7 +64,9 @@ def make_data(kind: str, n: int = 46, seed: int = 0):
 
 @pytest.fixture(scope="module")
 def cluster_client():
-    """A real LocalCluster with two worker processes (so every task is pickled)."""
+    """A real LocalCluster with two worker processes (so every task is pickled); its
+    dashboard on a free port (``dashboard_address=None`` alone still tries 8787 and warns
+    when another cluster holds it)."""
     distributed = pytest.importorskip("distributed")
     with distributed.LocalCluster(
         n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,

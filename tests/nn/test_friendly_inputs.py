@@ -75,7 +75,8 @@ def test_an_unknown_keyword_to_fit_names_fit_and_lists_the_optimizer_options():
         fit(make_mlp(), (X, Y), epoch=3, on_graph=graphs.append, **RUN)
     assert isinstance(err.value, OptionError)
     assert (err.value.function, err.value.name) == ("fit", "epoch")
-    assert err.value.accepted == ("lr", "momentum", "nesterov", "weight_decay")
+    assert err.value.accepted == ("lr", "momentum", "nesterov", "weight_decay",
+                                  "clip_norm")
     assert str(err.value).startswith("fit() got an unexpected keyword argument 'epoch'")
     assert "__init__" not in str(err.value) and graphs == []
 
@@ -84,7 +85,8 @@ def test_an_unknown_keyword_to_build_names_build():
     with pytest.raises(OptionError) as err:
         build(make_mlp(), (X, Y), steps=2, optimizer="Adam", momentum=0.9)
     assert (err.value.function, err.value.name) == ("build", "momentum")
-    assert err.value.accepted == ("lr", "beta1", "beta2", "eps", "weight_decay")
+    assert err.value.accepted == ("lr", "beta1", "beta2", "eps", "weight_decay",
+                                  "clip_norm")
     assert "optimizer 'adam'" in str(err.value)
 
 

@@ -392,7 +392,7 @@ def test_error_unknown_names():
         activation("swish")
     with pytest.raises(UnknownNameError, match="loss"):
         get_loss("hinge")
-    with pytest.raises(UnknownNameError, match="optimizer: expected one of 'adam', 'sgd'"):
+    with pytest.raises(UnknownNameError, match="optimizer: expected one of 'adam', 'adamw', 'sgd'"):
         get_optimizer("rmsprop")
     with pytest.raises(UnknownNameError, match="backend"):
         pnngraph.get_backend("tpu")
