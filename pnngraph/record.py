@@ -42,6 +42,7 @@ PHASE_COLORS: dict[str, str] = {
     "aggregate": "#2ca02c",
     "update": "#d62728",
     "params": "#aec7e8",
+    "norm": "#98df8a",
     "steps": "#8c564b",
     "local": "#17becf",
     "average": "#bcbd22",
