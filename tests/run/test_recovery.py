@@ -272,3 +272,20 @@ def test_a_task_that_keeps_killing_its_workers_stops_fit_with_cluster_lost_error
     assert message.endswith("during steps 0-10; no checkpoint was written (a checkpoint_dir "
                             "makes a run resumable)"), message
     assert caught.value.steps == (0, 10) and caught.value.checkpoint is None
+
+
+@pytest.mark.parametrize("name", ["ModelAveraging(3, 2)", "Pipeline(2, 4)", "Hybrid"])
+def test_chunks_restarted_from_gathered_states_change_no_bit(client, monkeypatch, name):
+    """With the chain restarted after every chunk, every strategy's run is the same run."""
+    from pnngraph import Hybrid, ModelAveraging, Pipeline
+    from pnngraph.run.fit import _Lineage
+
+    monkeypatch.setattr(_Lineage, "TASKS", 1)
+    strategy = {"ModelAveraging(3, 2)": ModelAveraging(3, 2), "Pipeline(2, 4)": Pipeline(2, 4),
+                "Hybrid": Hybrid(DataParallel(2), Pipeline(2, 2))}[name]
+    X, y = make_data(5)
+    kw = {"strategy": strategy, "steps": 30, "chunk_steps": 7, "progress": False, **RUN}
+    expected = fit(make_model(), (X, y), **kw)
+    result = fit(make_model(), (X, y), client=client, **kw)
+    assert bitwise_equal(result.params, expected.params)
+    np.testing.assert_array_equal(result.losses, expected.losses)
