@@ -53,6 +53,23 @@ class KeepFreedMemory(WorkerPlugin):
             return
 
 
+class QuietPeerLoss(WorkerPlugin):
+    """Keep the worker's log free of the tracebacks of transfers cut off because the other
+    worker went away (it died, or the cluster is closing): Dask recomputes what they carried,
+    and the run says what it lost, in one line, where it matters. Every other record stays."""
+
+    name = "pnngraph-quiet-peer-loss"
+
+    def setup(self, worker: Any) -> None:
+        logging.getLogger("distributed.worker").addFilter(_not_a_lost_peer)
+
+
+def _not_a_lost_peer(record: logging.LogRecord) -> bool:
+    """False for a record of a connection to another worker that closed (an ``OSError``)."""
+    exc = record.exc_info[1] if record.exc_info else None
+    return not isinstance(exc, OSError)
+
+
 def local_cluster(
     cpu_workers: int = 2,
     gpu_workers: int = 0,
@@ -78,7 +95,8 @@ def local_cluster(
     check_int("threads_per_worker", threads_per_worker)
     cls = Nanny if processes else Worker
     base: dict[str, Any] = {"nthreads": threads_per_worker, "host": host,
-                            "memory_limit": memory_limit, "plugins": (KeepFreedMemory(),)}
+                            "memory_limit": memory_limit,
+                            "plugins": (KeepFreedMemory(), QuietPeerLoss())}
     if processes:
         base["silence_logs"] = silence_logs
     workers: dict[str, dict[str, Any]] = {

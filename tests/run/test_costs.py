@@ -167,3 +167,26 @@ def test_a_checkpoint_that_cannot_be_written_fails_the_run(tmp_path, monkeypatch
     with pytest.raises(OSError, match="No space left"):
         pnngraph.fit(make_mlp(), (X, y), strategy=DataParallel(2), steps=4, chunk_steps=2,
                      progress=False, checkpoint_dir=tmp_path / "ckpt", **KW)
+
+
+def test_workers_log_everything_but_transfers_cut_off_by_a_lost_peer():
+    import logging
+    import sys
+
+    from distributed.comm.core import CommClosedError
+
+    from pnngraph.run.cluster import _not_a_lost_peer
+
+    def record(exc):
+        info = None
+        if exc is not None:
+            try:
+                raise exc
+            except BaseException:
+                info = sys.exc_info()
+        return logging.LogRecord("distributed.worker", logging.ERROR, __file__, 1, "msg", (),
+                                 info)
+
+    assert not _not_a_lost_peer(record(CommClosedError("in <TCP (closed)>: Stream is closed")))
+    assert _not_a_lost_peer(record(ValueError("a task's own error")))
+    assert _not_a_lost_peer(record(None))
