@@ -235,7 +235,8 @@ def test_layered_ranks_equal_a_loop_over_a_topological_order(case: tuple) -> Non
 
 
 def test_layered_ranks_on_a_chain_and_on_independent_nodes() -> None:
-    chain = schedulers.random_dag(50, ["a", "b"], alpha=100.0, seed=3)  # one node per level
+    chain = schedulers.random_dag(50, ["a", "b"], alpha=0.01, seed=3)  # one node per level
+    assert len(build_problem(chain, ["a", "b"]).height_layers) == 50
     check_ranks(chain, ["a", "b"])
     flat = schedulers.random_dag(50, ["a", "b"], alpha=100.0, seed=3)
     flat.remove_edges_from(list(flat.edges))
