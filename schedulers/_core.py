@@ -474,7 +474,7 @@ class Timelines:
         index = self.count.copy()
         r = ready[:, None]
         after = tf > r  # per row, the intervals ending after ready: a suffix
-        columns = after.any(axis=0)
+        columns = np.logical_or.reduce(after, axis=0)
         if not columns[-1]:
             return start, index  # every processor is free from ready on
         first = max(int(columns.argmax()), 1)
