@@ -16,7 +16,7 @@ renaming nodes renames the schedule and nothing else):
 
 `Timelines` keeps, per processor, the busy intervals sorted by start, and finds the earliest gap
 that fits a node (insertion-based scheduling). `Timelines.search` looks at the last
-``tail_width(p)`` intervals of every processor at once (numpy arrays of shape ``(p, width)``);
+``tail_width(p, n)`` intervals of every processor at once (numpy arrays of shape ``(p, width)``);
 only on a processor whose intervals ending after the node's data-ready time reach back past them
 does `Timelines.earliest` search alone (a binary search, then a scan of the gaps). Both do the same
 float64 operations (``+``, ``max``, ``<=``, which numpy and Python round alike, IEEE 754), so the
@@ -66,15 +66,17 @@ Option: TypeAlias = tuple[float, float, int, int]
 """A place for a node: ``(finish, start, processor index, gap index)``."""
 
 
-def tail_width(p: int) -> int:
-    """How many of each processor's last busy intervals `Timelines.search` looks at at once.
+def tail_width(p: int, n: int) -> int:
+    """How many of each processor's last busy intervals `Timelines.search` looks at at once,
+    for ``n`` nodes on ``p`` processors.
 
     About 2,048 over all ``p`` processors, at least 32 each. On the random DAGs of the benchmark
     (100,000 nodes on 4, 16 or 64 processors) HEFT's search then reaches back past the tail for
     at most 2 nodes in 100,000, CPOP's for up to a quarter of the nodes (its critical-path
     processor runs far ahead); a wider tail would cost every node more than those searches.
+    No timeline holds more than ``n`` intervals, so the tail is no wider.
     """
-    return max(32, 2048 // max(p, 1))
+    return max(1, min(n, max(32, 2048 // max(p, 1))))
 
 
 _FLOAT = {float}
@@ -421,22 +423,27 @@ def downward_rank(problem: Problem) -> np.ndarray:
 class Timelines:
     """Per processor, the busy intervals sorted by time, in two growable arrays.
 
-    ``starts[q][:count[q]]`` and ``finishes[q][:count[q]]`` are processor ``q``'s intervals;
-    ``tail_starts[q]`` / ``tail_finishes[q]`` copy the last ``tail + 1`` of them (right-aligned,
-    ``-inf`` where it has fewer) into two ``(p, tail + 1)`` arrays, from which `search` finds a
-    start on every processor at once.
+    Processor ``q``'s intervals are `intervals` ``(q)``, ``count[q]`` of them; they are stored
+    after ``width = tail + 1`` entries of ``-inf``, so that the last ``width`` stored entries are
+    always the tail: ``tail_starts[q]`` / ``tail_finishes[q]`` copy them (right-aligned, ``-inf``
+    where it has fewer) into two ``(p, width)`` arrays, from which `search` finds a start on
+    every processor at once.
     """
 
-    def __init__(self, p: int, tail: int | None = None) -> None:
-        tail = tail_width(p) if tail is None else tail
+    def __init__(self, p: int, tail: int) -> None:
         if tail < 1:
             raise ValueError(f"expected tail >= 1, got {tail!r}")
-        self.starts = [np.empty(tail + 1) for _ in range(p)]
-        self.finishes = [np.empty(tail + 1) for _ in range(p)]
+        self.width = width = tail + 1
+        self.starts = [np.full(2 * width, -math.inf) for _ in range(p)]
+        self.finishes = [np.full(2 * width, -math.inf) for _ in range(p)]
         self.count = np.zeros(p, dtype=np.intp)
-        self.width = tail + 1
-        self.tail_starts = np.full((p, self.width), -math.inf)
-        self.tail_finishes = np.full((p, self.width), -math.inf)
+        self.tail_starts = np.full((p, width), -math.inf)
+        self.tail_finishes = np.full((p, width), -math.inf)
+
+    def intervals(self, q: int) -> tuple[np.ndarray, np.ndarray]:
+        """Starts and finishes of processor ``q``'s busy intervals (views, sorted)."""
+        end = self.width + int(self.count[q])
+        return self.starts[q][self.width : end], self.finishes[q][self.width : end]
 
     def earliest(self, q: int, ready: float, duration: float) -> tuple[float, int]:
         """The earliest start >= ``ready`` of a gap on ``q`` that fits ``duration``, and its index.
@@ -445,8 +452,8 @@ class Timelines:
         scheduler's start is ``max(ready, finish of the previous node on q)``, which is what the
         simulator computes too.
         """
-        size = int(self.count[q])
-        starts, finishes = self.starts[q][:size], self.finishes[q][:size]
+        starts, finishes = self.intervals(q)
+        size = starts.size
         if not size or finishes[-1] <= ready:
             return ready, size
         i = int(finishes.searchsorted(ready, side="right"))  # the first interval ending after ready
@@ -495,40 +502,37 @@ class Timelines:
     def append_start(self, q: int, ready: float) -> tuple[float, int]:
         """The earliest start >= ``ready`` after every node on ``q`` (no insertion)."""
         size = int(self.count[q])
-        last = float(self.finishes[q][size - 1]) if size else 0.0
+        last = float(self.finishes[q][self.width + size - 1]) if size else 0.0
         return max(ready, last), size
 
     def insert(self, q: int, index: int, start: float, finish: float) -> None:
         size = int(self.count[q])
         starts, finishes = self.starts[q], self.finishes[q]
-        if size == starts.size:  # full: double
-            starts = self.starts[q] = np.concatenate([starts, np.empty(size)])
-            finishes = self.finishes[q] = np.concatenate([finishes, np.empty(size)])
-        if index < size:
-            starts[index + 1 : size + 1] = starts[index:size]
-            finishes[index + 1 : size + 1] = finishes[index:size]
-        starts[index], finishes[index] = start, finish
+        at, end = self.width + index, self.width + size
+        if end == starts.size:  # full: double
+            starts = self.starts[q] = np.concatenate([starts, np.empty(end)])
+            finishes = self.finishes[q] = np.concatenate([finishes, np.empty(end)])
+        if at < end:
+            starts[at + 1 : end + 1] = starts[at:end]
+            finishes[at + 1 : end + 1] = finishes[at:end]
+        starts[at], finishes[at] = start, finish
         self._changed(q, index, size + 1)
 
     def remove(self, q: int, index: int) -> None:
         size = int(self.count[q])
         starts, finishes = self.starts[q], self.finishes[q]
-        starts[index : size - 1] = starts[index + 1 : size]
-        finishes[index : size - 1] = finishes[index + 1 : size]
+        at, end = self.width + index, self.width + size
+        starts[at : end - 1] = starts[at + 1 : end]
+        finishes[at : end - 1] = finishes[at + 1 : end]
         self._changed(q, index, size - 1)
 
     def _changed(self, q: int, index: int, size: int) -> None:
         """Record ``q``'s new ``size`` and refresh its tail after a change at ``index``."""
         self.count[q] = size
-        width = self.width
-        if index < size - width:
+        if index < size - self.width:
             return  # the tail holds the same intervals
-        keep = min(size, width)
-        if keep < width:
-            self.tail_starts[q, : width - keep] = -math.inf
-            self.tail_finishes[q, : width - keep] = -math.inf
-        self.tail_starts[q, width - keep :] = self.starts[q][size - keep : size]
-        self.tail_finishes[q, width - keep :] = self.finishes[q][size - keep : size]
+        self.tail_starts[q] = self.starts[q][size : size + self.width]
+        self.tail_finishes[q] = self.finishes[q][size : size + self.width]
 
 
 class Placer:
@@ -536,7 +540,8 @@ class Placer:
 
     def __init__(self, problem: Problem, *, tail: int | None = None) -> None:
         self.problem = problem
-        self.timelines = Timelines(problem.p, tail)
+        width = tail_width(problem.p, problem.n) if tail is None else tail
+        self.timelines = Timelines(problem.p, width)
         self.finish = [-math.inf] * problem.n  # -inf: not placed, so no input arrives from it
         self.proc = [-1] * problem.n  # -1: not placed
         self.start = [0.0] * problem.n

@@ -52,8 +52,8 @@ def scan(starts: list, finishes: list, ready: float, duration: float) -> tuple[f
 
 
 def intervals(timelines: Timelines, q: int) -> tuple[list, list]:
-    size = int(timelines.count[q])
-    return timelines.starts[q][:size].tolist(), timelines.finishes[q][:size].tolist()
+    starts, finishes = timelines.intervals(q)
+    return starts.tolist(), finishes.tolist()
 
 
 def naive_ready(placer: Placer, i: int) -> np.ndarray:
@@ -142,7 +142,7 @@ def test_schedules_do_not_depend_on_the_tail_width(
 ) -> None:
     scheduler = SCHEDULERS[name]
     wide = [list(scheduler(graph, procs).slots.items()) for _, graph, procs in GRAPHS]
-    monkeypatch.setattr(_core, "tail_width", lambda p: width)
+    monkeypatch.setattr(_core, "tail_width", lambda p, n: width)
     narrow = [list(scheduler(graph, procs).slots.items()) for _, graph, procs in GRAPHS]
     assert narrow == wide
 
@@ -152,7 +152,7 @@ def test_lookahead_does_not_depend_on_the_tail_width(monkeypatch: pytest.MonkeyP
     small = [(graph, procs) for _, graph, procs in GRAPHS[:8]]
     small = [(nx.DiGraph(graph.subgraph(range(60))), procs) for graph, procs in small]
     wide = [list(schedulers.heft_lookahead(graph, procs).slots.items()) for graph, procs in small]
-    monkeypatch.setattr(_core, "tail_width", lambda p: 1)
+    monkeypatch.setattr(_core, "tail_width", lambda p, n: 1)
     narrow = [list(schedulers.heft_lookahead(graph, procs).slots.items()) for graph, procs in small]
     assert narrow == wide
 
