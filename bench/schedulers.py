@@ -10,7 +10,8 @@ Prints Markdown tables:
    and 100k x 64 (``--million`` adds 1M x 16), against the package as it was at ``--baseline``
    (a git revision, loaded from the repository into this process beside the current one): the
    rounds alternate which runs first, the table gives medians of wall and CPU time, their ratio,
-   whether the two schedules are identical slot for slot, and the peak resident memory (Linux).
+   whether the two schedules are identical slot for slot, and the peak resident memory (Linux);
+   then the same before/after comparison on the small graphs of the grids (30 and 100 nodes).
 
 Usage::
 
@@ -54,6 +55,7 @@ GRID_ALGORITHMS = [
 SCALING_ALGORITHMS = ["heft", "peft", "cpop", "greedy_start", "heft_lookahead"]
 LOOKAHEAD_MAX_NODES = 1_000  # O(p^2 * children) slot searches per node: too slow beyond
 PLANNING_ALGORITHMS = ["heft", "peft", "cpop"]
+SMALL_ALGORITHMS = ["heft", "peft", "cpop", "heft_lookahead", "best"]
 PLANNING_CASES = [(10_000, 16), (100_000, 64)]
 MILLION_CASE = (1_000_000, 16)
 BASELINE = "eaad8b4cd73ed8715600b14e1342e30d17a26058"  # the last revision before the array core
@@ -253,6 +255,39 @@ def planning_table(cases: list[tuple[int, int, int]], baseline: ModuleType, revi
         del graph
 
 
+def small_table(baseline: ModuleType, rounds: int) -> None:
+    """Before and after on the small graphs of the two grids: mean CPU ms per graph."""
+    print(
+        "\n### Planning time on small graphs (those of the quality grids: 30 and 100 nodes), "
+        "before and after\n\n"
+        "mean CPU time per graph; medians over rounds that alternate which runs first\n"
+    )
+    print("| suite | algorithm | before | after | after / before | identical |")
+    print("|---|---|---:|---:|---:|---|")
+    suites = {
+        "near-homogeneous, 4 processors": list(homogeneous_suite(False)),
+        "CPU+GPU, 5 or 6 processors": list(cpu_gpu_suite(False)),
+    }
+    for title, suite in suites.items():
+        for name in SMALL_ALGORITHMS:
+            seconds: dict[str, list[float]] = {"before": [], "after": []}
+            slots: dict[str, list] = {}
+            for round_ in range(rounds):
+                for side in ["before", "after"] if round_ % 2 == 0 else ["after", "before"]:
+                    scheduler = (baseline if side == "before" else schedulers).SCHEDULERS[name]
+                    cpu = time.process_time()
+                    made = [scheduler(graph, processors) for graph, processors in suite]
+                    seconds[side].append((time.process_time() - cpu) / len(suite))
+                    slots[side] = [list(schedule.slots.items()) for schedule in made]
+            before, after = (1000 * statistics.median(seconds[side]) for side in seconds)
+            same = "yes" if slots["before"] == slots["after"] else "NO"
+            print(
+                f"| {title} | {name} | {before:.2f} ms | {after:.2f} ms | {after / before:.2f} "
+                f"| {same} |",
+                flush=True,
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller grid, no 10k row")
@@ -274,7 +309,9 @@ def main() -> None:
         cases = [(n, p, args.rounds) for n, p in PLANNING_CASES]
         if args.million:
             cases.append((*MILLION_CASE, args.million_rounds))
-        planning_table(cases, load_baseline(args.baseline), args.baseline)
+        baseline = load_baseline(args.baseline)
+        planning_table(cases, baseline, args.baseline)
+        small_table(baseline, args.rounds)
         print(f"\ntotal {time.perf_counter() - started:.0f} s")
         return
     grid_table("Near-homogeneous processors: 4, beta in {0.1, 1}", homogeneous_suite(args.quick))
