@@ -34,12 +34,14 @@ import networkx as nx
 import numpy as np
 
 from schedulers._core import (
+    Option,
     Placer,
     Problem,
     build_problem,
     downward_rank,
     earliest_finish,
     list_schedule,
+    option_on,
     upward_rank,
 )
 from schedulers.schedule import Schedule
@@ -56,12 +58,14 @@ def critical_path(problem: Problem, priority: Sequence[float]) -> list[int]:
     if problem.n == 0:
         return []
     top = max(priority)
-    entries = [i for i in range(problem.n) if not problem.preds[i] and _same(priority[i], top)]
-    if not entries:
+    entries = np.flatnonzero(np.diff(problem.in_ptr) == 0).tolist()
+    path = [next((i for i in entries if _same(priority[i], top)), -1)]
+    if path[0] < 0:
         return []
-    path = [entries[0]]
+    ptr, succ = problem.out_ptr, problem.dst[problem.out_edges]
     while True:
-        nexts = [j for j, _, _ in problem.succs[path[-1]] if _same(priority[j], top)]
+        i = path[-1]
+        nexts = [j for j in succ[ptr[i] : ptr[i + 1]].tolist() if _same(priority[j], top)]
         if not nexts:
             return path
         path.append(min(nexts))
@@ -88,9 +92,9 @@ def cpop(graph: nx.DiGraph, processors: Sequence[Hashable]) -> Schedule:
     best = int(np.argmin(totals))
     on_path = set(path) if math.isfinite(totals[best]) else set()
 
-    def choose(placer: Placer, i: int) -> tuple[float, float, int, int]:
+    def choose(placer: Placer, i: int) -> Option:
         if i not in on_path:
             return earliest_finish(placer, i)
-        return next(option for option in placer.options(i) if option[2] == best)
+        return option_on(*placer.candidates(i), best)
 
     return list_schedule(problem, priority, choose, "cpop")

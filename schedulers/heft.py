@@ -37,14 +37,23 @@ from collections.abc import Hashable, Sequence
 
 import networkx as nx
 
-from schedulers._core import Placer, build_problem, earliest_finish, list_schedule, upward_rank
+from schedulers._core import (
+    Option,
+    Placer,
+    build_problem,
+    earliest_finish,
+    list_schedule,
+    option_on,
+    upward_rank,
+)
 from schedulers.schedule import Schedule
 
 __all__ = ["heft"]
 
 
-def _earliest_finish_appending(placer: Placer, i: int) -> tuple[float, float, int, int]:
-    return min(placer.options(i, insertion=False), key=lambda option: (option[0], option[2]))
+def _earliest_finish_appending(placer: Placer, i: int) -> Option:
+    finish, start, index = placer.candidates(i, insertion=False)
+    return option_on(finish, start, index, int(finish.argmin()))
 
 
 def heft(graph: nx.DiGraph, processors: Sequence[Hashable], *, insertion: bool = True) -> Schedule:

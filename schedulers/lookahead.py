@@ -47,7 +47,15 @@ from collections.abc import Hashable, Sequence
 
 import networkx as nx
 
-from schedulers._core import Placer, build_problem, list_schedule, quantize, upward_rank
+from schedulers._core import (
+    Option,
+    Placer,
+    build_problem,
+    earliest_finish,
+    list_schedule,
+    quantize,
+    upward_rank,
+)
 from schedulers.schedule import Schedule
 
 __all__ = ["heft_lookahead"]
@@ -74,14 +82,14 @@ def heft_lookahead(graph: nx.DiGraph, processors: Sequence[Hashable]) -> Schedul
         sorted({j for j, _, _ in succs}, key=lambda j: (key[j], j)) for succs in problem.succs
     ]
 
-    def choose(placer: Placer, i: int) -> tuple[float, float, int, int]:
+    def choose(placer: Placer, i: int) -> Option:
         scored = []
         for option in placer.options(i):
             placer.place(i, option)
             latest = option[0]
             placed = []
             for j in children[i]:
-                best = min(placer.options(j), key=lambda o: (o[0], o[2]))
+                best = earliest_finish(placer, j)  # HEFT's rule: by finish, then processor
                 placer.place(j, best)
                 placed.append(j)
                 latest = max(latest, best[0])

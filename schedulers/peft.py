@@ -43,20 +43,36 @@ from collections.abc import Hashable, Sequence
 import networkx as nx
 import numpy as np
 
-from schedulers._core import Placer, Problem, build_problem, list_schedule
+from schedulers._core import (
+    Option,
+    Placer,
+    Problem,
+    build_problem,
+    edge_ranges,
+    list_schedule,
+    option_on,
+)
 from schedulers.schedule import Schedule
 
 __all__ = ["optimistic_cost_table", "peft"]
 
 
 def optimistic_cost_table(problem: Problem) -> np.ndarray:
-    """The ``(nodes, processors)`` optimistic cost table of Arabnejad & Barbosa (2014)."""
+    """The ``(nodes, processors)`` optimistic cost table of Arabnejad & Barbosa (2014).
+
+    Filled a layer at a time from the exit nodes (whose rows are 0): per edge ``(n, s)`` the
+    row ``min(via, min(via) + mean_comm)`` with ``via = OCT[s] + cost[s]``, then per node the
+    max over its edges and 0, the same values a loop over a reversed topological order takes.
+    """
     table = np.zeros((problem.n, problem.p))
-    for i in reversed(range(problem.n)):
-        row = table[i]
-        for j, _, mean in problem.succs[i]:
-            via = table[j] + problem.cost[j]  # inf where j cannot run
-            np.maximum(row, np.minimum(via, via.min() + mean), out=row)
+    edges = problem.out_edges
+    succ, mean = problem.dst[edges], problem.mean_comm[edges]
+    for layer in problem.height_layers[1:]:
+        positions, begins = edge_ranges(problem.out_ptr, layer)
+        j = succ[positions]
+        via = table[j] + problem.cost[j]  # inf where j cannot run
+        np.minimum(via, (via.min(axis=1) + mean[positions])[:, None], out=via)
+        table[layer] = np.maximum(np.maximum.reduceat(via, begins, axis=0), 0.0)
     return table
 
 
@@ -78,10 +94,12 @@ def peft(graph: nx.DiGraph, processors: Sequence[Hashable]) -> Schedule:
     table = optimistic_cost_table(problem)
     runnable = np.isfinite(problem.cost)
     rank = np.where(runnable, table, 0.0).sum(axis=1) / np.maximum(runnable.sum(axis=1), 1)
-    oct_rows = table.tolist()
 
-    def choose(placer: Placer, i: int) -> tuple[float, float, int, int]:
-        row = oct_rows[i]
-        return min(placer.options(i), key=lambda o: (o[0] + row[o[2]], o[0], o[2]))
+    def choose(placer: Placer, i: int) -> Option:
+        finish, start, index = placer.candidates(i)
+        key = finish + table[i]
+        tied = np.flatnonzero(key == key.min())  # ties by EFT, then the processor listed first
+        q = int(tied[0]) if tied.size == 1 else int(tied[finish[tied].argmin()])
+        return option_on(finish, start, index, q)
 
     return list_schedule(problem, rank, choose, "peft")
