@@ -278,14 +278,24 @@ def test_a_task_that_keeps_killing_its_workers_stops_fit_with_cluster_lost_error
 def test_chunks_restarted_from_gathered_states_change_no_bit(client, monkeypatch, name):
     """With the chain restarted after every chunk, every strategy's run is the same run."""
     from pnngraph import Hybrid, ModelAveraging, Pipeline
+    from pnngraph.run.collection import TrainingGraph
     from pnngraph.run.fit import _Lineage
 
     monkeypatch.setattr(_Lineage, "TASKS", 1)
+    rebased = TrainingGraph.rebased
+    starts: list[int] = []  # chunks that started from gathered states
+
+    def counted(graph, states):
+        starts.append(1)
+        return rebased(graph, states)
+
+    monkeypatch.setattr(TrainingGraph, "rebased", counted)
     strategy = {"ModelAveraging(3, 2)": ModelAveraging(3, 2), "Pipeline(2, 4)": Pipeline(2, 4),
                 "Hybrid": Hybrid(DataParallel(2), Pipeline(2, 2))}[name]
     X, y = make_data(5)
     kw = {"strategy": strategy, "steps": 30, "chunk_steps": 7, "progress": False, **RUN}
     expected = fit(make_model(), (X, y), **kw)
     result = fit(make_model(), (X, y), client=client, **kw)
+    assert len(starts) == 4, "chunks 2-5 of 30 steps in 7s must start from gathered states"
     assert bitwise_equal(result.params, expected.params)
     np.testing.assert_array_equal(result.losses, expected.losses)
