@@ -82,6 +82,7 @@ class ShapeError(PnngraphError, ValueError):
         self.layer_name = layer_name
         self.expected = expected
         self.got = got
+        self.detail = detail
         where = "model input" if layer_index is None else f"layer {layer_index} ({layer_name})"
         tail = f": {detail}" if detail else ""
         super().__init__(f"{where}: expected input {expected}, got {got}{tail}")

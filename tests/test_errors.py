@@ -150,6 +150,25 @@ def resumed_on_other_data(tmp: Path):
     pnngraph.fit(mlp(), (X[::-1], Y[::-1]), resume=True, **kw)
 
 
+class Unregistered(pnngraph.Layer):
+    """The identity, as a layer class of one's own."""
+
+    kind = "errors-unregistered"
+
+    def forward(self, xp, params, x, ctx):
+        return x, None
+
+    def backward(self, xp, params, cache, dy):
+        return dy, {}
+
+
+class WrongShapes(Unregistered):
+    kind = "errors-wrong-shapes"
+
+    def backward(self, xp, params, cache, dy):
+        return dy[:, :1], {}
+
+
 def data_file(tmp: Path, **arrays) -> Path:
     np.savez(tmp / "d.npz", **arrays)
     return tmp / "d.npz"
@@ -273,6 +292,22 @@ API_CASES = {
     "GPU plan with the dask scheduler": (ex.ConfigError, api(
         pnngraph.build, mlp(), (X, Y), **ONE, cluster=simulated_cluster(1, 1), devices="gpu",
         scheduler="dask")),
+    "a Keras-style Conv2D without its kernel size": (ex.ConfigError, api(pnngraph.Conv2D, 3)),
+    "branches of an added block disagree": (ex.ShapeError, api(
+        Sequential, [pnngraph.Parallel([[Dense(3)], [Dense(2)]])], input_shape=(4,))),
+    "a layer inside a block does not fit": (ex.ShapeError, api(
+        Sequential, [pnngraph.Residual([Dense(3, 3)])], input_shape=(4,))),
+    "a residual block of one layer, not a list": (ex.ConfigError, api(pnngraph.Residual,
+                                                                      Dense(2))),
+    "a block merged by an unknown rule": (ex.UnknownNameError, api(pnngraph.Parallel,
+                                                                   [[Dense(2)]], merge="mul")),
+    "registering what is not a layer class": (ex.ConfigError, api(pnngraph.register_layer, int)),
+    "registering a layer under a built-in kind": (ex.ConfigError, api(
+        pnngraph.register_layer, type("Clash", (pnngraph.Layer,), {"kind": "dense"}))),
+    "saving a layer class that is not registered": (ex.ConfigError, lambda tmp: Sequential(
+        [Unregistered()], input_shape=(3,)).save(tmp / "m.npz")),
+    "a registered layer whose backward returns wrong shapes": (ex.ConfigError, lambda: Sequential(
+        [pnngraph.register_layer(WrongShapes)()], input_shape=(3,))),
     "gradient becomes NaN or inf during a run": (ex.TrainingError, inf_gradient),
     "parameters become NaN or inf in an update": (ex.TrainingError, inf_parameters),
 }

@@ -5,6 +5,7 @@ training run. (The serial reference trainer, ``train_serial``, lives with the ot
 from typing import Any
 
 from pnngraph.nn.backend import Backend, get_backend
+from pnngraph.nn.blocks import Parallel, Residual
 from pnngraph.nn.conv import Conv2D, MaxPool2D
 from pnngraph.nn.layers import (
     GELU,
@@ -19,7 +20,7 @@ from pnngraph.nn.layers import (
     activation,
 )
 from pnngraph.nn.losses import Loss, MeanSquaredError, SoftmaxCrossEntropy, get_loss
-from pnngraph.nn.model import Sequential
+from pnngraph.nn.model import Sequential, register_layer
 from pnngraph.nn.optimizers import SGD, Adam, AdamW, Optimizer, get_optimizer
 from pnngraph.nn.train import EpochRecord, History, TrainingResult, batch_indices
 
@@ -41,7 +42,9 @@ __all__ = [
     "MaxPool2D",
     "MeanSquaredError",
     "Optimizer",
+    "Parallel",
     "ReLU",
+    "Residual",
     "Sequential",
     "Sigmoid",
     "SoftmaxCrossEntropy",
@@ -52,6 +55,7 @@ __all__ = [
     "get_backend",
     "get_loss",
     "get_optimizer",
+    "register_layer",
     "train_serial",
 ]
 

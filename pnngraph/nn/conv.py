@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from pnngraph.exceptions import ShapeError, check_int
+from pnngraph.exceptions import ConfigError, ShapeError, check_int
 from pnngraph.nn.backend import Array, device_of
 from pnngraph.nn.layers import Context, Layer, Params, Shape
 
@@ -135,24 +135,36 @@ def _pair(label: str, v: Any) -> tuple[int, int]:
 class Conv2D(Layer):
     """2-D convolution over NCHW input: ``in_channels`` -> ``out_channels``.
 
-    ``kernel_size`` is an int or (kh, kw); ``stride`` and zero ``padding`` are ints. Weights are He
-    normal with fan-in ``in_channels * kh * kw``; biases start at zero.
+    ``Conv2D(out_channels, kernel_size)`` takes ``in_channels`` from the shape it receives when
+    the model is built; ``Conv2D(in_channels, out_channels, kernel_size)`` states it (and the build
+    checks it). ``kernel_size`` is an int or (kh, kw); ``stride`` and zero ``padding`` are ints.
+    Weights are He normal with fan-in ``in_channels * kh * kw``; biases start at zero.
     """
 
     kind = "conv"
 
     def __init__(
         self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int | tuple[int, int],
-        *,
+        *sizes: Any,
+        in_channels: int | None = None,
+        out_channels: int | None = None,
+        kernel_size: int | tuple[int, int] | None = None,
         stride: int = 1,
         padding: int = 0,
         name: str | None = None,
     ) -> None:
         super().__init__(name)
-        self.in_channels = check_int("Conv2D in_channels", in_channels)
+        if sizes:
+            if len(sizes) not in (2, 3) or out_channels is not None or kernel_size is not None:
+                raise ConfigError("Conv2D sizes", "(out_channels, kernel_size) or (in_channels, "
+                                  "out_channels, kernel_size)", sizes)
+            in_channels = sizes[0] if len(sizes) == 3 else in_channels
+            out_channels, kernel_size = sizes[-2:]
+        if out_channels is None or kernel_size is None:
+            raise ConfigError("Conv2D", "out_channels and kernel_size",
+                              {"out_channels": out_channels, "kernel_size": kernel_size})
+        self.in_channels = None if in_channels is None else check_int("Conv2D in_channels",
+                                                                      in_channels)
         self.out_channels = check_int("Conv2D out_channels", out_channels)
         self.kernel_size = _pair("Conv2D kernel_size", kernel_size)
         self.stride = check_int("Conv2D stride", stride)
@@ -160,8 +172,10 @@ class Conv2D(Layer):
 
     def output_shape(self, shape: Shape) -> Shape:
         kh, kw = self.kernel_size
+        if self.in_channels is None and len(shape) == 3:
+            self.in_channels = shape[0]
         if len(shape) != 3 or shape[0] != self.in_channels:
-            raise ShapeError(f"(C={self.in_channels}, H, W)", shape)
+            raise ShapeError(f"(C={self.in_channels or '?'}, H, W)", shape)
         _, h, w = shape
         p = self.padding
         if h + 2 * p < kh or w + 2 * p < kw:
@@ -174,8 +188,8 @@ class Conv2D(Layer):
 
     def init_params(self, shape: Shape, rng: np.random.Generator, dtype: Any) -> Params:
         kh, kw = self.kernel_size
-        fan_in = self.in_channels * kh * kw
-        W = rng.standard_normal((self.out_channels, self.in_channels, kh, kw))
+        fan_in = shape[0] * kh * kw
+        W = rng.standard_normal((self.out_channels, shape[0], kh, kw))
         return {
             "W": (W * math.sqrt(2.0 / fan_in)).astype(dtype),
             "b": np.zeros(self.out_channels, dtype=dtype),
@@ -193,7 +207,7 @@ class Conv2D(Layer):
     def flops(self, shape: Shape) -> float:
         f, oh, ow = self.output_shape(shape)
         kh, kw = self.kernel_size
-        return 2.0 * f * oh * ow * self.in_channels * kh * kw
+        return 2.0 * f * oh * ow * shape[0] * kh * kw
 
     def config(self) -> dict[str, Any]:
         return {

@@ -32,7 +32,14 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from pnngraph.exceptions import ShapeError, UnknownNameError, check_int, check_name, check_number
+from pnngraph.exceptions import (
+    ConfigError,
+    ShapeError,
+    UnknownNameError,
+    check_int,
+    check_name,
+    check_number,
+)
 from pnngraph.nn.backend import Array, device_of
 
 Shape = tuple[int, ...]
@@ -59,7 +66,7 @@ class Layer:
     """Base of all layers: a name, shape checking, initialisation, forward and backward."""
 
     kind: ClassVar[str] = "layer"
-    stochastic: ClassVar[bool] = False
+    stochastic: bool = False
     """Whether training draws random numbers (then ``ctx.layer`` salts them)."""
 
     def __init__(self, name: str | None = None) -> None:
@@ -89,8 +96,13 @@ class Layer:
         return float(math.prod(shape))
 
     def config(self) -> dict[str, Any]:
-        """JSON-able arguments that rebuild this layer with :func:`layer_from_config`."""
+        """JSON-able arguments that rebuild this layer with :meth:`from_config`."""
         return {"name": self.name}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Layer:
+        """The layer :meth:`config` describes (``cls(**config)`` unless a layer says otherwise)."""
+        return cls(**config)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
@@ -120,31 +132,41 @@ INITS = ("he", "glorot")
 class Dense(Layer):
     """Affine layer ``y = x @ W + b`` from ``n_in`` to ``n_out`` features.
 
-    ``init="he"`` draws W from N(0, 2 / n_in) (for ReLU-like activations); ``"glorot"`` from
+    ``Dense(n_out)`` takes ``n_in`` from the shape it receives when the model is built;
+    ``Dense(n_in, n_out)`` states both (and the build checks them). ``init="he"`` draws W from
+    N(0, 2 / n_in) (for ReLU-like activations); ``"glorot"`` from
     U(-a, a) with a = sqrt(6 / (n_in + n_out)). Biases start at zero.
     """
 
     kind = "dense"
 
-    def __init__(self, n_in: int, n_out: int, *, init: str = "he", name: str | None = None):
+    def __init__(self, n_in: int | None = None, n_out: int | None = None, *, init: str = "he",
+                 name: str | None = None):
         super().__init__(name)
-        for label, n in (("n_in", n_in), ("n_out", n_out)):
-            check_int(f"Dense {label}", n)
+        if n_out is None:  # Dense(16): the one size given is the output's
+            n_in, n_out = None, n_in
+        if n_out is None:
+            raise ConfigError("Dense n_out", "a positive int", None)
+        self.n_out = check_int("Dense n_out", n_out)
+        self.n_in = None if n_in is None else check_int("Dense n_in", n_in)
         if init not in INITS:
             raise UnknownNameError("init", init, INITS)
-        self.n_in, self.n_out, self.init = int(n_in), int(n_out), init
+        self.init = init
 
     def output_shape(self, shape: Shape) -> Shape:
+        if self.n_in is None and len(shape) == 1:
+            self.n_in = shape[0]
         if shape != (self.n_in,):
-            raise ShapeError((self.n_in,), shape)
+            raise ShapeError("(features,)" if self.n_in is None else (self.n_in,), shape)
         return (self.n_out,)
 
     def init_params(self, shape: Shape, rng: np.random.Generator, dtype: Any) -> Params:
+        n_in = shape[-1]
         if self.init == "he":
-            W = rng.standard_normal((self.n_in, self.n_out)) * math.sqrt(2.0 / self.n_in)
+            W = rng.standard_normal((n_in, self.n_out)) * math.sqrt(2.0 / n_in)
         else:
-            a = math.sqrt(6.0 / (self.n_in + self.n_out))
-            W = rng.uniform(-a, a, (self.n_in, self.n_out))
+            a = math.sqrt(6.0 / (n_in + self.n_out))
+            W = rng.uniform(-a, a, (n_in, self.n_out))
         return {"W": W.astype(dtype), "b": np.zeros(self.n_out, dtype=dtype)}
 
     def forward(self, xp: Any, params: Params, x: Array, ctx: Context) -> tuple[Array, Any]:
@@ -157,7 +179,7 @@ class Dense(Layer):
         return dense_param_grads(xp, cache, dy)
 
     def flops(self, shape: Shape) -> float:
-        return 2.0 * self.n_in * self.n_out
+        return 2.0 * shape[-1] * self.n_out
 
     def config(self) -> dict[str, Any]:
         return {"n_in": self.n_in, "n_out": self.n_out, "init": self.init, "name": self.name}

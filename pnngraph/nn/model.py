@@ -27,14 +27,15 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from pnngraph.exceptions import ConfigError, DataError, ModelFileError, ShapeError
 from pnngraph.nn.backend import Array, get_backend, namespace, to_numpy
+from pnngraph.nn.blocks import Parallel, Residual
 from pnngraph.nn.conv import Conv2D, MaxPool2D
 from pnngraph.nn.layers import (
     ACTIVATIONS,
@@ -47,11 +48,15 @@ from pnngraph.nn.layers import (
 )
 from pnngraph.nn.losses import Loss, check_finite, get_loss
 from pnngraph.npzfile import META, NpzArchive, write_npz
+from pnngraph.testing import check_layer
 
 LAYER_TYPES: dict[str, type[Layer]] = {
     **ACTIVATIONS,
-    **{c.kind: c for c in (Dense, Flatten, Dropout, Conv2D, MaxPool2D)},
+    **{c.kind: c for c in (Dense, Flatten, Dropout, Conv2D, MaxPool2D, Parallel, Residual)},
 }
+"""Every layer class a model file may name, by ``kind``: the built-in ones and those given to
+:func:`register_layer`."""
+BUILTIN_KINDS = frozenset(LAYER_TYPES)
 FORMAT = "pnngraph-model"
 FORMAT_VERSION = 1
 DTYPES = ("float32", "float64")
@@ -59,17 +64,42 @@ DTYPES = ("float32", "float64")
 ParamList = list[dict[str, Any]]
 
 
+L = TypeVar("L", bound=type[Layer])
+
+
+def register_layer(cls: L) -> L:
+    """Make a :class:`Layer` subclass known by its ``kind``, so that models holding it save,
+    load and resume from checkpoints; usable as a class decorator. Register it at import time
+    of the module defining it, in every process that loads such a model.
+
+    Its ``config()`` must hold JSON-able arguments that rebuild it (``from_config`` calls
+    ``cls(**config)`` unless the class overrides it), and building a model checks its
+    ``backward`` on a small batch (:func:`pnngraph.testing.check_layer`). Registering a second
+    class under a kind already taken is refused.
+    """
+    if not (isinstance(cls, type) and issubclass(cls, Layer)) or cls is Layer:
+        raise ConfigError("register_layer", "a subclass of pnngraph.nn.Layer", cls)
+    kind = getattr(cls, "kind", None)
+    if not isinstance(kind, str) or not kind or kind == Layer.kind:
+        raise ConfigError(f"{cls.__name__}.kind", "a class attribute naming the layer "
+                          "(a non-empty string other than 'layer')", kind)
+    taken = LAYER_TYPES.get(kind)
+    if taken is not None and taken is not cls and (
+            kind in BUILTIN_KINDS or taken.__qualname__ != cls.__qualname__
+            or taken.__module__ != cls.__module__):
+        raise ConfigError(f"{cls.__name__}.kind", f"a kind no other layer has ({kind!r} is "
+                          f"{taken.__module__}.{taken.__qualname__})", kind)
+    LAYER_TYPES[kind] = cls  # the same class defined again (a reloaded module) replaces itself
+    return cls
+
+
 def layer_from_config(kind: str, config: dict[str, Any]) -> Layer:
     """Rebuild a layer from its ``kind`` and :meth:`Layer.config`."""
     if kind not in LAYER_TYPES:
-        raise ConfigError("layer kind", "one of " + ", ".join(sorted(LAYER_TYPES)), kind)
-    config = dict(config)
-    cls = LAYER_TYPES[kind]
-    if cls in ACTIVATIONS.values() or cls is Flatten:
-        return cls(name=config.get("name"))
-    if cls is Conv2D and "kernel_size" in config:
-        config["kernel_size"] = tuple(config["kernel_size"])
-    return cls(**config)
+        raise ConfigError("layer kind", "one of " + ", ".join(sorted(LAYER_TYPES)) +
+                          " (a layer class of your own: register it with "
+                          "pnngraph.register_layer)", kind)
+    return LAYER_TYPES[kind].from_config(dict(config))
 
 
 def forward_layers(
@@ -103,6 +133,21 @@ def backward_layers(
         return dy, grads
     grads[0] = layers[0].param_grads(xp, params[0], caches[0], dy)
     return None, grads
+
+
+def _own_layers(layers: Sequence[Layer], shapes: Sequence[Shape], where: str = ""
+                ) -> Iterator[tuple[Layer, Shape, str]]:
+    """The layers of classes not built into pnngraph, inside blocks too, with their input
+    shapes and where they sit."""
+    for i, layer in enumerate(layers):
+        here = f"{where}layer {i} ({layer.name})"
+        if isinstance(layer, Parallel):
+            for b, (branch, inner) in enumerate(zip(layer.branches,
+                                                    layer._branch_shapes(shapes[i]),
+                                                    strict=True)):
+                yield from _own_layers(branch, inner, f"{here} branch {b} ")
+        elif LAYER_TYPES.get(layer.kind) is not type(layer) or layer.kind not in BUILTIN_KINDS:
+            yield layer, shapes[i], here
 
 
 class Sequential:
@@ -166,8 +211,11 @@ class Sequential:
                 shapes.append(layer.output_shape(shapes[-1]))
             except ShapeError as err:
                 raise ShapeError(
-                    err.expected, err.got, layer_index=i, layer_name=layer.name
+                    err.expected, err.got, layer_index=i, layer_name=layer.name,
+                    detail=err.detail,
                 ) from None
+        for layer, at, where in _own_layers(self.layers, shapes):
+            check_layer(layer, at, where=where)
         self.input_shape, self.shapes = shape, shapes
         self.params = [
             layer.init_params(shapes[i], np.random.default_rng([self.seed, i]), self.dtype)
@@ -311,6 +359,11 @@ class Sequential:
         """Write architecture and parameters to one ``.npz`` file (no pickled objects),
         atomically: ``path`` holds the old file or the new one, never a part."""
         self._require_built()
+        for layer, _, where in _own_layers(self.layers, self.shapes):
+            if LAYER_TYPES.get(layer.kind) is not type(layer):
+                raise ConfigError(f"{where}: {type(layer).__name__}.kind",
+                                  "a kind registered with pnngraph.register_layer, so that the "
+                                  "file can be loaded", layer.kind)
         arrays = {
             f"param/{i}/{k}": to_numpy(v)
             for i, layer in enumerate(self.params)

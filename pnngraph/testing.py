@@ -1,0 +1,130 @@
+"""Checks for layers of your own: the shapes backward returns, and its gradients against finite
+differences (the check every built-in layer passes in pnngraph's own tests).
+
+>>> from pnngraph.nn import Dense
+>>> errors = check_gradients(Dense(3, 2), (3,))
+>>> sorted(errors), all(e < 1e-6 for e in errors.values())
+(['W', 'b', 'x'], True)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from pnngraph.exceptions import ConfigError, ShapeError
+from pnngraph.nn.backend import get_backend
+from pnngraph.nn.layers import Context, Layer
+
+__all__ = ["check_gradients", "check_layer"]
+
+
+def _shape(a: Any) -> tuple[int, ...]:
+    return tuple(int(d) for d in a.shape)
+
+
+def check_layer(layer: Layer, input_shape: Sequence[int], *, batch: int = 2,
+                where: str | None = None) -> None:
+    """Run ``layer`` forward and backward once on ``batch`` zero samples of per-sample
+    ``input_shape`` and refuse, as one :class:`ConfigError` line, output, input-gradient or
+    parameter-gradient arrays whose shapes or names are not what they must be. Building a model
+    runs it on every registered layer of your own."""
+    shape = tuple(int(d) for d in input_shape)
+    where = where or f"{type(layer).__name__} {layer.name!r}"
+    out = layer.output_shape(shape)
+    params = layer.init_params(shape, np.random.default_rng(0), np.float64)
+    xp = np
+    x = np.zeros((batch, *shape))
+    y, cache = layer.forward(xp, params, x, Context(training=True, index=np.arange(batch)))
+    if _shape(y) != (batch, *out):
+        raise ConfigError(f"{where} forward", f"an output of shape {(batch, *out)} "
+                          "(output_shape's, with the batch first)", _shape(y))
+    dx, grads = layer.backward(xp, params, cache, np.ones_like(y))
+    if _shape(dx) != _shape(x):
+        raise ConfigError(f"{where} backward", f"an input gradient of the input's shape "
+                          f"{_shape(x)}", _shape(dx))
+    if sorted(grads) != sorted(params):
+        raise ConfigError(f"{where} backward", f"gradients named like the parameters "
+                          f"{sorted(params)}", sorted(grads))
+    for k, g in grads.items():
+        if _shape(g) != _shape(params[k]):
+            raise ConfigError(f"{where} backward", f"a gradient of {k!r} shaped like it, "
+                              f"{_shape(params[k])}", _shape(g))
+
+
+def check_gradients(
+    layer: Layer,
+    input_shape: Sequence[int],
+    *,
+    backend: str = "numpy",
+    batch: int = 3,
+    inputs: np.ndarray | None = None,
+    ctx: Context | None = None,
+    seed: int = 0,
+    h: float = 1e-6,
+    tol: float | None = 1e-6,
+) -> dict[str, float]:
+    """Relative errors of ``layer``'s backward against float64 central finite differences.
+
+    The scalar differentiated is ``sum(forward(x) * r)`` for a fixed random ``r``; ``x`` is
+    ``inputs`` or ``batch`` random samples with every value at least 0.1 from zero (so a kink at
+    0 is never crossed by a step ``h``); the parameters are the layer's initial ones plus noise in
+    [-0.5, 0.5]. Returns ``{"x": error, <param>: error, ...}`` (the input is not checked for
+    layers that refuse an input gradient, such as embeddings, whose input is integer ids).
+    With ``tol`` set, raises AssertionError naming every array whose error exceeds it.
+    ``backend="emulated"`` runs the layer on the emulated device, as pnngraph's tests do.
+    """
+    be = get_backend(backend)
+    rng = np.random.default_rng(seed)
+    shape = tuple(int(d) for d in input_shape)
+    check_layer(layer, shape)
+    out_shape = layer.output_shape(shape)
+    if inputs is None:
+        x = rng.uniform(0.1, 1.0, (batch, *shape)) * rng.choice([-1.0, 1.0], (batch, *shape))
+    else:
+        x = np.array(inputs, dtype=np.float64)
+        if _shape(x)[1:] != shape:
+            raise ShapeError(shape, _shape(x)[1:], detail="inputs of check_gradients")
+    n = x.shape[0]
+    ctx = ctx or Context(training=True, step=3, index=np.arange(n) + 40, seed=7)
+    params = {k: v + rng.uniform(-0.5, 0.5, v.shape)
+              for k, v in layer.init_params(shape, rng, np.float64).items()}
+    r = rng.standard_normal((n, *out_shape))
+
+    def value() -> float:
+        y, _ = layer.forward(be.xp, be.tree_asarray(params), be.asarray(x), ctx)
+        return float(np.sum(be.to_numpy(y) * r))
+
+    def numeric(a: np.ndarray) -> np.ndarray:
+        g = np.zeros_like(a)
+        for i in np.ndindex(a.shape):
+            old = a[i]
+            a[i] = old + h
+            up = value()
+            a[i] = old - h
+            down = value()
+            a[i] = old
+            g[i] = (up - down) / (2 * h)
+        return g
+
+    def rel(a: np.ndarray, b: np.ndarray) -> float:
+        scale = max(float(np.linalg.norm(a)), float(np.linalg.norm(b)), 1e-12)
+        return float(np.linalg.norm(a - b) / scale)
+
+    p = be.tree_asarray(params)
+    _, cache = layer.forward(be.xp, p, be.asarray(x), ctx)
+    dx, grads = layer.backward(be.xp, p, cache, be.asarray(r))
+    errors = {}
+    if not getattr(layer, "integer_input", False):
+        errors["x"] = rel(be.to_numpy(dx), numeric(x))
+    for k in params:
+        errors[k] = rel(be.to_numpy(grads[k]), numeric(params[k]))
+    if tol is not None:
+        bad = {k: e for k, e in errors.items() if not e < tol}
+        if bad:
+            raise AssertionError(f"{type(layer).__name__} {layer.name!r}: gradients differ from "
+                                 f"finite differences by more than {tol}: " +
+                                 ", ".join(f"{k} {e:.2e}" for k, e in bad.items()))
+    return errors
