@@ -16,6 +16,7 @@ CASES = {
     "hybrid.py": (["--epochs", "1"], "test accuracy"),
     "model_averaging.py": (["--epochs", "2"], "averaging (serial)"),
     "early_stopping.py": (["--epochs", "3"], "holds the model fit returned: True"),
+    "resnet.py": (["--epochs", "1"], "max |Pipeline(2, 4) - serial|"),
 }
 
 
