@@ -257,6 +257,36 @@ def test_train_serially_on_an_npz_with_the_cnn(tmp_path):
     assert "model: cnn" in result.output and (tmp_path / "run" / "model.npz").exists()
 
 
+def test_training_options_reach_the_trainer(tmp_path):
+    """--model resnet with AdamW, a warmed-up cosine schedule, clipping and label smoothing: the
+    model saved equals the Python API's with the same options."""
+    import pnngraph
+    from pnngraph.data import load
+    from pnngraph.nn.presets import resnet
+    from pnngraph.nn.schedules import Cosine, Warmup
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((50, 1, 4, 4))
+    y = (X[:, 0, 0, 0] > 0).astype(int)
+    np.savez(tmp_path / "d.npz", X=X, y=y)
+    result = run("train", "--data", str(tmp_path / "d.npz"), "--model", "resnet", "--epochs", "2",
+                 "--batch-size", "10", "--optimizer", "adamw", "--lr", "0.01",
+                 "--weight-decay", "0.05", "--lr-schedule", "cosine", "--warmup-steps", "3",
+                 "--clip-norm", "0.5", "--label-smoothing", "0.1", "--strategy", "serial",
+                 "--output-dir", str(tmp_path / "run"), "--no-report")
+    assert result.exit_code == 0, result.output
+    train, _ = load(str(tmp_path / "d.npz")).split(0.2, 0)
+    optimizer = pnngraph.AdamW(Warmup(Cosine(0.01, total_steps=2 * 4 - 3), 3),
+                               weight_decay=0.05, clip_norm=0.5)
+    reference = pnngraph.train_serial(resnet((1, 4, 4), 2), train.X, train.y, epochs=2,
+                                      batch_size=10, optimizer=optimizer, label_smoothing=0.1)
+    saved = Sequential.load(tmp_path / "run" / "model.npz")
+    assert all(np.array_equal(a[k], b[k]) for a, b in
+               zip(saved.params, reference.params, strict=True) for k in a)
+    options = RunRecord.load(tmp_path / "run" / "run.json").options
+    assert options["lr_schedule"] == "cosine" and options["schedule_epochs"] == 2
+
+
 # ------------------------------------------------------------------ refused before any cluster
 @contextlib.contextmanager
 def _no_cluster(opts):
@@ -273,6 +303,11 @@ def _no_cluster(opts):
      "--microbatches: expected at most the smallest shard's 30 samples, got 64"),
     (["--emulate-gpu"], "--emulate-gpu: expected --gpu-workers N (the GPU workers to emulate)"),
     (["--strategy", "serial", "--resume"], "--resume: expected a run on a cluster"),
+    (["--lr-schedule", "step:two"],
+     "--lr-schedule: expected constant, cosine or step:EPOCHS[:GAMMA] with EPOCHS a positive "
+     "integer, got 'step:two'"),
+    (["--model", "resnet", "--data", "spirals"],
+     "--model resnet: expected square images or (C, H, W) samples, got (2,)"),
 ])
 def test_bad_options_are_refused_before_a_cluster_starts(args, message, tmp_path, monkeypatch):
     pytest.importorskip("sklearn")

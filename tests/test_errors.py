@@ -339,7 +339,8 @@ FILE_CASES = {  # built in a temporary folder, named TMP in the messages
 
 CLI_CASES = {
     "unknown dataset": ["train", "--data", "nope"],
-    "unknown model preset": ["train", "--model", "resnet"],
+    "unknown model preset": ["train", "--model", "vgg"],
+    "a learning-rate schedule not known": ["train", "--lr-schedule", "linear"],
     "hidden widths not integers": ["train", "--hidden", "a,b"],
     "no scheduler at the address": ["train", "--scheduler-address", "tcp://127.0.0.1:9",
                                     "--timeout", "1"],

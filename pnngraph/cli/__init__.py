@@ -74,7 +74,7 @@ def plan(**opts: Any) -> None:
             opts["workers"] = 2
         check_strategy(opts, model, train_set, optimizer, steps=opts["steps"])
     kw = {"steps": opts["steps"], "batch_size": opts["batch_size"], "optimizer": optimizer,
-          "seed": opts["seed"], "scheduler": opts["scheduler"]}
+          "loss": opts["loss"], "seed": opts["seed"], "scheduler": opts["scheduler"]}
     if opts["cluster_file"]:
         try:
             spec = yaml.safe_load(Path(opts["cluster_file"]).read_text())

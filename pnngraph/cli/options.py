@@ -173,7 +173,7 @@ def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--data", default="digits", show_default=True,
                      help="digits, spirals, teacher, an .npz file or an MNIST IDX directory."),
         click.option("--model", "model_spec", default="mlp", show_default=True,
-                     help="A preset (mlp, cnn) or a JSON architecture file."),
+                     help="A preset (mlp, cnn, resnet) or a JSON architecture file."),
         click.option("--hidden", default="64", show_default=True,
                      help="Hidden widths of the mlp preset, comma-separated."),
         click.option("--dtype", default="float64", show_default=True,
@@ -192,10 +192,22 @@ def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      type=click.Choice(SCHEDULERS), help="How tasks are placed."),
         click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1)),
         click.option("--optimizer", default="sgd", show_default=True,
-                     type=click.Choice(["sgd", "adam"])),
+                     type=click.Choice(["sgd", "adam", "adamw"])),
         click.option("--lr", default=0.1, show_default=True, type=float, help="Learning rate."),
         click.option("--momentum", default=0.9, show_default=True, type=float,
                      help="SGD momentum."),
+        click.option("--weight-decay", default=None, type=float,
+                     help="L2 penalty (sgd, adam) or decoupled decay (adamw; 0.01 unless given)."),
+        click.option("--lr-schedule", default="constant", show_default=True,
+                     help="constant, cosine (down to 0 over the run's epochs; a resumed run "
+                          "keeps its first part's) or "
+                          "step:EPOCHS[:GAMMA] (times GAMMA, 0.1 unless given, every EPOCHS)."),
+        click.option("--warmup-steps", default=0, show_default=True, type=click.IntRange(min=0),
+                     help="Linear warm-up of the learning rate over this many steps first."),
+        click.option("--clip-norm", default=None, type=float,
+                     help="Clip the summed gradient to this global L2 norm."),
+        click.option("--label-smoothing", default=0.0, show_default=True, type=float,
+                     help="Cross-entropy label smoothing in [0, 1)."),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -226,7 +238,9 @@ def load_model(spec: str, input_shape: tuple[int, ...], n_outputs: int, **opts: 
 def prepare(opts: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
     """(model, train set, test set, optimizer) from the command's options."""
     from pnngraph import data as datasets
+    from pnngraph.nn.losses import get_loss
     from pnngraph.nn.optimizers import get_optimizer
+    from pnngraph.nn.train import steps_per_epoch
 
     dataset = datasets.load(opts["data"])
     train, test = dataset.split(opts["test_fraction"], opts["seed"])
@@ -242,16 +256,44 @@ def prepare(opts: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
         except ValueError:
             raise ConfigError("--hidden", "comma-separated positive integers",
                               opts["hidden"]) from None
-    if spec == "cnn" and len(shape) == 1:
+    if spec in ("cnn", "resnet") and len(shape) == 1:
         side = round(shape[0] ** 0.5)
         if side * side != shape[0]:
-            raise ConfigError("--model cnn", "square images or (C, H, W) samples", shape)
+            raise ConfigError(f"--model {spec}", "square images or (C, H, W) samples", shape)
         shape = (1, side, side)
-        kw = {"seed": opts["seed"], "dtype": opts["dtype"]}
     model = load_model(spec, shape, n_classes, **kw)
-    extra = {"momentum": opts["momentum"]} if opts["optimizer"] == "sgd" else {}
-    optimizer = get_optimizer(opts["optimizer"], lr=opts["lr"], **extra)
+    extra: dict[str, Any] = {"momentum": opts["momentum"]} if opts["optimizer"] == "sgd" else {}
+    if opts["weight_decay"] is not None:
+        extra["weight_decay"] = opts["weight_decay"]
+    lr = learning_rate(opts, steps_per_epoch(len(train.X), opts["batch_size"]))
+    optimizer = get_optimizer(opts["optimizer"], lr=lr, clip_norm=opts["clip_norm"], **extra)
+    opts["loss"] = get_loss("cross_entropy", label_smoothing=opts["label_smoothing"] or None)
     return model, train, test, optimizer
+
+
+def learning_rate(opts: dict[str, Any], per_epoch: int) -> Any:
+    """--lr with --lr-schedule and --warmup-steps: a number or a schedule of the step."""
+    from pnngraph.nn.schedules import Cosine, StepDecay, Warmup
+
+    text, lr = opts["lr_schedule"], opts["lr"]
+    # train: the epochs of the run (of its first part, when resumed); plan: its steps
+    total = opts["schedule_epochs"] * per_epoch if "schedule_epochs" in opts else opts["steps"]
+    rate: Any = lr
+    if text == "cosine":
+        rate = Cosine(lr, total_steps=max(1, total - opts["warmup_steps"]))
+    elif text.startswith("step:"):
+        try:
+            every, *gamma = text[len("step:"):].split(":")
+            if len(gamma) > 1 or int(every) < 1:
+                raise ValueError
+            rate = StepDecay(lr, every=int(every) * per_epoch,
+                             gamma=float(gamma[0]) if gamma else 0.1)
+        except ValueError:
+            raise ConfigError("--lr-schedule", "constant, cosine or step:EPOCHS[:GAMMA] with "
+                              "EPOCHS a positive integer", text) from None
+    elif text != "constant":
+        raise ConfigError("--lr-schedule", "constant, cosine or step:EPOCHS[:GAMMA]", text)
+    return Warmup(rate, opts["warmup_steps"]) if opts["warmup_steps"] else rate
 
 
 def parse_shards(text: str | None) -> Any:
@@ -344,6 +386,6 @@ def check_strategy(opts: dict[str, Any], model: Any, train_set: Any, optimizer: 
     with flags():
         return prepare_inputs(model, train_set, strategy=strategy_of(opts, model, workers),
                               batch_size=opts["batch_size"], optimizer=optimizer,
-                              seed=opts["seed"], **steps)
+                              loss=opts["loss"], seed=opts["seed"], **steps)
 
 

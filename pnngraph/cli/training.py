@@ -39,7 +39,8 @@ from pnngraph.exceptions import ClusterLostError, ConfigError
 
 RUN_OPTIONS = ("data", "model_spec", "hidden", "dtype", "seed", "test_fraction", "strategy",
                "shards", "stages", "microbatches", "replicas", "local_steps", "batch_size",
-               "optimizer", "lr", "momentum")
+               "optimizer", "lr", "momentum", "weight_decay", "lr_schedule", "warmup_steps",
+               "clip_norm", "label_smoothing", "schedule_epochs")
 """Options that define a run: ``--resume`` reads them from run.json and refuses other values."""
 RESUMED_UNLESS_GIVEN = ("epochs", "scheduler")
 """Options ``--resume`` reads from run.json unless given again (more epochs, another plan)."""
@@ -63,6 +64,7 @@ def train(**opts: Any) -> None:
     run_dir = _run_dir(opts)
     if opts["resume"]:
         _resumed_options(opts, run_dir)
+    opts.setdefault("schedule_epochs", opts["epochs"])  # a cosine spans the first run's epochs
     check_devices(opts)
     model, train_set, test_set, optimizer = prepare(opts)
     per_epoch = steps_per_epoch(len(train_set.X), opts["batch_size"])
@@ -184,7 +186,7 @@ def _train_serial(opts: dict[str, Any], model: Any, train_set: Any, test_set: An
                 result = train_serial(
                     model, train_set.X, train_set.y, steps=per_epoch,
                     batch_size=opts["batch_size"], optimizer=optimizer, seed=opts["seed"],
-                    start_step=epoch * per_epoch, opt_state=state,
+                    loss=opts["loss"], start_step=epoch * per_epoch, opt_state=state,
                     callback=lambda s, v: bar.update(1),
                 )
             model, state = result.model, result.opt_state
@@ -283,7 +285,7 @@ def _train_cluster(opts: dict[str, Any], model: Any, train_set: Any, test_set: A
                 result = pnngraph.fit(
                     model, train_set, strategy=strategy, epochs=opts["epochs"],
                     batch_size=opts["batch_size"], optimizer=optimizer, seed=opts["seed"],
-                    chunk_steps=per_epoch, chunk_seconds=1.0, client=client,
+                    loss=opts["loss"], chunk_steps=per_epoch, chunk_seconds=1.0, client=client,
                     scheduler=opts["scheduler"],
                     cluster=cluster, progress=False, checkpoint_dir=run_dir / "checkpoints",
                     checkpoint_every=per_epoch, resume=opts["resume"],
@@ -494,6 +496,11 @@ def _meta(opts: dict[str, Any], model: Any, record: Any) -> dict[str, Any]:
                  "learning rate": opts["lr"]})
     if opts["optimizer"] == "sgd":
         meta["momentum"] = opts["momentum"]
+    for name in ("weight_decay", "clip_norm", "label_smoothing", "warmup_steps"):
+        if opts[name]:
+            meta[name.replace("_", " ")] = opts[name]
+    if opts["lr_schedule"] != "constant":
+        meta["learning-rate schedule"] = opts["lr_schedule"]
     meta.update({"seed": opts["seed"], "scheduler": opts["scheduler"]})
     per_epoch = record.meta.get("steps per epoch")
     if record.losses and per_epoch:
