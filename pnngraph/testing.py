@@ -72,7 +72,7 @@ def check_gradients(
     ``inputs`` or ``batch`` random samples with every value at least 0.1 from zero (so a kink at
     0 is never crossed by a step ``h``); the parameters are the layer's initial ones plus noise in
     [-0.5, 0.5]. Returns ``{"x": error, <param>: error, ...}`` (the input is not checked for
-    layers that refuse an input gradient, such as embeddings, whose input is integer ids).
+    layers whose ``integer_input`` is true, such as embeddings: give them ``inputs``).
     With ``tol`` set, raises AssertionError naming every array whose error exceeds it.
     ``backend="emulated"`` runs the layer on the emulated device, as pnngraph's tests do.
     """
@@ -81,6 +81,10 @@ def check_gradients(
     shape = tuple(int(d) for d in input_shape)
     check_layer(layer, shape)
     out_shape = layer.output_shape(shape)
+    integer = getattr(layer, "integer_input", False)
+    if inputs is None and integer:
+        raise ConfigError("check_gradients inputs", f"the ids {type(layer).__name__} takes (its "
+                          "input is not differentiable)", None)
     if inputs is None:
         x = rng.uniform(0.1, 1.0, (batch, *shape)) * rng.choice([-1.0, 1.0], (batch, *shape))
     else:
@@ -117,7 +121,7 @@ def check_gradients(
     _, cache = layer.forward(be.xp, p, be.asarray(x), ctx)
     dx, grads = layer.backward(be.xp, p, cache, be.asarray(r))
     errors = {}
-    if not getattr(layer, "integer_input", False):
+    if not integer:
         errors["x"] = rel(be.to_numpy(dx), numeric(x))
     for k in params:
         errors[k] = rel(be.to_numpy(grads[k]), numeric(params[k]))

@@ -35,6 +35,17 @@ def mlp():
     return Sequential([Dense(4, 8), ReLU(), Dense(8, 2)], input_shape=(4,))
 
 
+def language_model(max_len=6, heads=2):
+    from pnngraph.nn import Embedding, LayerNorm, MultiHeadSelfAttention, PositionalEmbedding
+
+    return Sequential([Embedding(11, 8), PositionalEmbedding(max_len),
+                       MultiHeadSelfAttention(heads, causal=True), LayerNorm(), Dense(8, 11)],
+                      input_shape=(6,))
+
+
+TOKENS = rng.integers(0, 11, (30, 6)).astype(float)
+
+
 def api(fn, *args, **kwargs):
     return lambda: fn(*args, **kwargs)
 
@@ -217,6 +228,19 @@ API_CASES = {
         batch_size=10)),
     "more stages than layers": (ex.ConfigError, api(
         pnngraph.build, mlp(), (X, Y), strategy=pnngraph.Pipeline(4), steps=1)),
+    "a token id outside the vocabulary": (ex.DataError, api(
+        pnngraph.train_serial, language_model(), with_value(TOKENS, (3, 2), 11), TOKENS,
+        steps=1)),
+    "a token id that is not an integer": (ex.DataError, lambda: language_model().predict(
+        with_value(TOKENS, (0, 5), 2.5))),
+    "a sequence longer than max_len": (ex.ShapeError, api(language_model, max_len=4)),
+    "a width not a multiple of the heads": (ex.ShapeError, api(language_model, heads=3)),
+    "labels of a sequence model of the wrong shape": (ex.DataError, api(
+        pnngraph.train_serial, language_model(), TOKENS, Y, steps=1)),
+    "a label per position out of range": (ex.DataError, api(
+        pnngraph.train_serial, language_model(), TOKENS, with_value(TOKENS, (4, 1), 11),
+        steps=1)),
+    "LayerNorm eps not positive": (ex.ConfigError, lambda: pnngraph.LayerNorm(0.0)),
     "unknown strategy": (ex.UnknownNameError, api(pnngraph.build, mlp(), (X, Y),
                                                   strategy="zero-bubble", steps=1)),
     "unknown scheduler": (ex.UnknownNameError, api(pnngraph.build, mlp(), (X, Y), **ONE,

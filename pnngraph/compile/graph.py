@@ -35,6 +35,7 @@ period end and at the end of the graph.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -48,10 +49,12 @@ from pnngraph.compile.keys import Key, node_key
 from pnngraph.compile.spec import TrainingSpec
 from pnngraph.compile.strategies import ModelAveraging, proportional_split
 from pnngraph.exceptions import ConfigError, check_int
-from pnngraph.nn.layers import Layer
+from pnngraph.nn.layers import ACTIVATIONS, Layer
 from pnngraph.nn.model import Sequential
 
-PARAM_LAYER_KINDS = ("dense", "conv")
+PARAMETER_FREE_KINDS = frozenset({*ACTIVATIONS, "flatten", "dropout", "maxpool", "avgpool",
+                                  "globalavgpool"})
+"""Layer kinds that name no stage: the stage label is made of the others."""
 
 
 @dataclass(frozen=True)
@@ -85,17 +88,22 @@ class Copies(tuple):
 
 
 def stage_label(layers: Sequence[Layer]) -> str:
-    """Letters-and-dashes name of a group of layers: its parametric layer kinds, in order.
+    """Letters-and-dashes name of a group of layers: the kinds of its layers that may hold
+    parameters (blocks and layers of one's own included), in order, repeats merged, every
+    character but letters and dashes dropped (a dashboard groups keys by that name).
 
-    >>> from pnngraph.nn import Conv2D, Dense, ReLU, Flatten
+    >>> from pnngraph.nn import Conv2D, Dense, ReLU, Flatten, Residual
     >>> stage_label([Conv2D(1, 2, 3), ReLU(), Conv2D(2, 2, 3), Flatten(), Dense(4, 2)])
     'conv-dense'
+    >>> stage_label([Residual([Dense(2)]), Residual([Dense(2)]), ReLU()])
+    'residual'
     """
     kinds: list[str] = []
     for layer in layers:
-        if layer.kind in PARAM_LAYER_KINDS and (not kinds or kinds[-1] != layer.kind):
-            kinds.append(layer.kind)
-    return "-".join(kinds) if kinds else layers[0].kind
+        kind = re.sub(r"[^a-z-]+", "", layer.kind.lower()).strip("-")
+        if kind and layer.kind not in PARAMETER_FREE_KINDS and (not kinds or kinds[-1] != kind):
+            kinds.append(kind)
+    return "-".join(kinds) if kinds else re.sub(r"[^a-z-]+", "", layers[0].kind) or "layers"
 
 
 def fingerprint(*parts: Any) -> str:

@@ -4,6 +4,7 @@ training run. (The serial reference trainer, ``train_serial``, lives with the ot
 
 from typing import Any
 
+from pnngraph.nn.attention import Embedding, LayerNorm, MultiHeadSelfAttention, PositionalEmbedding
 from pnngraph.nn.backend import Backend, get_backend
 from pnngraph.nn.blocks import Parallel, Residual
 from pnngraph.nn.conv import Conv2D, MaxPool2D
@@ -34,15 +35,19 @@ __all__ = [
     "Conv2D",
     "Dense",
     "Dropout",
+    "Embedding",
     "EpochRecord",
     "Flatten",
     "History",
     "Layer",
+    "LayerNorm",
     "Loss",
     "MaxPool2D",
     "MeanSquaredError",
+    "MultiHeadSelfAttention",
     "Optimizer",
     "Parallel",
+    "PositionalEmbedding",
     "ReLU",
     "Residual",
     "Sequential",

@@ -80,6 +80,10 @@ class Layer:
         """Fresh parameters (host numpy arrays) for per-sample input ``shape``."""
         return {}
 
+    def check_input(self, X: np.ndarray, what: str = "X", first: int = 0) -> None:
+        """Check the values of host inputs ``X`` (samples along axis 0, counted from ``first``)
+        when this layer is a model's first: a DataError naming a value it cannot take."""
+
     def forward(self, xp: Any, params: Params, x: Array, ctx: Context) -> tuple[Array, Any]:
         raise NotImplementedError
 
@@ -119,6 +123,8 @@ def dense_forward(xp: Any, params: Params, x: Array) -> tuple[Array, Array]:
 
 
 def dense_param_grads(xp: Any, x: Array, dy: Array) -> Params:
+    if x.ndim > 2:  # applied at every position: sum over every leading axis
+        x, dy = xp.reshape(x, (-1, x.shape[-1])), xp.reshape(dy, (-1, dy.shape[-1]))
     return {"W": xp.matrix_transpose(x) @ dy, "b": xp.sum(dy, axis=0)}
 
 
@@ -130,7 +136,8 @@ INITS = ("he", "glorot")
 
 
 class Dense(Layer):
-    """Affine layer ``y = x @ W + b`` from ``n_in`` to ``n_out`` features.
+    """Affine layer ``y = x @ W + b`` from ``n_in`` to ``n_out`` features (the last axis of a
+    sample of any shape: ``(T, n_in)`` gives ``(T, n_out)``, the same W at every position).
 
     ``Dense(n_out)`` takes ``n_in`` from the shape it receives when the model is built;
     ``Dense(n_in, n_out)`` states both (and the build checks them). ``init="he"`` draws W from
@@ -154,11 +161,11 @@ class Dense(Layer):
         self.init = init
 
     def output_shape(self, shape: Shape) -> Shape:
-        if self.n_in is None and len(shape) == 1:
-            self.n_in = shape[0]
-        if shape != (self.n_in,):
-            raise ShapeError("(features,)" if self.n_in is None else (self.n_in,), shape)
-        return (self.n_out,)
+        if self.n_in is None and shape:
+            self.n_in = shape[-1]
+        if shape[-1:] != (self.n_in,):
+            raise ShapeError((self.n_in,) if len(shape) < 2 else f"(..., {self.n_in})", shape)
+        return (*shape[:-1], self.n_out)
 
     def init_params(self, shape: Shape, rng: np.random.Generator, dtype: Any) -> Params:
         n_in = shape[-1]
@@ -179,7 +186,7 @@ class Dense(Layer):
         return dense_param_grads(xp, cache, dy)
 
     def flops(self, shape: Shape) -> float:
-        return 2.0 * shape[-1] * self.n_out
+        return 2.0 * math.prod(shape) * self.n_out
 
     def config(self) -> dict[str, Any]:
         return {"n_in": self.n_in, "n_out": self.n_out, "init": self.init, "name": self.name}

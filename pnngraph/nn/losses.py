@@ -18,6 +18,7 @@ True
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 import numpy as np
@@ -88,6 +89,9 @@ def mean_squared_error(
 class SoftmaxCrossEntropy(Loss):
     """Softmax followed by cross-entropy against integer class labels (numerically stable).
 
+    Outputs of per-sample shape ``(T, classes)`` (a language model's) take labels ``(n, T)``:
+    the loss is the mean over every sample and position, sum / (n_global * T).
+
     Targets may also come one-hot, shape ``(n, classes)``: :meth:`check_targets` turns them
     into class labels once, at the boundary, so every trainer sees the same labels.
     ``label_smoothing`` in [0, 1) mixes each target with the uniform distribution.
@@ -107,7 +111,14 @@ class SoftmaxCrossEntropy(Loss):
     def value_and_grad(
         self, xp: Any, outputs: Array, targets: Array, n_global: int
     ) -> tuple[Array, Array]:
-        return softmax_cross_entropy(xp, outputs, targets, n_global, self.label_smoothing)
+        if outputs.ndim == 2:
+            return softmax_cross_entropy(xp, outputs, targets, n_global, self.label_smoothing)
+        # a class per position: the mean over every (sample, position) of the global batch
+        positions = math.prod(outputs.shape[1:-1])
+        loss, grad = softmax_cross_entropy(
+            xp, xp.reshape(outputs, (-1, outputs.shape[-1])), xp.reshape(targets, (-1,)),
+            n_global * positions, self.label_smoothing)
+        return loss, xp.reshape(grad, outputs.shape)
 
     def __repr__(self) -> str:  # the default's repr is the one recorded before the option
         if self.label_smoothing:
@@ -116,12 +127,19 @@ class SoftmaxCrossEntropy(Loss):
 
     def check_targets(self, y: np.ndarray, output_shape: tuple[int, ...],
                       first: int = 0) -> np.ndarray:
-        if len(output_shape) != 1:
-            raise DataError("model output", f"cross-entropy needs (classes,), got {output_shape}")
-        y = np.asarray(y)
+        if not output_shape:
+            raise DataError("model output", "cross-entropy needs (classes,) or (T, classes), "
+                                            f"got {output_shape}")
+        y, classes = np.asarray(y), output_shape[-1]
+        if len(output_shape) > 1:  # a label per position
+            if y.shape[1:] != output_shape[:-1]:
+                raise DataError("y", f"expected class labels of shape (n_samples, "
+                                     f"{', '.join(map(str, output_shape[:-1]))}) for outputs "
+                                     f"{output_shape}, got shape {y.shape}")
+            return check_labels(y, classes, first, ndim=y.ndim)
         if y.ndim == 2:
-            y = one_hot_labels(y, output_shape[0], first)
-        return check_labels(y, output_shape[0], first)
+            y = one_hot_labels(y, classes, first)
+        return check_labels(y, classes, first)
 
 
 class MeanSquaredError(Loss):
@@ -163,29 +181,43 @@ def check_finite(a: np.ndarray, what: str, first: int = 0) -> None:
                               f"{first + row})")
 
 
-def check_labels(y: Any, n_classes: int, first: int = 0) -> np.ndarray:
-    """Integer class labels in [0, n_classes) as int64; DataError naming the first bad one
-    (its index counted from ``first``)."""
+def check_labels(y: Any, n_classes: int, first: int = 0, ndim: int = 1) -> np.ndarray:
+    """Integer class labels in [0, n_classes) as int64, in an array of ``ndim`` axes (samples,
+    then positions); DataError naming the first bad one (samples counted from ``first``).
+
+    >>> check_labels(np.array([[0, 1], [2, 3]]), 3, first=10, ndim=2)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    pnngraph.exceptions.DataError: y: label 3 at sample 11, position 1 is outside [0, 3) ...
+    """
     y = np.asarray(y)
-    if y.ndim != 1:
-        raise DataError("y", f"expected a 1-D array of class labels, got shape {y.shape}")
+    if y.ndim != ndim:
+        raise DataError("y", f"expected a {ndim}-D array of class labels, got shape {y.shape}")
     if y.dtype == bool or not np.issubdtype(y.dtype, np.number) or \
             np.issubdtype(y.dtype, np.complexfloating):
         raise DataError("y", f"expected integer class labels, got dtype {y.dtype}")
     if not np.issubdtype(y.dtype, np.integer):
         bad = ~np.isfinite(y) | (y != np.round(y))
         if np.any(bad):
-            i = int(np.argmax(bad))
-            raise DataError("y", f"expected integer class labels, got {y[i].item()!r} at index "
-                                 f"{first + i}")
+            at = np.unravel_index(int(np.argmax(bad)), y.shape)
+            raise DataError("y", f"expected integer class labels, got {y[at].item()!r} at "
+                                 f"{_place(at, first)}")
     out = y.astype(np.int64)
     bad = (out < 0) | (out >= n_classes)
     if np.any(bad):
-        i = int(np.argmax(bad))
+        at = np.unravel_index(int(np.argmax(bad)), y.shape)
         raise DataError(
-            "y", f"label {out[i]} at index {first + i} is outside [0, {n_classes}) for "
+            "y", f"label {out[at]} at {_place(at, first)} is outside [0, {n_classes}) for "
                  f"{n_classes} classes")
     return out
+
+
+def _place(at: tuple[Any, ...], first: int) -> str:
+    """Where entry ``at`` of a label array is: "index i" of a 1-D one, else "sample s,
+    position p"."""
+    if len(at) == 1:
+        return f"index {first + int(at[0])}"
+    return f"sample {first + int(at[0])}, position {', '.join(str(int(i)) for i in at[1:])}"
 
 
 def one_hot_labels(y: Any, n_classes: int, first: int = 0) -> np.ndarray:

@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from pnngraph.exceptions import ConfigError, DataError, ModelFileError, ShapeError
+from pnngraph.nn.attention import Embedding, LayerNorm, MultiHeadSelfAttention, PositionalEmbedding
 from pnngraph.nn.backend import Array, get_backend, namespace, to_numpy
 from pnngraph.nn.blocks import Parallel, Residual
 from pnngraph.nn.conv import Conv2D, MaxPool2D
@@ -53,6 +54,7 @@ from pnngraph.testing import check_layer
 LAYER_TYPES: dict[str, type[Layer]] = {
     **ACTIVATIONS,
     **{c.kind: c for c in (Dense, Flatten, Dropout, Conv2D, MaxPool2D, Parallel, Residual)},
+    **{c.kind: c for c in (LayerNorm, Embedding, PositionalEmbedding, MultiHeadSelfAttention)},
 }
 """Every layer class a model file may name, by ``kind``: the built-in ones and those given to
 :func:`register_layer`."""
@@ -284,8 +286,15 @@ class Sequential:
             else:
                 raise ShapeError(shape, tuple(X.shape[1:]), detail=f"{what} has shape {X.shape}")
         X = X.astype(self.dtype, copy=False)
-        check_finite(X, what)
+        self.check_values(X, what)
         return X
+
+    def check_values(self, X: np.ndarray, what: str = "X", first: int = 0) -> None:
+        """DataError for values of host inputs ``X`` the model cannot take (NaN or inf, or
+        what its first layer refuses: :meth:`Layer.check_input`), samples counted from
+        ``first``."""
+        check_finite(X, what, first)
+        self.layers[0].check_input(X, what, first)
 
     def predict(self, X: Any, *, batch_size: int = 1024, backend: str = "numpy") -> np.ndarray:
         """Model outputs for ``X`` (evaluation mode: no dropout), as a host array."""
@@ -319,7 +328,8 @@ class Sequential:
     def evaluate(
         self, X: Any, y: Any, *, loss: str | Loss = "cross_entropy", batch_size: int = 1024
     ) -> dict[str, float]:
-        """Mean loss over ``(X, y)`` and, for classification, the accuracy."""
+        """Mean loss over ``(X, y)`` and, for classification, the accuracy (per position for
+        outputs of shape ``(T, classes)``)."""
         loss_fn = get_loss(loss)
         out = self.predict(X, batch_size=batch_size)
         targets = loss_fn.check_targets(np.asarray(y), self.output_shape)
@@ -328,7 +338,7 @@ class Sequential:
         value, _ = loss_fn.value_and_grad(namespace(out), out, targets, len(out))
         result = {"loss": float(value)}
         if loss_fn.task == "classification":
-            result["accuracy"] = float(np.mean(np.argmax(out, axis=1) == targets))
+            result["accuracy"] = float(np.mean(np.argmax(out, axis=-1) == targets))
         return result
 
     # ------------------------------------------------------------------------------ files

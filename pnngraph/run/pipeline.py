@@ -47,6 +47,7 @@ from pnngraph.compile.kernels import StageState
 from pnngraph.compile.spec import TrainingSpec, prepare
 from pnngraph.compile.strategies import DataParallel, Strategy
 from pnngraph.exceptions import ConfigError, DataError
+from pnngraph.nn.layers import Layer
 from pnngraph.nn.losses import Loss, check_finite, get_loss
 from pnngraph.nn.model import Sequential
 from pnngraph.nn.optimizers import Optimizer, State, split_state
@@ -102,8 +103,9 @@ def prepare_inputs(model: Sequential, data: Any, **options: Any) -> Inputs:
     X, y = _split_data(data)
     if _is_dask_array(X) or _is_dask_array(y):
         X_meta, y_meta = _dask_metadata(X, y)
-        if y_meta.ndim == 2 and get_loss(options.get("loss", "cross_entropy")).name == \
-                "cross_entropy":  # one-hot rows are checked on the host only
+        if y_meta.ndim > _output_ndim(model, X_meta) and get_loss(
+                options.get("loss", "cross_entropy")).name == "cross_entropy":
+            # one-hot rows (one axis more than labels) are checked on the host only
             raise DataError("y", "expected class labels as a dask array (one-hot rows only as "
                                  f"numpy; try y.argmax(axis=1)), got shape {y.shape}")
         spec, _, _ = prepare(model, X_meta, y_meta, n_samples=int(X.shape[0]), **options)
@@ -175,7 +177,7 @@ def check_dask_data(inputs: Inputs, client: Any) -> None:
     X, y = inputs.X, inputs.y
     if not _is_dask_array(X):
         return
-    checks = [*_block_checks(X, "X", check_finite),
+    checks = [*_block_checks(X, "X", partial(_check_values, inputs.model.layers[0])),
               *_block_checks(y, "y", partial(_check_targets, inputs.spec.loss,
                                             inputs.model.output_shape))]
     found = client.compute(checks, sync=True) if client is not None else dask.compute(*checks)
@@ -211,6 +213,11 @@ def _block_problem(check: Callable[..., Any], block: Any, what: str, first: int,
     except DataError as err:
         return err.what, f"{err.problem}, {where}"
     return None
+
+
+def _check_values(layer: Layer, X: np.ndarray, what: str, first: int) -> None:
+    check_finite(X, what, first)
+    layer.check_input(X, what, first)
 
 
 def _check_targets(loss: Loss, output_shape: tuple[int, ...], y: np.ndarray, what: str,
@@ -443,6 +450,17 @@ def _state_bytes(state: StageState) -> int:
         if isinstance(entry, list):
             arrays += [a for layer in entry for a in layer.values()]
     return sum(int(a.nbytes) for a in arrays)
+
+
+def _output_ndim(model: Any, X_meta: np.ndarray) -> int:
+    """Axes of the model's per-sample outputs (built from ``X_meta`` if it has no input shape
+    yet): labels of a classifier have that many, one-hot rows one more. 1 for a non-model,
+    which :func:`prepare` refuses."""
+    if not isinstance(model, Sequential):
+        return 1
+    if model.input_shape is None:
+        model.build(X_meta.shape[1:])
+    return len(model.output_shape)
 
 
 def _dask_metadata(X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -30,6 +30,7 @@ import numpy as np
 
 from pnngraph.compile import kernels
 from pnngraph.compile.kernels import Partial, StageState
+from pnngraph.exceptions import DataError
 from pnngraph.nn.model import Sequential
 from pnngraph.plan.cluster import ClusterModel
 
@@ -116,9 +117,13 @@ class _Inputs:
         shapes, dtype = model.shapes, model.dtype
         self.spec = spec
         self.X = rng.standard_normal((n, *shapes[0])).astype(dtype)
+        try:
+            model.check_values(self.X)
+        except DataError:  # inputs the first layer refuses (token ids, say): zeros
+            self.X = np.zeros_like(self.X)
         out_shape = shapes[-1]
         if spec.loss is not None and spec.loss.task == "classification":
-            self.Y: Any = rng.integers(0, out_shape[0], n)
+            self.Y: Any = rng.integers(0, out_shape[-1], (n, *out_shape[:-1]))
         else:
             self.Y = rng.standard_normal((n, *out_shape))
         self.x_in = rng.standard_normal((n, *shapes[a])).astype(dtype)

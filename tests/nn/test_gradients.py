@@ -12,7 +12,10 @@ from pnngraph.nn import (
     Dense,
     Dropout,
     Flatten,
+    LayerNorm,
     MaxPool2D,
+    MultiHeadSelfAttention,
+    PositionalEmbedding,
     ReLU,
     Sequential,
     Sigmoid,
@@ -63,6 +66,13 @@ LAYERS = {
     "conv-1x1": (lambda: Conv2D(3, 2, 1), (3, 3, 3)),
     "maxpool": (lambda: MaxPool2D(2), (2, 4, 4)),
     "maxpool-stride-overlap": (lambda: MaxPool2D(3, stride=2), (1, 7, 6)),
+    "dense-per-position": (lambda: Dense(4, 3), (5, 4)),
+    "layernorm": (LayerNorm, (6,)),
+    "layernorm-per-position": (LayerNorm, (3, 4)),
+    "positional": (lambda: PositionalEmbedding(6), (4, 3)),
+    "attention": (lambda: MultiHeadSelfAttention(2), (4, 6)),
+    "attention-causal-dropout": (lambda: MultiHeadSelfAttention(3, causal=True, dropout=0.3),
+                                 (5, 6)),
 }
 
 
