@@ -5,7 +5,7 @@ training run. (The serial reference trainer, ``train_serial``, lives with the ot
 from typing import Any
 
 from pnngraph.nn.backend import Backend, get_backend
-from pnngraph.nn.conv import Conv2D, MaxPool2D
+from pnngraph.nn.conv import AvgPool2D, Conv2D, GlobalAvgPool2D, MaxPool2D
 from pnngraph.nn.layers import (
     GELU,
     Context,
@@ -21,13 +21,17 @@ from pnngraph.nn.layers import (
 from pnngraph.nn.losses import Loss, MeanSquaredError, SoftmaxCrossEntropy, get_loss
 from pnngraph.nn.model import Sequential
 from pnngraph.nn.optimizers import SGD, Adam, AdamW, Optimizer, get_optimizer
+from pnngraph.nn.recurrent import GRU, LSTM
 from pnngraph.nn.train import EpochRecord, History, TrainingResult, batch_indices
 
 __all__ = [
     "GELU",
+    "GRU",
+    "LSTM",
     "SGD",
     "Adam",
     "AdamW",
+    "AvgPool2D",
     "Backend",
     "Context",
     "Conv2D",
@@ -35,6 +39,7 @@ __all__ = [
     "Dropout",
     "EpochRecord",
     "Flatten",
+    "GlobalAvgPool2D",
     "History",
     "Layer",
     "Loss",

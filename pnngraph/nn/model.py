@@ -35,7 +35,7 @@ import numpy as np
 
 from pnngraph.exceptions import ConfigError, DataError, ModelFileError, ShapeError
 from pnngraph.nn.backend import Array, get_backend, namespace, to_numpy
-from pnngraph.nn.conv import Conv2D, MaxPool2D
+from pnngraph.nn.conv import AvgPool2D, Conv2D, GlobalAvgPool2D, MaxPool2D
 from pnngraph.nn.layers import (
     ACTIVATIONS,
     Context,
@@ -46,11 +46,13 @@ from pnngraph.nn.layers import (
     Shape,
 )
 from pnngraph.nn.losses import Loss, check_finite, get_loss
+from pnngraph.nn.recurrent import GRU, LSTM
 from pnngraph.npzfile import META, NpzArchive, write_npz
 
 LAYER_TYPES: dict[str, type[Layer]] = {
     **ACTIVATIONS,
     **{c.kind: c for c in (Dense, Flatten, Dropout, Conv2D, MaxPool2D)},
+    **{c.kind: c for c in (AvgPool2D, GlobalAvgPool2D, LSTM, GRU)},
 }
 FORMAT = "pnngraph-model"
 FORMAT_VERSION = 1
