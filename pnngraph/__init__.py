@@ -18,9 +18,12 @@ from pnngraph.compile import (
 )
 from pnngraph.nn import (
     GELU,
+    GRU,
+    LSTM,
     SGD,
     Adam,
     AdamW,
+    AvgPool2D,
     Context,
     Conv2D,
     Dense,
@@ -28,6 +31,7 @@ from pnngraph.nn import (
     Embedding,
     EpochRecord,
     Flatten,
+    GlobalAvgPool2D,
     History,
     Layer,
     LayerNorm,
@@ -62,9 +66,12 @@ __version__ = "0.1.0"
 
 __all__ = [
     "GELU",
+    "GRU",
+    "LSTM",
     "SGD",
     "Adam",
     "AdamW",
+    "AvgPool2D",
     "BestCheckpoint",
     "Callback",
     "Context",
@@ -76,6 +83,7 @@ __all__ = [
     "Embedding",
     "EpochRecord",
     "Flatten",
+    "GlobalAvgPool2D",
     "History",
     "Hybrid",
     "Layer",

@@ -85,3 +85,9 @@ def test_faults_benchmark_prints_a_row_per_case():
 def test_long_run_benchmark_prints_memory_rows():
     out = run("long_run.py", "--steps", "40", "--every", "20")
     assert "scheduler MB" in out and "after" in out and "40 steps in" in out
+
+
+@pytest.mark.slow
+def test_recurrent_benchmark_prints_its_ratios():
+    out = run("recurrent.py", "--rounds", "1", "--steps", "2", "--hidden", "8", "--batch", "16")
+    assert "LSTM(8), T=2, batch 16" in out and "batch 1 / batch 16" in out and "LSTM / Dense" in out

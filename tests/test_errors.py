@@ -190,6 +190,14 @@ API_CASES = {
     "layer shapes do not chain": (ex.ShapeError, api(Sequential, [Dense(4, 8), Dense(7, 2)],
                                                       input_shape=(4,))),
     "input of the wrong shape": (ex.ShapeError, lambda: mlp().predict(np.zeros((2, 5)))),
+    "recurrent layer size not positive": (ex.ConfigError, api(pnngraph.LSTM, 0)),
+    "return_sequences not a bool": (ex.ConfigError, api(pnngraph.LSTM, 3, return_sequences="yes")),
+    "a recurrent layer on samples that are not sequences": (ex.ShapeError, api(
+        Sequential, [pnngraph.LSTM(3)], input_shape=(4,))),
+    "a pooling window larger than its input": (ex.ShapeError, api(
+        Sequential, [pnngraph.AvgPool2D(5)], input_shape=(1, 4, 4))),
+    "global pooling of samples that are not images": (ex.ShapeError, api(
+        Sequential, [pnngraph.GlobalAvgPool2D()], input_shape=(4, 3))),
     "labels out of range": (ex.DataError, api(pnngraph.train_serial, mlp(), X, Y + 5, steps=1)),
     "labels not integers": (ex.DataError, api(pnngraph.train_serial, mlp(), X, Y + 0.5,
                                               steps=1)),

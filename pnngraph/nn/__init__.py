@@ -7,7 +7,7 @@ from typing import Any
 from pnngraph.nn.attention import Embedding, LayerNorm, MultiHeadSelfAttention, PositionalEmbedding
 from pnngraph.nn.backend import Backend, get_backend
 from pnngraph.nn.blocks import Parallel, Residual
-from pnngraph.nn.conv import Conv2D, MaxPool2D
+from pnngraph.nn.conv import AvgPool2D, Conv2D, GlobalAvgPool2D, MaxPool2D
 from pnngraph.nn.layers import (
     GELU,
     Context,
@@ -23,13 +23,17 @@ from pnngraph.nn.layers import (
 from pnngraph.nn.losses import Loss, MeanSquaredError, SoftmaxCrossEntropy, get_loss
 from pnngraph.nn.model import Sequential, register_layer
 from pnngraph.nn.optimizers import SGD, Adam, AdamW, Optimizer, get_optimizer
+from pnngraph.nn.recurrent import GRU, LSTM
 from pnngraph.nn.train import EpochRecord, History, TrainingResult, batch_indices
 
 __all__ = [
     "GELU",
+    "GRU",
+    "LSTM",
     "SGD",
     "Adam",
     "AdamW",
+    "AvgPool2D",
     "Backend",
     "Context",
     "Conv2D",
@@ -38,6 +42,7 @@ __all__ = [
     "Embedding",
     "EpochRecord",
     "Flatten",
+    "GlobalAvgPool2D",
     "History",
     "Layer",
     "LayerNorm",

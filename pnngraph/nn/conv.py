@@ -9,7 +9,8 @@ The array API has no ``as_strided`` and no ``pad``, so the column matrix is asse
     cols                  ->  (N * OH * OW, C * K)       rows are output pixels
     y = cols @ W.reshape(F, C * K).T + b  ->  (N, F, OH, OW)
 
-The backward pass scatters the column gradient back through the same slices (col2im).
+The backward pass scatters the column gradient back through the same slices (col2im). Pooling
+stacks the same windows (no padding) and takes their max or mean over the offset axis.
 
 >>> import numpy as np
 >>> from pnngraph.nn.backend import get_backend
@@ -19,8 +20,10 @@ The backward pass scatters the column gradient back through the same slices (col
 >>> p = conv.init_params((1, 8, 8), np.random.default_rng(0), np.float64)
 >>> conv.forward(xp, p, np.ones((2, 1, 8, 8)), Context())[0].shape
 (2, 4, 8, 8)
->>> MaxPool2D(2).output_shape((4, 8, 8))
-(4, 4, 4)
+>>> MaxPool2D(2).output_shape((4, 8, 8)), AvgPool2D(3, stride=1).output_shape((4, 8, 8))
+((4, 4, 4), (4, 6, 6))
+>>> GlobalAvgPool2D().output_shape((4, 8, 8))
+(4,)
 """
 
 from __future__ import annotations
@@ -125,6 +128,19 @@ def maxpool2d_backward(xp: Any, cache: Any, dy: Array, size: int, stride: int) -
     return _scatter(xp, dwin, shape, size, size, stride, dy.dtype)
 
 
+def avgpool2d_forward(xp: Any, x: Array, size: int, stride: int) -> tuple[Array, Any]:
+    h, w = x.shape[2], x.shape[3]
+    oh, ow = _out_size(h, size, stride, 0), _out_size(w, size, stride, 0)
+    return xp.mean(_windows(xp, x, size, size, stride, oh, ow), axis=2), tuple(x.shape)
+
+
+def avgpool2d_backward(xp: Any, shape: Shape, dy: Array, size: int, stride: int) -> Array:
+    n, c, oh, ow = dy.shape
+    share = xp.reshape(dy * (1.0 / (size * size)), (n, c, 1, oh, ow))
+    dwin = xp.broadcast_to(share, (n, c, size * size, oh, ow))
+    return _scatter(xp, dwin, shape, size, size, stride, dy.dtype)
+
+
 def _pair(label: str, v: Any) -> tuple[int, int]:
     if isinstance(v, tuple | list) and len(v) == 2:
         return check_int(label, v[0]), check_int(label, v[1])
@@ -220,15 +236,14 @@ class Conv2D(Layer):
         }
 
 
-class MaxPool2D(Layer):
-    """Max pooling over ``size`` x ``size`` windows of NCHW input, step ``stride`` (or size)."""
-
-    kind = "maxpool"
+class _Pool2D(Layer):
+    """Pooling over ``size`` x ``size`` windows of NCHW input, step ``stride`` (or size)."""
 
     def __init__(self, size: int = 2, *, stride: int | None = None, name: str | None = None):
         super().__init__(name)
-        self.size = check_int("MaxPool2D size", size)
-        self.stride = self.size if stride is None else check_int("MaxPool2D stride", stride)
+        label = type(self).__name__
+        self.size = check_int(f"{label} size", size)
+        self.stride = self.size if stride is None else check_int(f"{label} stride", stride)
 
     def output_shape(self, shape: Shape) -> Shape:
         if len(shape) != 3 or shape[1] < self.size or shape[2] < self.size:
@@ -236,14 +251,53 @@ class MaxPool2D(Layer):
         c, h, w = shape
         return (c, _out_size(h, self.size, self.stride, 0), _out_size(w, self.size, self.stride, 0))
 
+    def flops(self, shape: Shape) -> float:
+        return float(math.prod(self.output_shape(shape))) * self.size * self.size
+
+    def config(self) -> dict[str, Any]:
+        return {"size": self.size, "stride": self.stride, "name": self.name}
+
+
+class MaxPool2D(_Pool2D):
+    """Max pooling: ``y = max`` over each ``size`` x ``size`` window (step ``stride``, default
+    ``size``) of each channel; the gradient goes to the window's first maximum."""
+
+    kind = "maxpool"
+
     def forward(self, xp: Any, params: Params, x: Array, ctx: Context) -> tuple[Array, Any]:
         return maxpool2d_forward(xp, x, self.size, self.stride)
 
     def backward(self, xp: Any, params: Params, cache: Any, dy: Array) -> tuple[Array, Params]:
         return maxpool2d_backward(xp, cache, dy, self.size, self.stride), {}
 
-    def flops(self, shape: Shape) -> float:
-        return float(math.prod(self.output_shape(shape))) * self.size * self.size
 
-    def config(self) -> dict[str, Any]:
-        return {"size": self.size, "stride": self.stride, "name": self.name}
+class AvgPool2D(_Pool2D):
+    """Average pooling: ``y = mean`` over each ``size`` x ``size`` window (step ``stride``,
+    default ``size``) of each channel; (C, H, W) -> (C, H', W')."""
+
+    kind = "avgpool"
+
+    def forward(self, xp: Any, params: Params, x: Array, ctx: Context) -> tuple[Array, Any]:
+        return avgpool2d_forward(xp, x, self.size, self.stride)
+
+    def backward(self, xp: Any, params: Params, cache: Any, dy: Array) -> tuple[Array, Params]:
+        return avgpool2d_backward(xp, cache, dy, self.size, self.stride), {}
+
+
+class GlobalAvgPool2D(Layer):
+    """Global average pooling: ``y[c] = mean(x[c, :, :])``; (C, H, W) -> (C,)."""
+
+    kind = "globalavgpool"
+
+    def output_shape(self, shape: Shape) -> Shape:
+        if len(shape) != 3:
+            raise ShapeError("(C, H, W)", shape)
+        return (shape[0],)
+
+    def forward(self, xp: Any, params: Params, x: Array, ctx: Context) -> tuple[Array, Any]:
+        return xp.mean(x, axis=(2, 3)), tuple(x.shape)
+
+    def backward(self, xp: Any, params: Params, cache: Any, dy: Array) -> tuple[Array, Params]:
+        n, c, h, w = cache
+        scaled = xp.reshape(dy * (1.0 / (h * w)), (n, c, 1, 1))
+        return xp.broadcast_to(scaled, cache) + 0.0, {}  # a new array, not a view

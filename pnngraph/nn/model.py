@@ -37,7 +37,7 @@ from pnngraph.exceptions import ConfigError, DataError, ModelFileError, ShapeErr
 from pnngraph.nn.attention import Embedding, LayerNorm, MultiHeadSelfAttention, PositionalEmbedding
 from pnngraph.nn.backend import Array, get_backend, namespace, to_numpy
 from pnngraph.nn.blocks import Parallel, Residual
-from pnngraph.nn.conv import Conv2D, MaxPool2D
+from pnngraph.nn.conv import AvgPool2D, Conv2D, GlobalAvgPool2D, MaxPool2D
 from pnngraph.nn.layers import (
     ACTIVATIONS,
     Context,
@@ -48,6 +48,7 @@ from pnngraph.nn.layers import (
     Shape,
 )
 from pnngraph.nn.losses import Loss, check_finite, get_loss
+from pnngraph.nn.recurrent import GRU, LSTM
 from pnngraph.npzfile import META, NpzArchive, write_npz
 from pnngraph.testing import check_layer
 
@@ -55,6 +56,7 @@ LAYER_TYPES: dict[str, type[Layer]] = {
     **ACTIVATIONS,
     **{c.kind: c for c in (Dense, Flatten, Dropout, Conv2D, MaxPool2D, Parallel, Residual)},
     **{c.kind: c for c in (LayerNorm, Embedding, PositionalEmbedding, MultiHeadSelfAttention)},
+    **{c.kind: c for c in (AvgPool2D, GlobalAvgPool2D, LSTM, GRU)},
 }
 """Every layer class a model file may name, by ``kind``: the built-in ones and those given to
 :func:`register_layer`."""
