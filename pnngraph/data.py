@@ -389,8 +389,60 @@ def digits(*, flatten: bool = True) -> Dataset:
     return _dataset(X, target, 10, "digits")
 
 
+TEXT_SYMBOLS = "\n" + "".join(chr(c) for c in range(32, 127))
+"""The characters of :func:`python_source`: newline and printable ASCII, ids 0 to 95; id 96
+stands for every other character."""
+
+
+def encode(text: str) -> np.ndarray:
+    """Character ids of ``text`` (int64), as :func:`python_source` numbers them."""
+    table = np.full(128, len(TEXT_SYMBOLS), dtype=np.int64)
+    table[[ord(c) for c in TEXT_SYMBOLS]] = np.arange(len(TEXT_SYMBOLS))
+    codes = np.frombuffer(text.encode("ascii", errors="replace"), dtype=np.uint8)
+    return table[np.minimum(codes, 127)]
+
+
+def decode(ids: ArrayLike) -> str:
+    """The text of character ids (``"?"`` for the id of other characters)."""
+    symbols = TEXT_SYMBOLS + "?"
+    return "".join(symbols[int(i)] for i in np.asarray(ids).ravel())
+
+
+def python_source(*, context: int = 64, max_chars: int = 1_000_000,
+                  root: PathLike | None = None) -> Dataset:
+    """A character-level language-model set from the Python standard library's own source
+    (every machine with Python has it, offline): the top-level ``*.py`` files of ``root``
+    (default: this interpreter's standard library), in name order, joined and cut to
+    ``max_chars`` characters, then cut into windows of ``context`` characters.
+
+    ``X[i]`` is window ``i`` as character ids (floats; :data:`TEXT_SYMBOLS`), ``y[i]`` the same
+    window shifted by one: the next character at every position. ``n_classes`` is 97. The text
+    depends on the Python version, so figures differ a little between versions.
+    """
+    import sysconfig
+
+    check_int("context", context)
+    check_int("max_chars", max_chars)
+    folder = Path(root if root is not None else sysconfig.get_paths()["stdlib"])
+    parts, size = [], 0
+    for path in sorted(folder.glob("*.py")):
+        if size >= max_chars:
+            break
+        parts.append(path.read_text(encoding="utf-8", errors="replace"))
+        size += len(parts[-1])
+    ids = encode("".join(parts)[: max_chars])
+    n = (len(ids) - 1) // context
+    if n < 2:
+        raise DataError(str(folder), f"{len(ids)} characters of Python source make fewer than "
+                        f"2 windows of {context}")
+    X = ids[: n * context].reshape(n, context).astype(np.float64)
+    y = ids[1 : n * context + 1].reshape(n, context)
+    return Dataset(X, y, len(TEXT_SYMBOLS) + 1, "python-source")
+
+
 _NAMED: dict[str, Callable[[], Dataset]] = {
     "digits": digits,
+    "python-source": partial(python_source, max_chars=200_000),
     "spirals": spirals,
     "teacher": partial(teacher, 1000, 20, 5),
 }
@@ -400,6 +452,7 @@ def load(spec: str) -> Dataset:
     """The Dataset a command-line string names.
 
     Accepted: ``"digits"``, ``"spirals"``, ``"teacher"`` (1000 samples, 20 features, 5 classes),
+    ``"python-source"`` (:func:`python_source`, 200,000 characters in windows of 64),
     a path to an ``.npz`` file, or a directory of MNIST IDX files (its training part is read).
     """
     if spec in _NAMED:

@@ -25,6 +25,7 @@ def test_throughput_benchmark_prints_its_table():
     pytest.importorskip("sklearn")
     out = run("throughput.py", *TOY)
     assert "OPENBLAS variables" in out and "(b )DataParallel(2)" in out and "(d )" in out
+    assert "(e )DataParallel(2), LocalCluster 2x1 (transformer)" in out
 
 
 @pytest.mark.slow

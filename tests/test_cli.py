@@ -287,6 +287,22 @@ def test_training_options_reach_the_trainer(tmp_path):
     assert options["lr_schedule"] == "cosine" and options["schedule_epochs"] == 2
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize(("args", "model"), [
+    (["--data", "python-source", "--model", "transformer", "--optimizer", "adamw",
+      "--lr", "0.003"], "transformer"),
+    (["--model", "lstm", "--hidden", "16", "--optimizer", "adam", "--lr", "0.01"], "lstm"),
+])
+def test_sequence_presets_train_from_the_command_line(args, model, tmp_path):
+    pytest.importorskip("sklearn")
+    result = run("train", *args, "--epochs", "1", "--strategy", "serial", "--output-dir",
+                 str(tmp_path / "run"), "--no-report")
+    assert result.exit_code == 0, result.output
+    assert f"model: {model}" in result.output and "test accuracy" in result.output
+    kinds = [layer.kind for layer in Sequential.load(tmp_path / "run" / "model.npz").layers]
+    assert kinds[0] == {"transformer": "embedding", "lstm": "lstm"}[model]
+
+
 # ------------------------------------------------------------------ refused before any cluster
 @contextlib.contextmanager
 def _no_cluster(opts):

@@ -17,6 +17,9 @@ CASES = {
     "model_averaging.py": (["--epochs", "2"], "averaging (serial)"),
     "early_stopping.py": (["--epochs", "3"], "holds the model fit returned: True"),
     "resnet.py": (["--epochs", "1"], "max |Pipeline(2, 4) - serial|"),
+    "lstm.py": (["--epochs", "1"], "max |parallel - serial|"),
+    "transformer_lm.py": (["--epochs", "1", "--chars", "20000", "--generate", "20"],
+                          "held-out loss"),
 }
 
 

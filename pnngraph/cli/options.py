@@ -171,11 +171,13 @@ def received_bytes(dask_worker: Any) -> int:
 def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         click.option("--data", default="digits", show_default=True,
-                     help="digits, spirals, teacher, an .npz file or an MNIST IDX directory."),
+                     help="digits, spirals, teacher, python-source, an .npz file or an MNIST "
+                          "IDX directory."),
         click.option("--model", "model_spec", default="mlp", show_default=True,
-                     help="A preset (mlp, cnn, resnet) or a JSON architecture file."),
+                     help="A preset (mlp, cnn, resnet, lstm, transformer) or a JSON "
+                          "architecture file."),
         click.option("--hidden", default="64", show_default=True,
-                     help="Hidden widths of the mlp preset, comma-separated."),
+                     help="Hidden widths of the mlp and lstm presets, comma-separated."),
         click.option("--dtype", default="float64", show_default=True,
                      type=click.Choice(["float64", "float32"])),
         click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0)),
@@ -248,7 +250,7 @@ def prepare(opts: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
     spec = opts["model_spec"]
     kw: dict[str, Any] = {"seed": opts["seed"], "dtype": opts["dtype"]}
     shape = tuple(train.X.shape[1:])
-    if spec == "mlp":
+    if spec in ("mlp", "lstm"):
         try:
             kw["hidden"] = tuple(int(h) for h in opts["hidden"].split(","))
             if any(h <= 0 for h in kw["hidden"]):
@@ -261,6 +263,11 @@ def prepare(opts: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
         if side * side != shape[0]:
             raise ConfigError(f"--model {spec}", "square images or (C, H, W) samples", shape)
         shape = (1, side, side)
+    if spec == "lstm" and len(shape) == 1:  # an image's rows as a sequence
+        side = round(shape[0] ** 0.5)
+        if side * side != shape[0]:
+            raise ConfigError("--model lstm", "square images or (T, features) samples", shape)
+        shape = (side, side)
     model = load_model(spec, shape, n_classes, **kw)
     extra: dict[str, Any] = {"momentum": opts["momentum"]} if opts["optimizer"] == "sgd" else {}
     if opts["weight_decay"] is not None:

@@ -489,7 +489,7 @@ def _finish(run_dir: Path, model: Any, record: Any, opts: dict[str, Any],
 def _meta(opts: dict[str, Any], model: Any, record: Any) -> dict[str, Any]:
     """The run's settings and final figures, for the report's table."""
     meta: dict[str, Any] = {"model": opts["model_spec"], "parameters": model.n_params}
-    if opts["model_spec"] == "mlp":
+    if opts["model_spec"] in ("mlp", "lstm"):
         meta["widths"] = opts["hidden"]
     meta.update({"data": opts["data"], "dtype": opts["dtype"], "epochs": opts["epochs"],
                  "batch size": opts["batch_size"], "optimizer": opts["optimizer"],

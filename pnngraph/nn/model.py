@@ -311,20 +311,21 @@ class Sequential:
 
     def predict_proba(self, X: Any, *, batch_size: int = 1024,
                       backend: str = "numpy") -> np.ndarray:
-        """Class probabilities for ``X``: the softmax of :meth:`predict`'s logits, each row
-        shifted by its maximum first (exact for any finite logits), so rows sum to 1.
+        """Class probabilities for ``X``: the softmax of :meth:`predict`'s logits over their last
+        axis (classes; a sequence model has one row per position), each row shifted by its
+        maximum first (exact for any finite logits), so rows sum to 1.
 
         >>> model = Sequential([Dense(4, 3)], input_shape=(4,))
         >>> p = model.predict_proba(np.ones((2, 4)))
         >>> p.shape, bool(np.allclose(p.sum(axis=1), 1.0))
         ((2, 3), True)
         """
-        if len(self.output_shape) != 1:
-            raise ConfigError("model", "a classifier with outputs of shape (classes,) for "
-                              "predict_proba", self.output_shape)
+        if len(self.output_shape) not in (1, 2):
+            raise ConfigError("model", "a classifier with outputs of shape (classes,) or "
+                              "(T, classes) for predict_proba", self.output_shape)
         logits = self.predict(X, batch_size=batch_size, backend=backend)
-        z = np.exp(logits - np.max(logits, axis=1, keepdims=True))
-        out: np.ndarray = z / np.sum(z, axis=1, keepdims=True)
+        z = np.exp(logits - np.max(logits, axis=-1, keepdims=True))
+        out: np.ndarray = z / np.sum(z, axis=-1, keepdims=True)
         return out
 
     def evaluate(

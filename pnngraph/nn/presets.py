@@ -13,10 +13,17 @@ import math
 from collections.abc import Sequence
 
 from pnngraph.exceptions import ConfigError, UnknownNameError, check_int
+from pnngraph.nn.attention import (
+    Embedding,
+    LayerNorm,
+    MultiHeadSelfAttention,
+    PositionalEmbedding,
+)
 from pnngraph.nn.blocks import Residual
 from pnngraph.nn.conv import Conv2D, MaxPool2D
 from pnngraph.nn.layers import Dense, Flatten, Layer, activation
 from pnngraph.nn.model import Sequential
+from pnngraph.nn.recurrent import LSTM
 
 
 def mlp(
@@ -103,11 +110,66 @@ def resnet(
     return Sequential(layers, input_shape=shape, seed=seed, dtype=dtype)
 
 
-PRESETS = {"mlp": mlp, "cnn": cnn, "resnet": resnet}
+def transformer(
+    input_shape: Sequence[int],
+    n_outputs: int,
+    *,
+    vocab: int | None = None,
+    width: int = 64,
+    heads: int = 4,
+    blocks: int = 2,
+    dropout: float = 0.0,
+    seed: int = 0,
+    dtype: str = "float64",
+) -> Sequential:
+    """Decoder-only Transformer language model over sequences of ``T`` token ids (``input_shape
+    (T,)``): token and learned positional embeddings of ``width``, then ``blocks`` pre-norm
+    blocks ``x + attention(layernorm(x))`` (causal, ``heads`` heads, attention ``dropout``) and
+    ``x + dense(gelu(dense(layernorm(x))))`` (4 x width inside), a final LayerNorm and a Dense
+    to ``n_outputs`` logits at every position. ``vocab`` defaults to ``n_outputs`` (a language
+    model predicts the tokens it reads)."""
+    shape = tuple(input_shape)
+    if len(shape) != 1:
+        raise ConfigError("input_shape", "(T,) token ids for a Transformer", shape)
+    check_int("blocks", blocks)
+    layers: list[Layer] = [Embedding(vocab or n_outputs, width), PositionalEmbedding(shape[0])]
+    for _ in range(blocks):
+        layers += [
+            Residual([LayerNorm(), MultiHeadSelfAttention(heads, causal=True, dropout=dropout)]),
+            Residual([LayerNorm(), Dense(4 * width), activation("gelu"), Dense(width)]),
+        ]
+    layers += [LayerNorm(), Dense(n_outputs, init="glorot")]
+    return Sequential(layers, input_shape=shape, seed=seed, dtype=dtype)
+
+
+def lstm(
+    input_shape: Sequence[int],
+    n_outputs: int,
+    *,
+    hidden: Sequence[int] = (64,),
+    seed: int = 0,
+    dtype: str = "float64",
+) -> Sequential:
+    """Sequence classifier over samples ``(T, features)``: stacked LSTMs of the ``hidden``
+    widths (each but the last returning its whole sequence), then a Dense classifier on the
+    last state."""
+    shape = tuple(input_shape)
+    if len(shape) != 2:
+        raise ConfigError("input_shape", "(T, features) sequences for an LSTM", shape)
+    widths = list(hidden)
+    if not widths:
+        raise ConfigError("hidden", "at least one LSTM width", widths)
+    layers: list[Layer] = [LSTM(check_int("hidden", h), return_sequences=i < len(widths) - 1)
+                           for i, h in enumerate(widths)]
+    layers.append(Dense(n_outputs, init="glorot"))
+    return Sequential(layers, input_shape=shape, seed=seed, dtype=dtype)
+
+
+PRESETS = {"mlp": mlp, "cnn": cnn, "resnet": resnet, "transformer": transformer, "lstm": lstm}
 
 
 def preset(name: str, input_shape: Sequence[int], n_outputs: int, **options: object) -> Sequential:
-    """The preset model called ``name`` ("mlp", "cnn" or "resnet") for the given shapes."""
+    """The preset model called ``name`` (a key of :data:`PRESETS`) for the given shapes."""
     if name not in PRESETS:
         raise UnknownNameError("model", name, PRESETS)
     return PRESETS[name](input_shape, n_outputs, **options)  # type: ignore[operator]

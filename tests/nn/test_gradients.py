@@ -22,6 +22,7 @@ from pnngraph.nn import (
     Tanh,
 )
 from pnngraph.nn.losses import mean_squared_error, softmax_cross_entropy
+from pnngraph.testing import check_gradients
 
 H = 1e-6
 CTX = Context(training=True, step=3, index=np.arange(5) + 40, seed=7)
@@ -78,33 +79,15 @@ LAYERS = {
 
 @pytest.mark.parametrize("name", sorted(LAYERS))
 def test_layer_gradients_match_finite_differences(name, backend, rng):
+    """pnngraph.testing.check_gradients, the check users run on layers of their own."""
     make, in_shape = LAYERS[name]
-    layer = make()
-    out_shape = layer.output_shape(in_shape)
-    params = layer.init_params(in_shape, rng, np.float64)
-    params = {k: v + rng.uniform(-0.5, 0.5, v.shape) for k, v in params.items()}
-    n = 5
+    inputs = None
     if name.startswith("maxpool"):
         # distinct values, spaced far more than H apart, so every window has a strict maximum
-        x = rng.permutation(n * int(np.prod(in_shape))).reshape((n, *in_shape)) * 0.01
-    else:
-        x = away_from_kinks(rng, (n, *in_shape))
-    r = rng.standard_normal((n, *out_shape))
-    xp = backend.xp
-
-    def loss() -> float:
-        p = {k: backend.asarray(v) for k, v in params.items()}
-        y, _ = layer.forward(xp, p, backend.asarray(x), CTX)
-        return float(np.sum(backend.to_numpy(y) * r))
-
-    p = {k: backend.asarray(v) for k, v in params.items()}
-    y, cache = layer.forward(xp, p, backend.asarray(x), CTX)
-    assert tuple(y.shape) == (n, *out_shape)
-    dx, grads = layer.backward(xp, p, cache, backend.asarray(r))
-    assert sorted(grads) == sorted(params)
-    assert rel_error(backend.to_numpy(dx), numeric_grad(loss, x)) < 1e-6
-    for k in params:
-        assert rel_error(backend.to_numpy(grads[k]), numeric_grad(loss, params[k])) < 1e-6
+        inputs = rng.permutation(5 * int(np.prod(in_shape))).reshape((5, *in_shape)) * 0.01
+    errors = check_gradients(make(), in_shape, backend=backend.name, batch=5, inputs=inputs,
+                             ctx=CTX, h=H, tol=1e-6)
+    assert "x" in errors and len(errors) == 1 + len(make().init_params(in_shape, rng, np.float64))
 
 
 @pytest.mark.parametrize("which", ["cross_entropy", "mse"])
