@@ -493,6 +493,7 @@ def test_load_missing_npz_is_a_data_error(tmp_path: Path) -> None:
 @pytest.mark.parametrize("spec", ["cifar", "data.csv", ""])
 def test_load_unknown_spec_lists_what_is_accepted(spec: str) -> None:
     with pytest.raises(
-        ConfigError, match=r"data: expected 'digits', 'python-source', 'spirals', 'teacher', .*\.npz"
+        ConfigError,
+        match=r"data: expected 'digits', 'python-source', 'spirals', 'teacher', .*\.npz",
     ):
         load(spec)
