@@ -497,3 +497,20 @@ def test_load_unknown_spec_lists_what_is_accepted(spec: str) -> None:
         match=r"data: expected 'digits', 'python-source', 'spirals', 'teacher', .*\.npz",
     ):
         load(spec)
+
+
+def test_python_source_windows_are_the_next_characters(tmp_path) -> None:
+    from pnngraph.data import decode, encode, python_source
+
+    (tmp_path / "b.py").write_text("print('hello')\n")
+    (tmp_path / "a.py").write_text("x = 1  # é\n")
+    (tmp_path / "c.txt").write_text("not python\n")
+    ds = python_source(context=4, root=tmp_path)
+    text = "x = 1  # é\nprint('hello')\n"  # a.py then b.py, c.txt left out
+    assert ds.n_classes == 97 and ds.X.shape == ((len(text) - 1) // 4, 4)
+    assert decode(ds.X[0]) == "x = " and decode(ds.y[0]) == " = 1"
+    assert decode(ds.X.ravel()) == text.replace("é", "?")[: ds.X.size]
+    assert np.array_equal(ds.y.ravel()[:-1], ds.X.ravel()[1:])
+    assert decode(encode("def f():\n\treturn")) == "def f():\n?return"
+    with pytest.raises(DataError, match="make fewer than 2 windows of 64"):
+        python_source(context=64, root=tmp_path)
