@@ -9,7 +9,7 @@ differences (the check every built-in layer passes in pnngraph's own tests).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -18,11 +18,32 @@ from pnngraph.exceptions import ConfigError, ShapeError
 from pnngraph.nn.backend import get_backend
 from pnngraph.nn.layers import Context, Layer
 
-__all__ = ["check_gradients", "check_layer"]
+__all__ = ["check_gradients", "check_layer", "numeric_gradient", "relative_error"]
 
 
 def _shape(a: Any) -> tuple[int, ...]:
     return tuple(int(d) for d in a.shape)
+
+
+def numeric_gradient(f: Callable[[], float], x: np.ndarray, h: float = 1e-6) -> np.ndarray:
+    """Central differences ``(f(x + h) - f(x - h)) / 2h`` of scalar ``f`` at every element of
+    ``x``, which ``f`` reads (each element is moved and put back in place)."""
+    g = np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        old = x[i]
+        x[i] = old + h
+        up = f()
+        x[i] = old - h
+        down = f()
+        x[i] = old
+        g[i] = (up - down) / (2 * h)
+    return g
+
+
+def relative_error(a: np.ndarray, b: np.ndarray) -> float:
+    """``|a - b| / max(|a|, |b|)`` in the L2 norm (0 for two zero arrays)."""
+    scale = max(float(np.linalg.norm(a)), float(np.linalg.norm(b)), 1e-12)
+    return float(np.linalg.norm(a - b) / scale)
 
 
 def check_layer(layer: Layer, input_shape: Sequence[int], *, batch: int = 2,
@@ -101,30 +122,14 @@ def check_gradients(
         y, _ = layer.forward(be.xp, be.tree_asarray(params), be.asarray(x), ctx)
         return float(np.sum(be.to_numpy(y) * r))
 
-    def numeric(a: np.ndarray) -> np.ndarray:
-        g = np.zeros_like(a)
-        for i in np.ndindex(a.shape):
-            old = a[i]
-            a[i] = old + h
-            up = value()
-            a[i] = old - h
-            down = value()
-            a[i] = old
-            g[i] = (up - down) / (2 * h)
-        return g
-
-    def rel(a: np.ndarray, b: np.ndarray) -> float:
-        scale = max(float(np.linalg.norm(a)), float(np.linalg.norm(b)), 1e-12)
-        return float(np.linalg.norm(a - b) / scale)
-
     p = be.tree_asarray(params)
     _, cache = layer.forward(be.xp, p, be.asarray(x), ctx)
     dx, grads = layer.backward(be.xp, p, cache, be.asarray(r))
     errors = {}
     if not integer:
-        errors["x"] = rel(be.to_numpy(dx), numeric(x))
+        errors["x"] = relative_error(be.to_numpy(dx), numeric_gradient(value, x, h))
     for k in params:
-        errors[k] = rel(be.to_numpy(grads[k]), numeric(params[k]))
+        errors[k] = relative_error(be.to_numpy(grads[k]), numeric_gradient(value, params[k], h))
     if tol is not None:
         bad = {k: e for k, e in errors.items() if not e < tol}
         if bad:

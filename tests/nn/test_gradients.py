@@ -22,29 +22,16 @@ from pnngraph.nn import (
     Tanh,
 )
 from pnngraph.nn.losses import mean_squared_error, softmax_cross_entropy
-from pnngraph.testing import check_gradients
+from pnngraph.testing import check_gradients, numeric_gradient
+from pnngraph.testing import relative_error as rel_error
 
 H = 1e-6
 CTX = Context(training=True, step=3, index=np.arange(5) + 40, seed=7)
 
 
-def rel_error(a: np.ndarray, b: np.ndarray) -> float:
-    scale = max(np.linalg.norm(a), np.linalg.norm(b), 1e-12)
-    return float(np.linalg.norm(a - b) / scale)
-
-
 def numeric_grad(f, x: np.ndarray) -> np.ndarray:
     """Central differences of scalar ``f`` at every element of ``x`` (float64)."""
-    g = np.zeros_like(x)
-    for i in np.ndindex(x.shape):
-        old = x[i]
-        x[i] = old + H
-        up = f()
-        x[i] = old - H
-        down = f()
-        x[i] = old
-        g[i] = (up - down) / (2 * H)
-    return g
+    return numeric_gradient(f, x, H)
 
 
 def away_from_kinks(rng, shape):
@@ -107,6 +94,27 @@ def test_loss_gradients_match_finite_differences(which, backend, rng):
     assert rel_error(backend.to_numpy(g), numeric_grad(loss, out)) < 1e-6
 
 
+def check_model_gradients(model, x, labels, backend) -> None:
+    """The chain rule across ``model``'s layers, through Sequential.backward and a softmax
+    cross-entropy, against finite differences: the input and every parameter."""
+    xp = backend.xp
+
+    def loss() -> float:
+        out, _ = model.forward(xp, backend.tree_asarray(model.params), backend.asarray(x),
+                               Context())
+        v, _ = softmax_cross_entropy(xp, out, backend.asarray(labels), len(labels))
+        return float(backend.to_numpy(v))
+
+    params = backend.tree_asarray(model.params)
+    out, caches = model.forward(xp, params, backend.asarray(x), Context())
+    _, dout = softmax_cross_entropy(xp, out, backend.asarray(labels), len(labels))
+    dx, grads = model.backward(xp, params, caches, dout)
+    assert rel_error(backend.to_numpy(dx), numeric_grad(loss, x)) < 1e-6
+    for layer_params, layer_grads in zip(model.params, grads, strict=True):
+        for k, v in layer_params.items():
+            assert rel_error(backend.to_numpy(layer_grads[k]), numeric_grad(loss, v)) < 1e-6
+
+
 def test_whole_cnn_gradient_matches_finite_differences(backend, rng):
     """The chain rule across layers, through Sequential.backward, on a small CNN."""
     model = Sequential(
@@ -114,21 +122,4 @@ def test_whole_cnn_gradient_matches_finite_differences(backend, rng):
         input_shape=(1, 4, 4),
         seed=3,
     )
-    x = rng.standard_normal((3, 1, 4, 4))
-    labels = np.array([0, 2, 1])
-    xp = backend.xp
-
-    def loss() -> float:
-        params = backend.tree_asarray(model.params)
-        out, _ = model.forward(xp, params, backend.asarray(x), Context())
-        v, _ = softmax_cross_entropy(xp, out, backend.asarray(labels), 3)
-        return float(backend.to_numpy(v))
-
-    params = backend.tree_asarray(model.params)
-    out, caches = model.forward(xp, params, backend.asarray(x), Context())
-    _, dout = softmax_cross_entropy(xp, out, backend.asarray(labels), 3)
-    dx, grads = model.backward(xp, params, caches, dout)
-    assert rel_error(backend.to_numpy(dx), numeric_grad(loss, x)) < 1e-6
-    for layer_params, layer_grads in zip(model.params, grads, strict=True):
-        for k, v in layer_params.items():
-            assert rel_error(backend.to_numpy(layer_grads[k]), numeric_grad(loss, v)) < 1e-6
+    check_model_gradients(model, rng.standard_normal((3, 1, 4, 4)), np.array([0, 2, 1]), backend)

@@ -17,8 +17,7 @@ from pnngraph.nn import (
     ReLU,
     Sequential,
 )
-from pnngraph.nn.losses import softmax_cross_entropy
-from tests.nn.test_gradients import CTX, numeric_grad, rel_error
+from tests.nn.test_gradients import CTX, check_model_gradients, numeric_grad, rel_error
 
 LAYERS = {
     "lstm-last-t1": (lambda: LSTM(3), (1, 2)),
@@ -127,24 +126,7 @@ def test_a_whole_recurrent_model_gradient_matches_finite_differences(backend, rn
     """The chain rule through stacked cells: sequences out of one, last state out of the other."""
     model = Sequential([LSTM(3, return_sequences=True), GRU(3), Dense(3, 2)],
                        input_shape=(3, 2), seed=5)
-    x = rng.standard_normal((4, 3, 2))
-    labels = np.array([0, 1, 1, 0])
-    xp = backend.xp
-
-    def loss() -> float:
-        out, _ = model.forward(xp, backend.tree_asarray(model.params), backend.asarray(x),
-                               Context())
-        v, _ = softmax_cross_entropy(xp, out, backend.asarray(labels), 4)
-        return float(backend.to_numpy(v))
-
-    params = backend.tree_asarray(model.params)
-    out, caches = model.forward(xp, params, backend.asarray(x), Context())
-    _, dout = softmax_cross_entropy(xp, out, backend.asarray(labels), 4)
-    dx, grads = model.backward(xp, params, caches, dout)
-    assert rel_error(backend.to_numpy(dx), numeric_grad(loss, x)) < 1e-6
-    for layer_params, layer_grads in zip(model.params, grads, strict=True):
-        for k, v in layer_params.items():
-            assert rel_error(backend.to_numpy(layer_grads[k]), numeric_grad(loss, v)) < 1e-6
+    check_model_gradients(model, rng.standard_normal((4, 3, 2)), np.array([0, 1, 1, 0]), backend)
 
 
 MODELS = {
