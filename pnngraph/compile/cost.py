@@ -117,9 +117,10 @@ class StageCosts:
                 **self._work("segment", k, n)}
 
     def stats(self, k: int, fan_in: int) -> Cost:
-        """A shard's BatchNorm statistics (``fan_in`` 0), or the combination of ``fan_in``."""
+        """A shard's BatchNorm statistics (``fan_in`` 0: taken from its round), or the
+        combination of ``fan_in`` shards' statistics."""
         q = self.stat_bytes[k] if self.stat_bytes else 0
-        return {"flops": 4.0 * q / self.itemsize * fan_in, "bytes": q + LOSS_BYTES,
+        return {"flops": 4.0 * q / self.itemsize * max(fan_in, 1), "bytes": q + LOSS_BYTES,
                 **self._work("stats", k, fan_in)}
 
     def params(self, k: int) -> Cost:
