@@ -115,8 +115,8 @@ class TrainingSpec:
                 f"{model.layers[i].name}/{layer.name}"
             if strategy.layout[1:] != (1, 1):
                 raise ConfigError(
-                    f"strategy (BatchNorm {where!r})", "DataParallel or ModelAveraging: a "
-                    "pipeline's stages and micro-batches never see the whole batch",
+                    f"BatchNorm {where!r} strategy", "DataParallel or ModelAveraging (a "
+                    "pipeline's stages and micro-batches never see the whole batch)",
                     repr(strategy))
             if per_shard < 2:
                 raise ConfigError(f"BatchNorm {where!r} shard size", "at least 2 samples in "
