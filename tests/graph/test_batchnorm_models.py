@@ -169,3 +169,24 @@ def test_data_parallel_on_a_local_cluster_equals_serial(cluster_client, serial):
     result = cluster_client.compute(graph).result()
     assert rel_diff(result.params, serial.params) <= 1e-12
     assert rel_diff(result.model.buffers, serial.model.buffers) <= 1e-12
+
+
+@pytest.mark.cluster
+def test_data_parallel_on_emulated_gpu_and_cpu_workers(serial):
+    """Rounds, statistics and updates spread over both kinds of device: the memo of a round and
+    the statistics move only where the plan moves them (the emulated device refuses silent
+    mixing with numpy)."""
+    from distributed import Client
+
+    from pnngraph.run.calibrate import calibrate
+    from pnngraph.run.cluster import local_cluster
+
+    X, y = make_data()
+    with local_cluster(2, 1, dashboard_address=None) as cluster, Client(cluster) as client:
+        model = calibrate(client, gpu_backend="emulated", emulated_speedup=1.0, cache=False)
+        graph = build(make_bn(), (X, y), strategy=DataParallel(3), steps=T, batch_size=BATCH,
+                      client=client, cluster=model, scheduler="round_robin", **OPT)
+        assert set(graph.plan.backends.values()) == {"numpy", "emulated"}
+        result = client.compute(graph).result()
+    assert rel_diff(result.params, serial.params) <= 1e-12
+    assert rel_diff(result.model.buffers, serial.model.buffers) <= 1e-12
