@@ -6,7 +6,7 @@ dashboard groups tasks by phase and layer kinds (``forward-dense``), and two bui
 keys. Its ``flops`` and ``bytes`` come from :mod:`pnngraph.compile.cost`. Node attributes::
 
     kind     data | init | grad | forward | backward | aggregate | norm | update | params | steps
-             | local | average
+             | local | average | segment | stats (BatchNorm's rounds and statistics, _synced)
     n_steps  on ``steps`` and ``local`` nodes: how many training steps the task runs
     fn, args the kernel (pnngraph.compile.kernels) and its arguments; Ref(key) marks an input
     step, shard, micro, stage             where it sits in the run (None where not applicable)
