@@ -198,6 +198,8 @@ API_CASES = {
         Sequential, [pnngraph.AvgPool2D(5)], input_shape=(1, 4, 4))),
     "global pooling of samples that are not images": (ex.ShapeError, api(
         Sequential, [pnngraph.GlobalAvgPool2D()], input_shape=(4, 3))),
+    "BatchNorm on samples that are neither vectors nor images": (ex.ShapeError, api(
+        Sequential, [pnngraph.BatchNorm()], input_shape=(4, 3))),
     "labels out of range": (ex.DataError, api(pnngraph.train_serial, mlp(), X, Y + 5, steps=1)),
     "labels not integers": (ex.DataError, api(pnngraph.train_serial, mlp(), X, Y + 0.5,
                                               steps=1)),
