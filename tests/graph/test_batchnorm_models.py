@@ -190,3 +190,22 @@ def test_data_parallel_on_emulated_gpu_and_cpu_workers(serial):
         result = client.compute(graph).result()
     assert rel_diff(result.params, serial.params) <= 1e-12
     assert rel_diff(result.model.buffers, serial.model.buffers) <= 1e-12
+
+
+def test_the_optimizer_never_sees_the_running_statistics():
+    """Weight decay and clipping act on the parameters only: the optimizer state holds no
+    running statistics, and data parallelism with them still equals serial training. (SGD:
+    Adam would blow the rounding noise of the conv biases before BatchNorm, whose gradient is
+    zero, up to steps of its own, different in every summation order.)"""
+    X, y = make_data()
+    options = {**OPT, "weight_decay": 0.1, "clip_norm": 0.5}
+    reference = train_serial(make_bn(), X, y, steps=T, batch_size=BATCH, **options)
+    graph = build(make_bn(), (X, y), strategy=DataParallel(3), steps=T, batch_size=BATCH,
+                  **options)
+    (result,) = dask.compute(graph, scheduler="sync")
+    assert rel_diff(result.params, reference.params) <= 1e-12
+    assert rel_diff(result.model.buffers, reference.model.buffers) <= 1e-12
+    arrays = [v for v in result.opt_state.values() if isinstance(v, list)]
+    assert arrays
+    for value in arrays:
+        assert [sorted(layer) for layer in value] == [sorted(layer) for layer in result.params]
