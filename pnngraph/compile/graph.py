@@ -360,11 +360,11 @@ def _steps(b: _Builder, init: list[Ref], x: Ref, y: Ref, M: int) -> list[Ref]:
         offset = 0
         sizes = b.spec.strategy.shard_sizes(len(index))
         stats: list[Ref] = []
-        if K == 1 and M == 1 and b.specs[0].norms:
+        if K == 1 and M == 1 and b.specs[0].norms:  # BatchNorm: every shard's rounds at once
             shards = [index[lo : lo + n] for lo, n in zip(np.cumsum([0, *sizes[:-1]]), sizes,
                                                           strict=True)]
             parts[0], stats = _synced(b, [params[0]] * len(shards), x, y, shards, len(index), s)
-            sizes = []
+            sizes = []  # no shard left for the loop below
         for j, n_shard in enumerate(sizes):
             rows = index[offset : offset + n_shard]
             offset += n_shard

@@ -230,10 +230,10 @@ def segment(
     known: tuple[Stats, ...] = ()
     memo: tuple[list[Any], list[Any]] = ([], [])
     if prev is not None:
-        prev = Round(*prev)
+        prev = Round(*_adopt(be, list(prev)))
         known, memo = prev.known, (prev.forward_memo, prev.backward_memo)
     known = (*known, *_adopt(be, list(new)))
-    sync = BatchSync(known, *_adopt(be, list(memo)))
+    sync = BatchSync(known, *memo)
     try:
         _, grads, loss = loss_backward(spec, state, None, X, Y, index, n_global, step, shard, sync)
     except Pending as pending:

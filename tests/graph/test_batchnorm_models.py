@@ -209,3 +209,30 @@ def test_the_optimizer_never_sees_the_running_statistics():
     assert arrays
     for value in arrays:
         assert [sorted(layer) for layer in value] == [sorted(layer) for layer in result.params]
+
+
+def test_rounds_on_the_emulated_device_resume_from_host_copies():
+    """Each round reads the round before and the statistics after a trip to the host (as from
+    a worker of the other kind): one shard's rounds give the serial gradient bitwise."""
+    from pnngraph.nn.losses import get_loss
+    from pnngraph.nn.optimizers import SGD
+
+    model, (X, y) = make_bn(), make_data()
+    index = np.arange(10)
+    grads = {}
+    for backend in ("numpy", "emulated"):
+        spec = kernels.StageSpec(tuple(model.layers), 0, get_loss("cross_entropy"), SGD(0.1), 0,
+                                 backend=backend)
+        state = kernels.StageState(model.params, {}, (), model.buffers)
+        out, new = None, ()
+        for point in range(2 * spec.norms + 1):
+            out = kernels.segment(spec, state, X, y, index, 10, 0, 0,
+                                  None if out is None else kernels.to_host(out), *new)
+            if point < 2 * spec.norms:
+                assert isinstance(out, kernels.Round)
+                new = (kernels.to_host(kernels.stats_of(out)),)
+        assert isinstance(out, kernels.Partial)
+        grads[backend] = kernels.to_host(out).grads
+    serial = kernels.loss_backward(spec, state, None, X, y, index, 10, 0, 0, spec.serial_sync())
+    assert bitwise_equal(grads["numpy"], grads["emulated"])
+    assert bitwise_equal(grads["numpy"], kernels.to_host(serial[1]))
