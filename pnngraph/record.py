@@ -39,6 +39,8 @@ PHASE_COLORS: dict[str, str] = {
     "forward": "#1f77b4",
     "backward": "#ff7f0e",
     "grad": "#9467bd",
+    "segment": "#c5b0d5",
+    "stats": "#ffbb78",
     "aggregate": "#2ca02c",
     "update": "#d62728",
     "params": "#aec7e8",

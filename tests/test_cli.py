@@ -224,6 +224,29 @@ def test_plan_from_a_cluster_file(tmp_path):
     assert out.exists() and "Bokeh" in out.read_text()[:20000]
 
 
+def test_plan_of_a_model_file_with_batchnorm(tmp_path):
+    """BatchNorm's rounds and statistics are priced and placed like every other task."""
+    pytest.importorskip("sklearn")
+    from pnngraph.nn import BatchNorm, Conv2D, Dense, Flatten, ReLU, Residual, Sequential
+
+    model = Sequential([Conv2D(4, 3, padding=1), BatchNorm(), ReLU(),
+                        Residual([Conv2D(4, 3, padding=1), BatchNorm(), ReLU()]), Flatten(),
+                        Dense(10)], input_shape=(1, 8, 8))
+    (tmp_path / "bn.json").write_text(json.dumps(model.config()))
+    (tmp_path / "cluster.yaml").write_text("workers:\n  - {name: cpu, gflops: 50, count: 3}\n")
+    out = tmp_path / "plan.html"
+    result = run("plan", "--model", str(tmp_path / "bn.json"), "--cluster-file",
+                 str(tmp_path / "cluster.yaml"), "--strategy", "data", "--shards", "3",
+                 "--output", str(out))
+    assert result.exit_code == 0, result.output
+    assert "segment" in result.output and "stats" in result.output
+    assert "plan: heft, predicted wall time" in result.output and out.exists()
+    refused = run("plan", "--model", str(tmp_path / "bn.json"), "--cluster-file",
+                  str(tmp_path / "cluster.yaml"), "--strategy", "pipeline")
+    assert refused.exit_code == 2
+    assert "BatchNorm 'batchnorm1' strategy: expected DataParallel" in refused.output
+
+
 @pytest.mark.cluster
 def test_plan_on_the_embedded_cluster(tmp_path):
     pytest.importorskip("sklearn")

@@ -198,6 +198,8 @@ API_CASES = {
         Sequential, [pnngraph.AvgPool2D(5)], input_shape=(1, 4, 4))),
     "global pooling of samples that are not images": (ex.ShapeError, api(
         Sequential, [pnngraph.GlobalAvgPool2D()], input_shape=(4, 3))),
+    "BatchNorm on samples that are neither vectors nor images": (ex.ShapeError, api(
+        Sequential, [pnngraph.BatchNorm()], input_shape=(4, 3))),
     "labels out of range": (ex.DataError, api(pnngraph.train_serial, mlp(), X, Y + 5, steps=1)),
     "labels not integers": (ex.DataError, api(pnngraph.train_serial, mlp(), X, Y + 0.5,
                                               steps=1)),
@@ -249,6 +251,16 @@ API_CASES = {
         pnngraph.train_serial, language_model(), TOKENS, with_value(TOKENS, (4, 1), 11),
         steps=1)),
     "LayerNorm eps not positive": (ex.ConfigError, lambda: pnngraph.LayerNorm(0.0)),
+    "BatchNorm momentum outside (0, 1]": (ex.ConfigError, lambda: pnngraph.BatchNorm(1.5)),
+    "BatchNorm eps not positive": (ex.ConfigError, lambda: pnngraph.BatchNorm(eps=0.0)),
+    "BatchNorm in a pipeline": (ex.ConfigError, api(
+        pnngraph.build, Sequential([Dense(4, 8), pnngraph.BatchNorm(), Dense(8, 2)],
+                                   input_shape=(4,)), (X, Y), strategy=pnngraph.Pipeline(2, 2),
+        **ONE)),
+    "BatchNorm with a shard of one sample": (ex.ConfigError, api(
+        pnngraph.build, Sequential([Dense(4, 8), pnngraph.BatchNorm(), Dense(8, 2)],
+                                   input_shape=(4,)), (X, Y), strategy=pnngraph.DataParallel(10),
+        **ONE)),
     "unknown strategy": (ex.UnknownNameError, api(pnngraph.build, mlp(), (X, Y),
                                                   strategy="zero-bubble", steps=1)),
     "unknown scheduler": (ex.UnknownNameError, api(pnngraph.build, mlp(), (X, Y), **ONE,

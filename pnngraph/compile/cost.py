@@ -13,6 +13,9 @@ stage's parameter bytes and activation shapes, and how many state arrays the opt
     update      P_k / itemsize * (parts + 2 (1 + state))
     steps/local 3 F n  over all the samples of the fused steps
     average     2 R P / itemsize
+    segment     (3 F - F_1) n / (2 B + 1) of a model with B BatchNorm layers (its step cut at
+                2 B sync points); output: every activation and cache (the last: a gradient)
+    stats       Q / itemsize * fan_in, Q the bytes of a BatchNorm layer's statistics (3 C)
 
 >>> from pnngraph.nn import Dense, ReLU, SGD, Sequential
 >>> model = Sequential([Dense(4, 8), ReLU(), Dense(8, 2)], input_shape=(4,))
@@ -35,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from pnngraph.nn.batchnorm import norm_layers
 from pnngraph.nn.model import Sequential
 from pnngraph.nn.optimizers import Optimizer
 
@@ -72,6 +76,8 @@ class StageCosts:
     itemsize: int
     state_factor: int
     sigs: tuple[str, ...]
+    stat_bytes: tuple[int, ...] = ()
+    """Per stage, the bytes of its widest BatchNorm layer's statistics (0: none)."""
 
     def _work(self, kernel: str, k: int, rows: float, count: int = 1) -> dict[str, Any]:
         return {"sig": f"{kernel}:{self.sigs[k]}", "rows": float(rows), "count": count}
@@ -103,6 +109,19 @@ class StageCosts:
         """Squared norms of stage ``k``'s gradient arrays (gradient clipping): a few floats."""
         return {"flops": 2.0 * self.param_bytes[k] / self.itemsize, "bytes": LOSS_BYTES,
                 **self._work("norm", k, 1)}
+
+    def segment(self, k: int, n: int, rounds: int, *, last: bool) -> Cost:
+        """One of the ``rounds`` tasks of a shard's step with BatchNorm, on ``n`` samples."""
+        out = self.param_bytes[k] + LOSS_BYTES if last else 2 * self.act_bytes[k] * n
+        return {"flops": (3.0 * self.flops[k] - self.dx_flops[k]) * n / rounds, "bytes": out,
+                **self._work("segment", k, n)}
+
+    def stats(self, k: int, fan_in: int) -> Cost:
+        """A shard's BatchNorm statistics (``fan_in`` 0: taken from its round), or the
+        combination of ``fan_in`` shards' statistics."""
+        q = self.stat_bytes[k] if self.stat_bytes else 0
+        return {"flops": 4.0 * q / self.itemsize * max(fan_in, 1), "bytes": q + LOSS_BYTES,
+                **self._work("stats", k, fan_in)}
 
     def params(self, k: int) -> Cost:
         return {"flops": 0.0, "bytes": self.param_bytes[k], **self._work("params", k, 0)}
@@ -160,6 +179,9 @@ def stage_costs(
         itemsize=itemsize,
         state_factor=1 + optimizer.state_arrays,
         sigs=tuple(sig(a, z) for a, z in bounds),
+        stat_bytes=tuple(max((3 * model.params[i][f"{prefix}gamma"].shape[0] * itemsize
+                              for i, prefix, _ in norm_layers(model.layers) if a <= i < z),
+                             default=0) for a, z in bounds),
     )
 
 

@@ -6,7 +6,7 @@ dashboard groups tasks by phase and layer kinds (``forward-dense``), and two bui
 keys. Its ``flops`` and ``bytes`` come from :mod:`pnngraph.compile.cost`. Node attributes::
 
     kind     data | init | grad | forward | backward | aggregate | norm | update | params | steps
-             | local | average
+             | local | average | segment | stats (BatchNorm's rounds and statistics, _synced)
     n_steps  on ``steps`` and ``local`` nodes: how many training steps the task runs
     fn, args the kernel (pnngraph.compile.kernels) and its arguments; Ref(key) marks an input
     step, shard, micro, stage             where it sits in the run (None where not applicable)
@@ -152,17 +152,22 @@ class _Builder:
                         copy=copy)
         return Ref(key)
 
-    def tree(self, leaves: list[Ref], k: int, step: int, until: int | None = None) -> list[Ref]:
+    def tree(self, leaves: list[Ref], k: int, step: int, until: int | None = None, *,
+             point: int | None = None) -> list[Ref]:
         """Sum stage ``k``'s ``leaves`` in order, ``fan_in`` at a time, until at most ``until``
-        (by default ``fan_in``) remain."""
+        (by default ``fan_in``) remain; with ``point``, the shards' statistics of BatchNorm
+        sync point ``point`` instead of gradients (``stats`` nodes)."""
         fan_in, level = self.spec.fan_in, 0
         until = fan_in if until is None else until
+        phase, fn, cost = (("aggregate", kernels.aggregate, self.costs.aggregate(k, fan_in))
+                           if point is None else
+                           ("stats", kernels.combine_stats, self.costs.stats(k, fan_in)))
         while len(leaves) > until:
             groups = [leaves[i : i + fan_in] for i in range(0, len(leaves), fan_in)]
             leaves = [
                 group[0] if len(group) == 1 else
-                self.add("aggregate", k, (step, k, level, q), kernels.aggregate, WORKER_BACKEND,
-                         *group, cost=self.costs.aggregate(k, fan_in), step=step, stage=k)
+                self.add(phase, k, (step, k if point is None else point, level, q), fn,
+                         WORKER_BACKEND, *group, cost=cost, step=step, stage=k)
                 for q, group in enumerate(groups)
             ]
             level += 1
@@ -273,18 +278,72 @@ def _copies(b: _Builder, init: list[Ref], x: Ref, y: Ref) -> list[Ref]:
     states, R = list(init), len(init)
     for i, index in enumerate(b.batches):
         s = b.start + i
-        parts, offset = [], 0
+        parts: list[Ref] = []
+        shards: list[np.ndarray] = []
+        offset = 0
         for j, n_shard in enumerate(b.spec.strategy.shard_sizes(len(index))):
             rows = index[offset : offset + n_shard]
             offset += n_shard
-            parts.append(b.add("grad", 0, (s, j, 0), kernels.grad, b.specs[0], states[j % R], x,
-                               y, rows, len(index), s, j, cost=b.costs.grad(0, n_shard), step=s,
-                               shard=j, micro=0, stage=0, copy=j % R))
+            if b.specs[0].norms:
+                shards.append(rows)
+            else:
+                parts.append(b.add("grad", 0, (s, j, 0), kernels.grad, b.specs[0], states[j % R],
+                                   x, y, rows, len(index), s, j, cost=b.costs.grad(0, n_shard),
+                                   step=s, shard=j, micro=0, stage=0, copy=j % R))
+        stats: list[Ref] = []
+        if shards:
+            parts, stats = _synced(b, [states[j % R] for j in range(len(shards))], x, y, shards,
+                                   len(index), s, copies=R)
         leaves = b.tree(parts, 0, s)
-        states = [b.add("update", 0, (s, 0, r), kernels.update, b.specs[0], states[r], s, *leaves,
-                        cost=b.costs.update(0, len(leaves)), step=s, stage=0, copy=r)
-                  for r in range(R)]
+        states = [_update(b, states[r], s, stats, leaves, copy=r) for r in range(R)]
     return states
+
+
+def _update(b: _Builder, state: Ref, s: int, stats: list[Ref], leaves: list[Ref],
+            **attrs: Any) -> Ref:
+    """The update of a one-stage step (with BatchNorm: its running statistics from ``stats``)."""
+    at = (s, 0) if attrs.get("copy") is None else (s, 0, attrs["copy"])
+    if not stats:
+        return b.add("update", 0, at, kernels.update, b.specs[0], state, s, *leaves,
+                     cost=b.costs.update(0, len(leaves)), step=s, stage=0, **attrs)
+    return b.add("update", 0, at, kernels.update_norms, b.specs[0], state, s, len(stats),
+                 *stats, *leaves, cost=b.costs.update(0, len(leaves)), step=s, stage=0, **attrs)
+
+
+def _synced(b: _Builder, states: list[Ref], x: Ref, y: Ref, shards: list[np.ndarray],
+            n_global: int, s: int, copies: int | None = None) -> tuple[list[Ref], list[Ref]]:
+    """Step ``s`` of a model with B BatchNorm layers, shard j on rows ``shards[j]`` reading
+    ``states[j]``: 2 B rounds of ``segment`` tasks per shard, each stopping at a sync point,
+    whose partial statistics (``stats`` nodes) are combined like gradients, in the fixed tree
+    order, and go back to every shard's next round; the last round (``grad``) gives the
+    shard's gradient. Returns the gradients and the B global forward statistics::
+
+        segment(s,j,0) ──> stats(s,j,0) ──┬──> stats(s,0,..) ──┬──> segment(s,j,1) ──> ...
+        segment(s,i,0) ──> stats(s,i,0) ──┘                    └──> segment(s,i,1) ──> ...
+        ... segment(s,j,2B-1) ──> stats ──> ... ──> grad(s,j,0) ──> aggregate/update
+    """
+    spec = b.specs[0]
+    n_points = 2 * spec.norms
+    rounds: list[Ref | None] = [None] * len(shards)
+    news: list[Ref] = []
+    totals: list[Ref] = []
+    for point in range(n_points + 1):
+        last = point == n_points
+        parts = []
+        for j, rows in enumerate(shards):
+            at = {"step": s, "shard": j, "micro": 0, "stage": 0,
+                  **({} if copies is None else {"copy": j % copies})}
+            phase, where = ("grad", (s, j, 0)) if last else ("segment", (s, j, point))
+            cost = b.costs.segment(0, len(rows), n_points + 1, last=last)
+            rounds[j] = b.add(phase, 0, where, kernels.segment, spec, states[j], x, y, rows,
+                              n_global, s, j, rounds[j], *news, cost=cost, **at)
+            if not last:
+                parts.append(b.add("stats", 0, (s, j, point), kernels.stats_of, rounds[j],
+                                   cost=b.costs.stats(0, 0), **at))
+        if not last:
+            news = b.tree(parts, 0, s, until=1, point=point)
+            totals.extend(news)
+    return [cast(Ref, r) for r in rounds], totals[: spec.norms]
 
 
 def _steps(b: _Builder, init: list[Ref], x: Ref, y: Ref, M: int) -> list[Ref]:
@@ -299,7 +358,14 @@ def _steps(b: _Builder, init: list[Ref], x: Ref, y: Ref, M: int) -> list[Ref]:
         s = b.start + i
         parts: list[list[Ref]] = [[] for _ in range(K)]
         offset = 0
-        for j, n_shard in enumerate(b.spec.strategy.shard_sizes(len(index))):
+        sizes = b.spec.strategy.shard_sizes(len(index))
+        stats: list[Ref] = []
+        if K == 1 and M == 1 and b.specs[0].norms:  # BatchNorm: every shard's rounds at once
+            shards = [index[lo : lo + n] for lo, n in zip(np.cumsum([0, *sizes[:-1]]), sizes,
+                                                          strict=True)]
+            parts[0], stats = _synced(b, [params[0]] * len(shards), x, y, shards, len(index), s)
+            sizes = []  # no shard left for the loop below
+        for j, n_shard in enumerate(sizes):
             rows = index[offset : offset + n_shard]
             offset += n_shard
             lo = 0
@@ -316,7 +382,9 @@ def _steps(b: _Builder, init: list[Ref], x: Ref, y: Ref, M: int) -> list[Ref]:
         if clip:
             _clipped_updates(b, states, parts, s)
         for k in range(K):
-            if not clip:
+            if stats:
+                states[k] = _update(b, states[k], s, stats, b.tree(parts[k], k, s))
+            elif not clip:
                 leaves = b.tree(parts[k], k, s)
                 states[k] = b.add("update", k, (s, k), kernels.update, b.specs[k], states[k],
                                   s, *leaves, cost=b.costs.update(k, len(leaves)), step=s,

@@ -4,13 +4,22 @@ Every function here is module-level and pure (its result depends only on its arg
 survives a pickle round trip and a rerun gives the same bits. Stage state flows from one step's
 update to the next step's tasks as a :class:`StageState`::
 
-    StageState(params, opt_state, losses)     params: one dict per layer of the stage
+    StageState(params, opt_state, losses, buffers)
+                                              params: one dict per layer of the stage
                                               losses: global loss of every step so far
                                                       (kept by the last stage only)
+                                              buffers: one dict per layer (BatchNorm's
+                                                       running statistics), never optimised
 
 What one task of each kind computes (K = 1 fuses forward, loss and backward into ``grad``)::
 
     grad(spec, state, X, Y, index)        -> Partial(grads, loss)     one shard, whole model
+    segment(spec, state, X, Y, index, ..., prev, *new)                  one shard, BatchNorm
+                                          -> Round, up to its next sync point, else Partial
+    stats_of(round)                       -> the round's partial statistics (a few arrays)
+    combine_stats(backend, *parts)        -> their global statistics         fixed order
+    update_norms(spec, state, step, n, *stats_and_parts) -> StageState   update, and running
+                                                                         statistics from stats
     forward(spec, state, x_in, X, index)  -> (y, caches)              one stage, one micro-batch
     loss_backward(spec, state, x_in, ...) -> (dx, grads, loss)        last stage
     backward(spec, state, fwd, upstream)  -> (dx, grads, 0.0)         earlier stages
@@ -42,7 +51,16 @@ import numpy as np
 
 from pnngraph.exceptions import TrainingError
 from pnngraph.nn.backend import Backend, get_backend, to_numpy, tree_map
-from pnngraph.nn.layers import Context, Layer
+from pnngraph.nn.batchnorm import (
+    BatchSync,
+    Pending,
+    Stats,
+    combine,
+    norm_layers,
+    serial_sync,
+    update_running,
+)
+from pnngraph.nn.layers import Context, Layer, Params
 from pnngraph.nn.losses import Loss
 from pnngraph.nn.model import ParamList, backward_layers, forward_layers
 from pnngraph.nn.optimizers import Optimizer, State, global_norm, squared_norms
@@ -50,11 +68,13 @@ from pnngraph.nn.train import batch_indices, check_update
 
 
 class StageState(NamedTuple):
-    """Parameters, optimizer state and the losses of all steps so far, of one stage."""
+    """Parameters, optimizer state and the losses of all steps so far, of one stage, and the
+    buffers of its layers (:attr:`pnngraph.nn.model.Sequential.buffers`)."""
 
     params: ParamList
     opt_state: State
     losses: tuple[float, ...]
+    buffers: ParamList | tuple[()] = ()
 
 
 class Partial(NamedTuple):
@@ -83,6 +103,15 @@ class StageSpec:
     @property
     def stop(self) -> int:
         return self.start + len(self.layers)
+
+    @property
+    def norms(self) -> int:
+        """How many BatchNorm layers the stage has (blocks included)."""
+        return len(norm_layers(self.layers))
+
+    def serial_sync(self) -> BatchSync | None:
+        """The sync of one serial step: ``None`` without BatchNorm layers."""
+        return serial_sync(self.layers)
 
 
 def _backend(spec: StageSpec) -> Backend:
@@ -156,17 +185,71 @@ def loss_backward(
     n_global: int,
     step: int,
     shard: int,
+    sync: BatchSync | None = None,
 ) -> tuple[Any, ParamList, float]:
-    """Forward, loss and backward of the last stage on one micro-batch."""
+    """Forward, loss and backward of the last stage on one micro-batch (``sync``: the step's
+    BatchNorm statistics, :mod:`pnngraph.nn.batchnorm`)."""
     assert spec.loss is not None
     be = _backend(spec)
     params = _adopt(be, state.params)
     x = _inputs(be, X, index) if x_in is None else _adopt(be, x_in[0])
-    ctx = Context(training=True, step=step, index=index, seed=spec.seed)
+    ctx = Context(training=True, step=step, index=index, seed=spec.seed, sync=sync)
     out, caches = forward_layers(be.xp, spec.layers, params, x, ctx, spec.start)
     value, dout = spec.loss.value_and_grad(be.xp, out, _inputs(be, Y, index), n_global)
-    dx, grads = backward_layers(be.xp, spec.layers, params, caches, dout, spec.start > 0)
+    dx, grads = backward_layers(be.xp, spec.layers, params, caches, dout, spec.start > 0, sync)
     return dx, grads, _check_loss(float(value), step, shard)
+
+
+class Round(NamedTuple):
+    """A shard's step stopped at a BatchNorm sync point: the global statistics known, every
+    finished layer's result (:class:`~pnngraph.nn.batchnorm.BatchSync`), and the shard's partial
+    statistics of the point it waits at."""
+
+    known: tuple[Stats, ...]
+    forward_memo: list[Any]
+    backward_memo: list[Any]
+    partial: Stats
+
+
+def segment(
+    spec: StageSpec,
+    state: StageState,
+    X: Any,
+    Y: Any,
+    index: np.ndarray,
+    n_global: int,
+    step: int,
+    shard: int,
+    prev: Any,
+    *new: Stats,
+) -> Round | Partial:
+    """One shard's step of a model with BatchNorm, from the round ``prev`` (``None``: the first)
+    and the global statistics ``new`` of the point it stopped at, up to its next sync point (a
+    :class:`Round`) or to the end (the shard's :class:`Partial`, as :func:`grad` gives)."""
+    be = _backend(spec)
+    known: tuple[Stats, ...] = ()
+    memo: tuple[list[Any], list[Any]] = ([], [])
+    if prev is not None:
+        prev = Round(*_adopt(be, list(prev)))
+        known, memo = prev.known, (prev.forward_memo, prev.backward_memo)
+    known = (*known, *_adopt(be, list(new)))
+    sync = BatchSync(known, *memo)
+    try:
+        _, grads, loss = loss_backward(spec, state, None, X, Y, index, n_global, step, shard, sync)
+    except Pending as pending:
+        return Round(known, sync.forward_memo, sync.backward_memo, pending.partial)
+    return Partial(grads, loss)
+
+
+def stats_of(round_: Any) -> Stats:
+    """The partial statistics of a :class:`Round` (so that only they travel to the sum)."""
+    return tuple(Round(*round_).partial)
+
+
+def combine_stats(backend: str, *parts: Stats) -> Stats:
+    """The statistics of the union of the shards ``parts``, combined in the order given."""
+    be = get_backend(backend)
+    return combine(*(tuple(_adopt(be, list(p))) for p in parts))
 
 
 def backward(
@@ -185,7 +268,7 @@ def to_host(value: Any) -> Any:
     """``value`` (an output of any kernel) with every array copied to a host numpy array."""
     if isinstance(value, StageState):
         return StageState(tree_map(to_numpy, value.params), _host_state(value.opt_state),
-                          value.losses)
+                          value.losses, tree_map(to_numpy, value.buffers))
     if isinstance(value, Partial):
         return Partial(tree_map(to_numpy, value.grads), value.loss)
     return tree_map(lambda v: to_numpy(v) if hasattr(v, "shape") else v, value)
@@ -226,6 +309,18 @@ def update(spec: StageSpec, state: StageState, step: int, *parts: Any) -> StageS
     return _apply(spec, state, aggregate(spec.backend, *parts), step, stage=spec.stage)
 
 
+def update_norms(spec: StageSpec, state: StageState, step: int, n_stats: int,
+                 *stats_and_parts: Any) -> StageState:
+    """:func:`update` of a stage with BatchNorm layers: the first ``n_stats`` arguments are the
+    step's global statistics (forward first), which update the running statistics; the rest are
+    the contributions to sum."""
+    stats, parts = stats_and_parts[:n_stats], stats_and_parts[n_stats:]
+    new = update(spec, state, step, *parts)
+    be = _backend(spec)
+    buffers = update_running(spec.layers, _adopt(be, state.buffers), _adopt(be, list(stats)))
+    return new._replace(buffers=buffers)
+
+
 def grad_squares(total: Any) -> tuple[float, ...]:
     """The squared norm of every array of one stage's summed gradient (a few floats), for a
     gradient clipped by the norm over all stages."""
@@ -253,7 +348,7 @@ def _apply(spec: StageSpec, state: StageState, total: Partial, step: int,
     )
     check_update(be.xp, spec.layers, spec.start, grads, params, step, **where)
     losses = (*state.losses, total.loss) if spec.loss is not None else state.losses
-    return StageState(params, opt_state, losses)
+    return StageState(params, opt_state, losses, state.buffers)
 
 
 def params_of(state: StageState) -> StageState:
@@ -300,18 +395,22 @@ def train_steps(
     be = _backend(spec)
     assert spec.loss is not None
     params, opt_state = _adopt(be, state.params), _adopt(be, state.opt_state)
+    buffers = _adopt(be, state.buffers)
     X_host, Y_host = np.asarray(X), np.asarray(Y)
     losses = list(state.losses)
     for i, index in enumerate(indices):
         step = first_step + i
-        ctx = Context(training=True, step=step, index=index, seed=spec.seed)
+        sync = spec.serial_sync()
+        ctx = Context(training=True, step=step, index=index, seed=spec.seed, sync=sync)
         out, caches = forward_layers(be.xp, spec.layers, params, be.asarray(X_host[index]), ctx)
         value, dout = spec.loss.value_and_grad(be.xp, out, be.asarray(Y_host[index]), len(index))
-        _, grads = backward_layers(be.xp, spec.layers, params, caches, dout, False)
+        _, grads = backward_layers(be.xp, spec.layers, params, caches, dout, False, sync)
         params, opt_state = spec.optimizer.update(params, grads, opt_state)
         losses.append(_check_loss(float(value), step, 0))
         check_update(be.xp, spec.layers, spec.start, grads, params, step, stage=0)
-    return StageState(params, opt_state, tuple(losses))
+        if sync is not None:
+            buffers = update_running(spec.layers, buffers, sync.known)
+    return StageState(params, opt_state, tuple(losses), buffers)
 
 
 def local_steps(
@@ -331,12 +430,18 @@ def local_steps(
     optimizer state; each step's loss is a local mean, recorded times ``weights[i]``
     (= shard size / global batch), so summing replicas' records gives the global loss.
     """
-    current = StageState(params_from.params, state.opt_state, state.losses)
+    be = _backend(spec)
+    current = StageState(params_from.params, state.opt_state, state.losses,
+                         _adopt(be, params_from.buffers))
     for i, index in enumerate(indices):
-        part = grad(spec, current, X, Y, index, len(index), first_step + i, replica)
-        new = _apply(spec, current, part, first_step + i, shard=replica)
-        losses = (*current.losses, part.loss * weights[i])
-        current = StageState(new.params, new.opt_state, losses)
+        sync = spec.serial_sync()
+        _, grads, loss = loss_backward(spec, current, None, X, Y, index, len(index),
+                                       first_step + i, replica, sync)
+        new = _apply(spec, current, Partial(grads, loss), first_step + i, shard=replica)
+        losses = (*current.losses, loss * weights[i])
+        buffers = current.buffers if sync is None else \
+            update_running(spec.layers, current.buffers, sync.known)
+        current = StageState(new.params, new.opt_state, losses, buffers)
     return current
 
 
@@ -346,15 +451,22 @@ def average(backend: str, weights: tuple[float, ...], *states: StageState) -> St
     The optimizer state returned is the first replica's (each replica keeps its own).
     """
     be = get_backend(backend)
-    states = tuple(StageState(_adopt(be, s.params), s.opt_state, s.losses) for s in states)
-    params = []
-    for i, layer in enumerate(states[0].params):
+    states = tuple(StageState(_adopt(be, s.params), s.opt_state, s.losses,
+                              _adopt(be, s.buffers)) for s in states)
+    losses = tuple(math.fsum(v) for v in zip(*(s.losses for s in states), strict=True))
+    return StageState(_weighted(weights, [s.params for s in states]), states[0].opt_state,
+                      losses, _weighted(weights, [s.buffers for s in states]))
+
+
+def _weighted(weights: tuple[float, ...], trees: list[Any]) -> list[Params]:
+    """Per layer and name, the weighted sum of the replicas' arrays ``trees``."""
+    out = []
+    for i, layer in enumerate(trees[0]):
         mean = {}
         for k in layer:
-            acc = weights[0] * states[0].params[i][k]
-            for w, s in zip(weights[1:], states[1:], strict=True):
-                acc = acc + w * s.params[i][k]
+            acc = weights[0] * trees[0][i][k]
+            for w, t in zip(weights[1:], trees[1:], strict=True):
+                acc = acc + w * t[i][k]
             mean[k] = acc
-        params.append(mean)
-    losses = tuple(math.fsum(v) for v in zip(*(s.losses for s in states), strict=True))
-    return StageState(params, states[0].opt_state, losses)
+        out.append(mean)
+    return out

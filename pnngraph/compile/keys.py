@@ -33,7 +33,7 @@ Key = str | tuple[Any, ...]
 
 PHASES = (
     "data", "init", "grad", "forward", "backward", "aggregate", "update", "params", "steps",
-    "local", "average", "tohost", "norm",
+    "local", "average", "tohost", "norm", "segment", "stats",
 )  # fmt: skip
 """Every phase a key of a training graph may have; :func:`phase_of` calls the rest "other"."""
 

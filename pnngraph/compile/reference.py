@@ -8,6 +8,7 @@ loop. One step is::
     loss, g   = loss.value_and_grad(out, t, len(idx))
     _, grads  = model.backward(params, c, g)
     params, state = optimizer.update(params, grads, state)
+    buffers   = running statistics of every BatchNorm from this batch's (pnngraph.nn.batchnorm)
 
 Model averaging is its own algorithm, :func:`train_averaging_serial`, a plain loop over
 replicas::
@@ -16,6 +17,7 @@ replicas::
         for each replica r:      start from the last average, keep r's own optimizer state,
             for each step s:     train on shard r of batch s (loss: mean over the shard)
         average: sum_r share_r * params_r,  share_r = r's share of the period's last batch
+                 (BatchNorm's running statistics likewise: each replica's are its own shard's)
 
 >>> import numpy as np
 >>> from pnngraph.nn import Dense, Sequential
@@ -43,6 +45,7 @@ from pnngraph.compile.spec import prepare
 from pnngraph.compile.strategies import ModelAveraging
 from pnngraph.exceptions import TrainingError, check_int
 from pnngraph.nn.backend import get_backend
+from pnngraph.nn.batchnorm import serial_sync, update_running
 from pnngraph.nn.layers import Context
 from pnngraph.nn.losses import Loss
 from pnngraph.nn.model import Sequential
@@ -104,6 +107,7 @@ def train_serial(
     be = get_backend(backend)
     xp = be.xp
     params = be.tree_asarray(model.params)
+    buffers = be.tree_asarray(model.buffers)
     state = spec.optimizer.init(params) if opt_state is None else be.tree_asarray(
         spec.optimizer.check_state(model.params, opt_state))
     losses = np.empty(spec.steps)
@@ -111,11 +115,14 @@ def train_serial(
     for i, s in enumerate(range(start, start + spec.steps)):
         t0 = time.perf_counter()
         idx = spec.batch(s)
-        ctx = Context(training=True, step=s, index=idx, seed=spec.seed)
+        sync = serial_sync(model.layers)
+        ctx = Context(training=True, step=s, index=idx, seed=spec.seed, sync=sync)
         out, caches = model.forward(xp, params, be.asarray(X_arr[idx]), ctx)
         value, dout = spec.loss.value_and_grad(xp, out, be.asarray(y_arr[idx]), len(idx))
-        _, grads = model.backward(xp, params, caches, dout, input_grad=False)
+        _, grads = model.backward(xp, params, caches, dout, input_grad=False, sync=sync)
         params, state = spec.optimizer.update(params, grads, state)
+        if sync is not None:
+            buffers = update_running(model.layers, buffers, sync.known)
         losses[i] = float(value)
         seconds[i] = time.perf_counter() - t0
         if not math.isfinite(losses[i]):
@@ -125,6 +132,7 @@ def train_serial(
             callback(s, losses[i])
     trained = model.copy()
     trained.params = be.tree_to_numpy(params)
+    trained.buffers = be.tree_to_numpy(buffers)
     return TrainingResult(trained, be.tree_to_numpy(state), losses, seconds)
 
 
@@ -155,35 +163,40 @@ def train_averaging_serial(
     )
     xp = get_backend("numpy").xp
     R, H, opt = strategy.replicas, strategy.local_steps, spec.optimizer
-    average = model.params
+    average, average_buffers = model.params, model.buffers
     states = [opt.init(model.params) for _ in range(R)]
     losses = np.zeros(spec.steps)
     for lo in range(0, spec.steps, H):
         period = [spec.batch(s) for s in range(lo, min(lo + H, spec.steps))]
         splits = [strategy.split(len(idx)) for idx in period]
-        finals = []
+        finals, final_buffers = [], []
         for r in range(R):
-            params = average
+            params, buffers = average, average_buffers
             for i, (index, sizes) in enumerate(zip(period, splits, strict=True)):
                 off = sum(sizes[:r])
                 rows = index[off : off + sizes[r]]
-                ctx = Context(training=True, step=lo + i, index=rows, seed=spec.seed)
+                sync = serial_sync(model.layers)
+                ctx = Context(training=True, step=lo + i, index=rows, seed=spec.seed, sync=sync)
                 out, caches = model.forward(xp, params, X_arr[rows], ctx)
                 value, dout = spec.loss.value_and_grad(xp, out, y_arr[rows], len(rows))
-                _, grads = model.backward(xp, params, caches, dout, input_grad=False)
+                _, grads = model.backward(xp, params, caches, dout, input_grad=False, sync=sync)
                 params, states[r] = opt.update(params, grads, states[r])
+                if sync is not None:
+                    buffers = update_running(model.layers, buffers, sync.known)
                 if not math.isfinite(float(value)):
                     raise TrainingError(f"the loss became {float(value)}", step=lo + i, shard=r)
                 check_update(xp, model.layers, 0, grads, params, lo + i, shard=r)
                 losses[lo + i] += float(value) * sizes[r] / len(index)
             finals.append(params)
+            final_buffers.append(buffers)
         shares = strategy.shares(len(period[-1]))
-        average = [
-            {k: _weighted(shares, [f[i][k] for f in finals]) for k in layer}
-            for i, layer in enumerate(finals[0])
-        ]
+        average, average_buffers = (
+            [{k: _weighted(shares, [f[i][k] for f in trees]) for k in layer}
+             for i, layer in enumerate(trees[0])]
+            for trees in (finals, final_buffers))
     trained = model.copy()
     trained.params = average
+    trained.buffers = average_buffers
     return TrainingResult(trained, states[0], losses)
 
 

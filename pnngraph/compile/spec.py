@@ -32,6 +32,7 @@ import numpy as np
 
 from pnngraph.compile.strategies import DataParallel, Strategy, as_strategy
 from pnngraph.exceptions import ConfigError, DataError, check_int
+from pnngraph.nn.batchnorm import norm_layers
 from pnngraph.nn.losses import Loss, get_loss
 from pnngraph.nn.model import Sequential
 from pnngraph.nn.optimizers import Optimizer, check_options, get_optimizer
@@ -107,6 +108,19 @@ class TrainingSpec:
         if per_shard < microbatches:
             raise ConfigError("microbatches",
                               f"at most the smallest shard's {per_shard} samples", microbatches)
+        norms = norm_layers(model.layers)
+        if norms:
+            i, _, layer = norms[0]
+            where = model.layers[i].name if model.layers[i] is layer else \
+                f"{model.layers[i].name}/{layer.name}"
+            if strategy.layout[1:] != (1, 1):
+                raise ConfigError(
+                    f"BatchNorm {where!r} strategy", "DataParallel or ModelAveraging (a "
+                    "pipeline's stages and micro-batches never see the whole batch)",
+                    repr(strategy))
+            if per_shard < 2:
+                raise ConfigError(f"BatchNorm {where!r} shard size", "at least 2 samples in "
+                                  "every shard (one sample has no variance)", per_shard)
 
     def batch(self, step: int) -> np.ndarray:
         """Dataset rows of step ``step``'s batch (:func:`pnngraph.nn.train.batch_indices`)."""

@@ -6,6 +6,7 @@ from typing import Any
 
 from pnngraph.nn.attention import Embedding, LayerNorm, MultiHeadSelfAttention, PositionalEmbedding
 from pnngraph.nn.backend import Backend, get_backend
+from pnngraph.nn.batchnorm import BatchNorm
 from pnngraph.nn.blocks import Parallel, Residual
 from pnngraph.nn.conv import AvgPool2D, Conv2D, GlobalAvgPool2D, MaxPool2D
 from pnngraph.nn.layers import (
@@ -35,6 +36,7 @@ __all__ = [
     "AdamW",
     "AvgPool2D",
     "Backend",
+    "BatchNorm",
     "Context",
     "Conv2D",
     "Dense",

@@ -54,6 +54,7 @@ class Parallel(Layer):
     """Branches run on the same input, their outputs added or concatenated (module docstring)."""
 
     kind = "parallel"
+    composite = True
 
     def __init__(self, branches: Sequence[Sequence[Layer]], *, merge: str = "add",
                  axis: int = 0, name: str | None = None) -> None:
@@ -119,6 +120,12 @@ class Parallel(Layer):
                 params[f"{b}.{i}.{k}"] = v
         return params
 
+    def init_buffers(self, shape: Shape, dtype: Any) -> Params:
+        shapes = self._branch_shapes(shape)
+        return {f"{b}.{i}.{k}": v for b, branch in enumerate(self.branches)
+                for i, layer in enumerate(branch)
+                for k, v in layer.init_buffers(shapes[b][i], dtype).items()}
+
     def flops(self, shape: Shape) -> float:
         shapes = self._branch_shapes(shape)
         inner = sum(layer.flops(shapes[b][i]) for b, branch in enumerate(self.branches)
@@ -141,7 +148,8 @@ class Parallel(Layer):
             for i, (layer, p) in enumerate(zip(branch, ps, strict=True)):
                 here = (replace(ctx, layer=sub_salt(ctx.layer, b, i))
                         if layer.stochastic and ctx.training else ctx)
-                y, cache = layer.forward(xp, p, y, here)
+                y, cache = (layer.forward(xp, p, y, here) if ctx.sync is None else
+                            ctx.sync.forward(layer, xp, p, y, here))
                 branch_caches.append(cache)
             outs.append(y)
             caches.append(branch_caches)
@@ -152,7 +160,7 @@ class Parallel(Layer):
         else:
             y = xp.concat(outs, axis=self.axis + 1)
         widths = [out.shape[self.axis + 1] for out in outs]
-        return y, (caches, widths)
+        return y, (caches, widths, ctx.sync)
 
     def _dys(self, dy: Array, widths: list[int]) -> list[Array]:
         if self.merge == "add":
@@ -165,13 +173,13 @@ class Parallel(Layer):
                   input_grad: bool) -> tuple[Array | None, Params]:
         from pnngraph.nn.model import backward_layers
 
-        caches, widths = cache
+        caches, widths, sync = cache
         grads: Params = {}
         dx = None
         for b, (branch, ps, bc, d) in enumerate(zip(
                 self.branches, self._split(params), caches, self._dys(dy, widths), strict=True)):
             if branch:
-                dxb, gs = backward_layers(xp, branch, ps, bc, d, input_grad)
+                dxb, gs = backward_layers(xp, branch, ps, bc, d, input_grad, sync)
                 for i, g in enumerate(gs):
                     grads.update({f"{b}.{i}.{k}": v for k, v in g.items()})
             else:

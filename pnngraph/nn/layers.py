@@ -53,6 +53,8 @@ class Context:
     ``index`` holds the global sample index of each row of the batch; with ``step``, ``seed``
     and ``layer`` (the layer's index in its model, which the model sets as it runs a layer) it
     fixes the dropout mask, so splitting a batch into shards never changes the mask.
+    ``sync`` (a :class:`pnngraph.nn.batchnorm.BatchSync`, training only) gives BatchNorm layers
+    the statistics of the global batch.
     """
 
     training: bool = False
@@ -60,6 +62,7 @@ class Context:
     index: np.ndarray | None = None
     seed: int = 0
     layer: int = 0
+    sync: Any = None
 
 
 class Layer:
@@ -68,6 +71,8 @@ class Layer:
     kind: ClassVar[str] = "layer"
     stochastic: bool = False
     """Whether training draws random numbers (then ``ctx.layer`` salts them)."""
+    composite: ClassVar[bool] = False
+    """Whether the layer runs layers of its own (a block)."""
 
     def __init__(self, name: str | None = None) -> None:
         self.name = name or self.kind
@@ -78,6 +83,11 @@ class Layer:
 
     def init_params(self, shape: Shape, rng: np.random.Generator, dtype: Any) -> Params:
         """Fresh parameters (host numpy arrays) for per-sample input ``shape``."""
+        return {}
+
+    def init_buffers(self, shape: Shape, dtype: Any) -> Params:
+        """Arrays the layer keeps besides its parameters (host numpy; BatchNorm's running
+        statistics): training updates them outside the optimizer, evaluation reads them."""
         return {}
 
     def check_input(self, X: np.ndarray, what: str = "X", first: int = 0) -> None:

@@ -36,6 +36,7 @@ import numpy as np
 from pnngraph.exceptions import ConfigError, DataError, ModelFileError, ShapeError
 from pnngraph.nn.attention import Embedding, LayerNorm, MultiHeadSelfAttention, PositionalEmbedding
 from pnngraph.nn.backend import Array, get_backend, namespace, to_numpy
+from pnngraph.nn.batchnorm import BatchNorm, BatchSync
 from pnngraph.nn.blocks import Parallel, Residual
 from pnngraph.nn.conv import AvgPool2D, Conv2D, GlobalAvgPool2D, MaxPool2D
 from pnngraph.nn.layers import (
@@ -56,7 +57,7 @@ LAYER_TYPES: dict[str, type[Layer]] = {
     **ACTIVATIONS,
     **{c.kind: c for c in (Dense, Flatten, Dropout, Conv2D, MaxPool2D, Parallel, Residual)},
     **{c.kind: c for c in (LayerNorm, Embedding, PositionalEmbedding, MultiHeadSelfAttention)},
-    **{c.kind: c for c in (AvgPool2D, GlobalAvgPool2D, LSTM, GRU)},
+    **{c.kind: c for c in (AvgPool2D, GlobalAvgPool2D, LSTM, GRU, BatchNorm)},
 }
 """Every layer class a model file may name, by ``kind``: the built-in ones and those given to
 :func:`register_layer`."""
@@ -115,7 +116,8 @@ def forward_layers(
     caches = []
     for i, (layer, p) in enumerate(zip(layers, params, strict=True)):
         here = replace(ctx, layer=start + i) if layer.stochastic and ctx.training else ctx
-        x, cache = layer.forward(xp, p, x, here)
+        x, cache = (layer.forward(xp, p, x, here) if ctx.sync is None else
+                    ctx.sync.forward(layer, xp, p, x, here))
         caches.append(cache)
     return x, caches
 
@@ -123,19 +125,24 @@ def forward_layers(
 def backward_layers(
     xp: Any, layers: Sequence[Layer], params: ParamList, caches: list[Any], dy: Array,
     input_grad: bool = True,
+    sync: BatchSync | None = None,
 ) -> tuple[Array | None, ParamList]:
     """Backward through ``layers`` in reverse: the input gradient and per-layer gradients.
 
     ``input_grad=False`` skips the input gradient (``None`` comes back): the first layer of a
     model computes the gradients of its parameters only, which saves a GEMM per dense layer.
+    ``sync``: the step's :class:`~pnngraph.nn.batchnorm.BatchSync` (the forward's
+    ``ctx.sync``), for BatchNorm layers.
     """
     grads: ParamList = [{}] * len(layers)
     last = 0 if input_grad else 1
     for j in range(len(layers) - 1, last - 1, -1):
-        dy, grads[j] = layers[j].backward(xp, params[j], caches[j], dy)
+        dy, grads[j] = (layers[j].backward(xp, params[j], caches[j], dy) if sync is None else
+                        sync.backward(layers[j], xp, params[j], caches[j], dy, False))
     if input_grad:
         return dy, grads
-    grads[0] = layers[0].param_grads(xp, params[0], caches[0], dy)
+    grads[0] = (layers[0].param_grads(xp, params[0], caches[0], dy) if sync is None else
+                sync.backward(layers[0], xp, params[0], caches[0], dy, True))
     return None, grads
 
 
@@ -196,6 +203,9 @@ class Sequential:
         self.input_shape: Shape | None = None
         self.shapes: list[Shape] = []
         self.params: ParamList = []
+        self.buffers: ParamList = []
+        """Per layer, the arrays it keeps besides its parameters (:meth:`Layer.init_buffers`:
+        BatchNorm's running statistics), which evaluation reads and the optimizer never sees."""
         if input_shape is not None:
             self.build(input_shape)
 
@@ -225,6 +235,10 @@ class Sequential:
             layer.init_params(shapes[i], np.random.default_rng([self.seed, i]), self.dtype)
             for i, layer in enumerate(self.layers)
         ] if init else []
+        # buffers start at their defaults even with init=False (a skeleton): whoever fills in
+        # the parameters replaces them
+        self.buffers = [layer.init_buffers(shapes[i], self.dtype)
+                        for i, layer in enumerate(self.layers)]
         return self
 
     def _require_built(self) -> Shape:
@@ -268,10 +282,12 @@ class Sequential:
         start: int = 0,
         stop: int | None = None,
         input_grad: bool = True,
+        sync: BatchSync | None = None,
     ) -> tuple[Array | None, ParamList]:
         """Backward through layers ``start:stop``: the input gradient (``None`` with
-        ``input_grad=False``) and per-layer gradients."""
-        return backward_layers(xp, self.layers[start:stop], params, caches, dy, input_grad)
+        ``input_grad=False``) and per-layer gradients (``sync``: the forward's ``ctx.sync``)."""
+        return backward_layers(xp, self.layers[start:stop], params, caches, dy, input_grad,
+                               sync)
 
     def check_inputs(self, X: Any, what: str = "X") -> np.ndarray:
         """``X`` as a host array of the model's dtype, after checking its shape and values."""
@@ -302,12 +318,18 @@ class Sequential:
         """Model outputs for ``X`` (evaluation mode: no dropout), as a host array."""
         X = self.check_inputs(X)
         be = get_backend(backend)
-        params = be.tree_asarray(self.params)
+        params = be.tree_asarray(self.eval_params())
         outs = []
         for lo in range(0, X.shape[0], batch_size):
             y, _ = self.forward(be.xp, params, be.asarray(X[lo : lo + batch_size]), Context())
             outs.append(be.to_numpy(y))
         return np.concatenate(outs)
+
+    def eval_params(self) -> ParamList:
+        """Per layer, its parameters and buffers in one dict: what evaluation runs on."""
+        if not any(self.buffers):
+            return self.params
+        return [{**p, **b} for p, b in zip(self.params, self.buffers, strict=True)]
 
     def predict_proba(self, X: Any, *, batch_size: int = 1024,
                       backend: str = "numpy") -> np.ndarray:
@@ -378,8 +400,9 @@ class Sequential:
                                   "a kind registered with pnngraph.register_layer, so that the "
                                   "file can be loaded", layer.kind)
         arrays = {
-            f"param/{i}/{k}": to_numpy(v)
-            for i, layer in enumerate(self.params)
+            f"{kind}/{i}/{k}": to_numpy(v)
+            for kind, layers in (("param", self.params), ("buffer", self.buffers))
+            for i, layer in enumerate(layers)
             for k, v in layer.items()
         }
         arrays[META] = np.frombuffer(json.dumps(self.config()).encode(), np.uint8)
@@ -402,8 +425,9 @@ class Sequential:
             except Exception as err:
                 raise ModelFileError(path, f"bad metadata: {err}") from None
             expected = {
-                f"param/{i}/{k}": v.shape
-                for i, layer in enumerate(model.params)
+                f"{kind}/{i}/{k}": v.shape
+                for kind, layers in (("param", model.params), ("buffer", model.buffers))
+                for i, layer in enumerate(layers)
                 for k, v in layer.items()
             }
             got = {k: m.shape for k, m in archive.members.items() if k != META}
@@ -419,6 +443,9 @@ class Sequential:
         model.params = [
             {k: files[f"param/{i}/{k}"] for k in layer} for i, layer in enumerate(model.params)
         ]
+        model.buffers = [
+            {k: files[f"buffer/{i}/{k}"] for k in layer} for i, layer in enumerate(model.buffers)
+        ]
         return model
 
     def skeleton(self) -> Sequential:
@@ -429,6 +456,7 @@ class Sequential:
         """A model with the same layers' configuration and copied parameters."""
         other = self.skeleton()
         other.params = [{k: np.array(to_numpy(v)) for k, v in p.items()} for p in self.params]
+        other.buffers = [{k: np.array(to_numpy(v)) for k, v in b.items()} for b in self.buffers]
         return other
 
     def __repr__(self) -> str:

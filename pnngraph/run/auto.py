@@ -11,7 +11,8 @@ predicted from that plan::
 
 The choice and every alternative with its prediction are kept (``graph.plan.alternatives``), so
 a user, the command line and the report can say why. Model averaging is never a candidate: it
-computes something else.
+computes something else. A model with BatchNorm refuses pipelines and hybrids (their stages never
+see the whole batch): those candidates drop out like any split that does not fit.
 """
 
 from __future__ import annotations

@@ -167,6 +167,7 @@ class EarlyStopping(_Watching):
         self.stopped_epoch: int | None = None
         self.wait = 0
         self._best_params: list[dict[str, np.ndarray]] | None = None
+        self._best_buffers: list[dict[str, np.ndarray]] = []
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
         if self._monitor.improved(logs[self.monitor]):
@@ -174,6 +175,8 @@ class EarlyStopping(_Watching):
             if self.restore_best and self.model is not None:
                 self._best_params = [{k: np.array(v) for k, v in layer.items()}
                                      for layer in self.model.params]
+                self._best_buffers = [{k: np.array(v) for k, v in layer.items()}
+                                      for layer in self.model.buffers]
             return
         self.wait += 1
         if self.wait >= self.patience:
@@ -182,6 +185,7 @@ class EarlyStopping(_Watching):
     def on_train_end(self, logs: dict[str, float]) -> None:
         if self.restore_best and self._best_params is not None and self.model is not None:
             self.model.params = self._best_params
+            self.model.buffers = self._best_buffers
 
     def __repr__(self) -> str:
         m = self._monitor

@@ -8,9 +8,10 @@ since between two averages the replicas differ. One file per checkpoint, no pick
 
     ckpt-00000300.npz
         param/{i}/{name}                 the model's parameters, layer i
+        buffer/{i}/{name}                its buffers (BatchNorm's running statistics)
         opt/{entry}/{i}/{name}           optimizer state arrays ("velocity", "m", "v", ...)
         losses                           global loss of every step so far (float64)
-        replica/{r}/param|opt|losses     model averaging: replica r's own state
+        replica/{r}/param|opt|losses|buffer  model averaging: replica r's own state
         __pnngraph__                     JSON (uint8): format and version, step, seed, the
                                          model config, the optimizer state's other entries
                                          (step counter, entries that are None), run config,
@@ -235,9 +236,9 @@ def save_checkpoint(
     if model.input_shape is None or len(model.params) != len(model.layers):
         raise ConfigError("model", "a built model with parameters", model)
     arrays: dict[str, np.ndarray] = {}
-    meta_opt = _put_state(arrays, "", model.params, opt_state, losses)
+    meta_opt = _put_state(arrays, "", model.params, opt_state, losses, model.buffers)
     meta_replicas = [
-        _put_state(arrays, f"replica/{r}/", s.params, s.opt_state, s.losses)
+        _put_state(arrays, f"replica/{r}/", s.params, s.opt_state, s.losses, s.buffers)
         for r, s in enumerate(replicas)
     ]
     meta = {
@@ -275,12 +276,14 @@ def _put_state(
     params: Sequence[dict[str, Any]],
     opt_state: State,
     losses: Sequence[float] | np.ndarray,
+    buffers: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
-    """Store params, optimizer arrays and losses under ``prefix``; return the optimizer state's
-    description (its non-array entries and the layout of its arrays)."""
-    for i, layer in enumerate(params):
-        for k, v in layer.items():
-            arrays[f"{prefix}param/{i}/{k}"] = np.asarray(to_numpy(v))
+    """Store params, optimizer arrays, losses and buffers under ``prefix``; return the
+    optimizer state's description (its non-array entries and the layout of its arrays)."""
+    for kind, layers in (("param", params), ("buffer", buffers)):
+        for i, layer in enumerate(layers):
+            for k, v in layer.items():
+                arrays[f"{prefix}{kind}/{i}/{k}"] = np.asarray(to_numpy(v))
     arrays[f"{prefix}losses"] = np.asarray(losses, dtype=np.float64).reshape(-1)
     if not isinstance(opt_state, dict):
         raise ConfigError("opt_state", "a dict (an optimizer's state)", type(opt_state).__name__)
@@ -362,6 +365,7 @@ def _decode(path: Path, meta: dict[str, Any], archive: NpzArchive) -> Checkpoint
                                    f"{type(fingerprint).__name__})")
     model = Sequential.from_config(meta["model"])
     expected = [{k: (v.shape, v.dtype) for k, v in layer.items()} for layer in model.params]
+    buffers = [{k: (v.shape, v.dtype) for k, v in layer.items()} for layer in model.buffers]
 
     parts = [("", meta["opt_state"])] + [
         (f"replica/{r}/", described) for r, described in enumerate(meta["replicas"])]
@@ -369,7 +373,7 @@ def _decode(path: Path, meta: dict[str, Any], archive: NpzArchive) -> Checkpoint
     def states(files: dict[str, Any]) -> list[Any]:
         """The run's state, then each replica's, from ``files`` (popped from it): member
         headers, which checks them before anything is read, then the arrays."""
-        found = [_take_state(path, files, prefix, expected, described, step)
+        found = [_take_state(path, files, prefix, expected, described, step, buffers)
                  for prefix, described in parts]
         if files:
             raise ModelFileError(path, f"unexpected arrays {sorted(files)[:5]}")
@@ -377,8 +381,8 @@ def _decode(path: Path, meta: dict[str, Any], archive: NpzArchive) -> Checkpoint
 
     names = [name for name in archive.members if name != META]
     states({name: archive.members[name] for name in names})
-    (params, opt_state, losses), *others = states(archive.read(names))
-    replicas = [StageState(p, o, tuple(float(v) for v in lo)) for p, o, lo in others]
+    (params, opt_state, losses, model.buffers), *others = states(archive.read(names))
+    replicas = [StageState(p, o, tuple(float(v) for v in lo), b) for p, o, lo, b in others]
     model.params = params
     history = History.from_json(meta.get("history", []))  # older files hold none
     return Checkpoint(model, opt_state, step, seed, losses, config, tuple(replicas), path,
@@ -392,9 +396,10 @@ def _take_state(
     expected: list[dict[str, tuple[tuple[int, ...], np.dtype[Any]]]],
     described: dict[str, Any],
     step: int,
-) -> tuple[list[dict[str, np.ndarray]], State, np.ndarray]:
-    """Remove and check the arrays of one state (params, optimizer state, losses): ``files``
-    maps names to arrays, or to their headers (:class:`~pnngraph.npzfile.Member`)."""
+    buffers: list[dict[str, tuple[tuple[int, ...], np.dtype[Any]]]],
+) -> tuple[list[dict[str, np.ndarray]], State, np.ndarray, list[dict[str, np.ndarray]]]:
+    """Remove and check the arrays of one state (params, optimizer state, losses, buffers):
+    ``files`` maps names to arrays, or to their headers (:class:`~pnngraph.npzfile.Member`)."""
 
     def take(name: str, shape: tuple[int, ...], dtype: np.dtype[Any]) -> Any:
         if name not in files:
@@ -409,6 +414,10 @@ def _take_state(
     params = [
         {k: take(f"{prefix}param/{i}/{k}", shape, dtype) for k, (shape, dtype) in layer.items()}
         for i, layer in enumerate(expected)
+    ]
+    kept = [
+        {k: take(f"{prefix}buffer/{i}/{k}", shape, dtype) for k, (shape, dtype) in layer.items()}
+        for i, layer in enumerate(buffers)
     ]
     losses = take(f"{prefix}losses", (step,), np.dtype(np.float64))
     opt_state: State = {}
@@ -435,7 +444,7 @@ def _take_state(
             ]
         else:
             raise ModelFileError(path, f"optimizer entry {name!r} of unknown type {kind!r}")
-    return params, opt_state, losses
+    return params, opt_state, losses, kept
 
 
 # ----------------------------------------------------------------------------------- policy

@@ -216,6 +216,8 @@ def finalize(results: Sequence[Any], model: Sequential, strategy: Strategy) -> T
         stages = [stages[0]._replace(opt_state=replicas[0].opt_state)]
     trained = model.skeleton()
     trained.params = [layer for s in stages for layer in s.params]
+    if all(len(s.buffers) == len(s.params) for s in stages):
+        trained.buffers = [layer for s in stages for layer in s.buffers]
     opt_state = join_states([s.opt_state for s in stages])
     losses = np.asarray(stages[-1].losses, dtype=float)
     return TrainingResult(trained, opt_state, losses, states=host)

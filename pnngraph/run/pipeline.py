@@ -263,7 +263,8 @@ def initial_states(
     stage holding ``losses``; model averaging adds ``replicas``."""
     bounds = spec.strategy.stage_bounds(model.layer_flops())
     full = spec.optimizer.init(model.params) if opt_state is None else opt_state
-    stages = [StageState(model.params[a:z], split_state(full, a, z), ()) for a, z in bounds]
+    stages = [StageState(model.params[a:z], split_state(full, a, z), (), model.buffers[a:z])
+              for a, z in bounds]
     stages[-1] = stages[-1]._replace(losses=tuple(float(v) for v in losses))
     return spec.strategy.slots(stages, replicas)
 
