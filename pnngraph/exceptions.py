@@ -176,6 +176,17 @@ def check_int(name: str, value: Any, *, low: int = 1) -> int:
     return int(value)
 
 
+def check_bool(name: str, value: Any) -> bool:
+    """``value`` as a ``bool`` when it is one (Python or numpy); else :class:`ConfigError`.
+
+    >>> check_bool("bias", False)
+    False
+    """
+    if not isinstance(value, bool | np.bool_):
+        raise ConfigError(name, "True or False", value)
+    return bool(value)
+
+
 def is_number(value: Any) -> bool:
     """Whether ``value`` is a real number: a Python or numpy integer or float, not a bool.
 

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from pnngraph.exceptions import ConfigError, ShapeError, check_int
+from pnngraph.exceptions import ConfigError, ShapeError, check_bool, check_int
 from pnngraph.nn.backend import Array, device_of
 from pnngraph.nn.layers import Context, Layer, Params, Shape
 
@@ -77,14 +77,16 @@ def _pad(xp: Any, x: Array, p: int) -> Array:
 def conv2d_forward(
     xp: Any, params: Params, x: Array, stride: int, padding: int
 ) -> tuple[Array, Any]:
-    W, b = params["W"], params["b"]
+    W = params["W"]
     f, c, kh, kw = W.shape
     n, _, h, w = x.shape
     oh, ow = _out_size(h, kh, stride, padding), _out_size(w, kw, stride, padding)
     win = _windows(xp, _pad(xp, x, padding), kh, kw, stride, oh, ow)  # (N, C, K, OH, OW)
     cols = xp.reshape(xp.permute_dims(win, (0, 3, 4, 1, 2)), (n * oh * ow, c * kh * kw))
     wmat = xp.reshape(W, (f, c * kh * kw))
-    y = cols @ xp.matrix_transpose(wmat) + b  # (N*OH*OW, F)
+    y = cols @ xp.matrix_transpose(wmat)  # (N*OH*OW, F)
+    if "b" in params:
+        y += params["b"]
     y = xp.permute_dims(xp.reshape(y, (n, oh, ow, f)), (0, 3, 1, 2))
     return y, (cols, tuple(x.shape))
 
@@ -96,7 +98,7 @@ def conv2d_backward(
     W = params["W"]
     f, _, kh, kw = W.shape
     oh, ow = dy.shape[2], dy.shape[3]
-    dyr, grads = _conv2d_grads(xp, W, cols, dy)
+    dyr, grads = _conv2d_grads(xp, W, cols, dy, "b" in params)
     wmat = xp.reshape(W, (f, c * kh * kw))
     dcols = xp.reshape(dyr @ wmat, (n, oh, ow, c, kh * kw))
     dwin = xp.permute_dims(dcols, (0, 3, 4, 1, 2))  # (N, C, K, OH, OW)
@@ -106,12 +108,15 @@ def conv2d_backward(
     return dx, grads
 
 
-def _conv2d_grads(xp: Any, W: Array, cols: Array, dy: Array) -> tuple[Array, Params]:
+def _conv2d_grads(xp: Any, W: Array, cols: Array, dy: Array,
+                  bias: bool = True) -> tuple[Array, Params]:
     """``dy`` as rows (N*OH*OW, F), and the gradients of the weights and the bias."""
     n, f, oh, ow = dy.shape
     dyr = xp.reshape(xp.permute_dims(dy, (0, 2, 3, 1)), (n * oh * ow, f))
-    dW = xp.reshape(xp.matrix_transpose(dyr) @ cols, W.shape)
-    return dyr, {"W": dW, "b": xp.sum(dyr, axis=0)}
+    grads = {"W": xp.reshape(xp.matrix_transpose(dyr) @ cols, W.shape)}
+    if bias:
+        grads["b"] = xp.sum(dyr, axis=0)
+    return dyr, grads
 
 
 def maxpool2d_forward(xp: Any, x: Array, size: int, stride: int) -> tuple[Array, Any]:
@@ -154,7 +159,8 @@ class Conv2D(Layer):
     ``Conv2D(out_channels, kernel_size)`` takes ``in_channels`` from the shape it receives when
     the model is built; ``Conv2D(in_channels, out_channels, kernel_size)`` states it (and the build
     checks it). ``kernel_size`` is an int or (kh, kw); ``stride`` and zero ``padding`` are ints.
-    Weights are He normal with fan-in ``in_channels * kh * kw``; biases start at zero.
+    Weights are He normal with fan-in ``in_channels * kh * kw``; biases start at zero, and
+    ``bias=False`` leaves them out (before a BatchNorm, which subtracts the mean).
     """
 
     kind = "conv"
@@ -167,9 +173,11 @@ class Conv2D(Layer):
         kernel_size: int | tuple[int, int] | None = None,
         stride: int = 1,
         padding: int = 0,
+        bias: bool = True,
         name: str | None = None,
     ) -> None:
         super().__init__(name)
+        self.bias = check_bool("Conv2D bias", bias)
         if sizes:
             if len(sizes) not in (2, 3) or out_channels is not None or kernel_size is not None:
                 raise ConfigError("Conv2D sizes", "(out_channels, kernel_size) or (in_channels, "
@@ -206,10 +214,10 @@ class Conv2D(Layer):
         kh, kw = self.kernel_size
         fan_in = shape[0] * kh * kw
         W = rng.standard_normal((self.out_channels, shape[0], kh, kw))
-        return {
-            "W": (W * math.sqrt(2.0 / fan_in)).astype(dtype),
-            "b": np.zeros(self.out_channels, dtype=dtype),
-        }
+        params = {"W": (W * math.sqrt(2.0 / fan_in)).astype(dtype)}
+        if self.bias:
+            params["b"] = np.zeros(self.out_channels, dtype=dtype)
+        return params
 
     def forward(self, xp: Any, params: Params, x: Array, ctx: Context) -> tuple[Array, Any]:
         return conv2d_forward(xp, params, x, self.stride, self.padding)
@@ -218,7 +226,7 @@ class Conv2D(Layer):
         return conv2d_backward(xp, params, cache, dy, self.stride, self.padding)
 
     def param_grads(self, xp: Any, params: Params, cache: Any, dy: Array) -> Params:
-        return _conv2d_grads(xp, params["W"], cache[0], dy)[1]
+        return _conv2d_grads(xp, params["W"], cache[0], dy, self.bias)[1]
 
     def flops(self, shape: Shape) -> float:
         f, oh, ow = self.output_shape(shape)
@@ -233,7 +241,7 @@ class Conv2D(Layer):
             "stride": self.stride,
             "padding": self.padding,
             "name": self.name,
-        }
+        } | ({} if self.bias else {"bias": False})
 
 
 class _Pool2D(Layer):

@@ -36,6 +36,7 @@ from pnngraph.exceptions import (
     ConfigError,
     ShapeError,
     UnknownNameError,
+    check_bool,
     check_int,
     check_name,
     check_number,
@@ -128,18 +129,23 @@ class Layer:
 
 def dense_forward(xp: Any, params: Params, x: Array) -> tuple[Array, Array]:
     y = x @ params["W"]
-    y += params["b"]  # the product is a new array: add the bias in place, one array not two
+    if "b" in params:  # the product is a new array: add the bias in place, one array not two
+        y += params["b"]
     return y, x
 
 
-def dense_param_grads(xp: Any, x: Array, dy: Array) -> Params:
+def dense_param_grads(xp: Any, x: Array, dy: Array, bias: bool = True) -> Params:
     if x.ndim > 2:  # applied at every position: sum over every leading axis
         x, dy = xp.reshape(x, (-1, x.shape[-1])), xp.reshape(dy, (-1, dy.shape[-1]))
-    return {"W": xp.matrix_transpose(x) @ dy, "b": xp.sum(dy, axis=0)}
+    grads = {"W": xp.matrix_transpose(x) @ dy}
+    if bias:
+        grads["b"] = xp.sum(dy, axis=0)
+    return grads
 
 
 def dense_backward(xp: Any, params: Params, x: Array, dy: Array) -> tuple[Array, Params]:
-    return dy @ xp.matrix_transpose(params["W"]), dense_param_grads(xp, x, dy)
+    return (dy @ xp.matrix_transpose(params["W"]),
+            dense_param_grads(xp, x, dy, "b" in params))
 
 
 INITS = ("he", "glorot")
@@ -152,13 +158,15 @@ class Dense(Layer):
     ``Dense(n_out)`` takes ``n_in`` from the shape it receives when the model is built;
     ``Dense(n_in, n_out)`` states both (and the build checks them). ``init="he"`` draws W from
     N(0, 2 / n_in) (for ReLU-like activations); ``"glorot"`` from
-    U(-a, a) with a = sqrt(6 / (n_in + n_out)). Biases start at zero.
+    U(-a, a) with a = sqrt(6 / (n_in + n_out)). Biases start at zero; ``bias=False`` leaves
+    ``b`` out (before a normalisation that subtracts the mean, whose true gradient for a bias is
+    zero: an adaptive optimizer would turn its rounding noise into steps).
     """
 
     kind = "dense"
 
     def __init__(self, n_in: int | None = None, n_out: int | None = None, *, init: str = "he",
-                 name: str | None = None):
+                 bias: bool = True, name: str | None = None):
         super().__init__(name)
         if n_out is None:  # Dense(16): the one size given is the output's
             n_in, n_out = None, n_in
@@ -169,6 +177,7 @@ class Dense(Layer):
         if init not in INITS:
             raise UnknownNameError("init", init, INITS)
         self.init = init
+        self.bias = check_bool("Dense bias", bias)
 
     def output_shape(self, shape: Shape) -> Shape:
         if self.n_in is None and shape:
@@ -184,7 +193,10 @@ class Dense(Layer):
         else:
             a = math.sqrt(6.0 / (n_in + self.n_out))
             W = rng.uniform(-a, a, (n_in, self.n_out))
-        return {"W": W.astype(dtype), "b": np.zeros(self.n_out, dtype=dtype)}
+        params = {"W": W.astype(dtype)}
+        if self.bias:
+            params["b"] = np.zeros(self.n_out, dtype=dtype)
+        return params
 
     def forward(self, xp: Any, params: Params, x: Array, ctx: Context) -> tuple[Array, Any]:
         return dense_forward(xp, params, x)
@@ -193,13 +205,14 @@ class Dense(Layer):
         return dense_backward(xp, params, cache, dy)
 
     def param_grads(self, xp: Any, params: Params, cache: Any, dy: Array) -> Params:
-        return dense_param_grads(xp, cache, dy)
+        return dense_param_grads(xp, cache, dy, self.bias)
 
     def flops(self, shape: Shape) -> float:
         return 2.0 * math.prod(shape) * self.n_out
 
     def config(self) -> dict[str, Any]:
-        return {"n_in": self.n_in, "n_out": self.n_out, "init": self.init, "name": self.name}
+        config = {"n_in": self.n_in, "n_out": self.n_out, "init": self.init, "name": self.name}
+        return config if self.bias else {**config, "bias": False}
 
 
 # ----------------------------------------------------------------------------------- activations

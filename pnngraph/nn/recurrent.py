@@ -44,7 +44,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from pnngraph.exceptions import ConfigError, ShapeError, check_int
+from pnngraph.exceptions import ShapeError, check_bool, check_int
 from pnngraph.nn.backend import Array, device_of
 from pnngraph.nn.layers import Context, Layer, Params, Shape, sigmoid_forward
 
@@ -206,9 +206,7 @@ class _Recurrent(Layer):
     ) -> None:
         super().__init__(name)
         self.hidden = check_int(f"{self.label} hidden", hidden)
-        if not isinstance(return_sequences, bool | np.bool_):
-            raise ConfigError(f"{self.label} return_sequences", "True or False", return_sequences)
-        self.return_sequences = bool(return_sequences)
+        self.return_sequences = check_bool(f"{self.label} return_sequences", return_sequences)
 
     def output_shape(self, shape: Shape) -> Shape:
         if len(shape) != 2:

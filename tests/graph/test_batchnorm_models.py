@@ -23,7 +23,7 @@ from pnngraph.compile import kernels
 from pnngraph.compile.graph import stage_label
 from pnngraph.exceptions import ConfigError
 from pnngraph.nn import BatchNorm, Conv2D, Dense, Flatten, ReLU, Residual, Sequential
-from tests.graph.conftest import bitwise_equal
+from tests.graph.conftest import bitwise_equal, max_rel_diff
 
 T, BATCH = 5, 20
 OPT = {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9}
@@ -236,3 +236,22 @@ def test_rounds_on_the_emulated_device_resume_from_host_copies():
     serial = kernels.loss_backward(spec, state, None, X, y, index, 10, 0, 0, spec.serial_sync())
     assert bitwise_equal(grads["numpy"], grads["emulated"])
     assert bitwise_equal(grads["numpy"], kernels.to_host(serial[1]))
+
+
+def test_without_biases_before_batchnorm_adam_equals_serial():
+    """Convolutions without a bias before their BatchNorm (``bias=False``) leave nothing at
+    rounding noise for Adam to amplify: AdamW with data parallelism equals serial training
+    array by array, relative to each array's own size."""
+    model = lambda: Sequential([  # noqa: E731
+        Conv2D(3, 3, padding=1, bias=False), BatchNorm(), ReLU(),
+        Residual([Conv2D(3, 3, padding=1, bias=False), BatchNorm(), ReLU(),
+                  Conv2D(3, 3, padding=1, bias=False), BatchNorm()]),
+        ReLU(), Flatten(), Dense(3)], input_shape=(1, 6, 6))
+    X, y = make_data()
+    options = {"optimizer": "adamw", "lr": 0.01, "weight_decay": 0.01}
+    reference = train_serial(model(), X, y, steps=T, batch_size=BATCH, **options)
+    graph = build(model(), (X, y), strategy=DataParallel([1, 2, 4]), steps=T, batch_size=BATCH,
+                  **options)
+    (result,) = dask.compute(graph, scheduler="sync")
+    assert "b" not in result.params[0] and "0.0.b" not in result.params[3]
+    assert max_rel_diff(result.params, reference.params) <= 1e-12

@@ -108,6 +108,12 @@ def test_dense_and_conv_infer_their_input_size():
     for a, b in zip(inferred.params, explicit.params, strict=True):
         assert all(np.array_equal(a[k], b[k]) for k in b)
     assert Dense(n_out=4).n_out == 4 and Dense(n_in=3, n_out=4).n_in == 3
+    unbiased = Sequential([Conv2D(2, 3, bias=False), Flatten(), Dense(2, bias=False)],
+                          input_shape=(1, 3, 3))
+    assert [sorted(p) for p in unbiased.params] == [["W"], [], ["W"]]
+    assert Sequential.from_config(unbiased.config()).config() == unbiased.config()
+    with pytest.raises(ConfigError, match="Dense bias: expected True or False, got 0"):
+        Dense(2, bias=0)
     assert Conv2D(in_channels=1, out_channels=2, kernel_size=3).in_channels == 1
     with pytest.raises(ShapeError, match=r"layer 1 \(dense1\): expected input \(5,\), got \(4,\)"):
         Sequential([Dense(4), Dense(5, 2)], input_shape=(3,))

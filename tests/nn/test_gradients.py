@@ -52,6 +52,8 @@ LAYERS = {
     "conv": (lambda: Conv2D(2, 3, 3), (2, 5, 5)),
     "conv-stride-pad": (lambda: Conv2D(2, 2, (3, 2), stride=2, padding=1), (2, 6, 5)),
     "conv-1x1": (lambda: Conv2D(3, 2, 1), (3, 3, 3)),
+    "conv-no-bias": (lambda: Conv2D(2, 3, padding=1, bias=False), (2, 4, 4)),
+    "dense-no-bias": (lambda: Dense(3, bias=False), (4,)),
     "maxpool": (lambda: MaxPool2D(2), (2, 4, 4)),
     "maxpool-stride-overlap": (lambda: MaxPool2D(3, stride=2), (1, 7, 6)),
     "dense-per-position": (lambda: Dense(4, 3), (5, 4)),
