@@ -12,13 +12,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from pnngraph.exceptions import ConfigError, UnknownNameError, check_int
+from pnngraph.exceptions import ConfigError, UnknownNameError, check_bool, check_int
 from pnngraph.nn.attention import (
     Embedding,
     LayerNorm,
     MultiHeadSelfAttention,
     PositionalEmbedding,
 )
+from pnngraph.nn.batchnorm import BatchNorm
 from pnngraph.nn.blocks import Residual
 from pnngraph.nn.conv import Conv2D, MaxPool2D
 from pnngraph.nn.layers import Dense, Flatten, Layer, activation
@@ -81,26 +82,34 @@ def resnet(
     *,
     channels: Sequence[int] = (16, 32),
     blocks: int = 1,
+    batchnorm: bool = False,
     seed: int = 0,
     dtype: str = "float64",
 ) -> Sequential:
     """Small residual CNN (He et al., 2016): a 3x3 Conv2D + ReLU stem, then per entry of
     ``channels`` ``blocks`` residual blocks ``x + conv(relu(conv(x)))``, each followed by a ReLU
     (the first block of a wider stage has a 1x1 convolution as its shortcut), and 2x2 max pooling
-    while the image is at least 2x2; then Flatten and a Dense classifier."""
+    while the image is at least 2x2; then Flatten and a Dense classifier. ``batchnorm=True``
+    puts a BatchNorm after every convolution (which then has no bias): such a model trains with
+    DataParallel or ModelAveraging, not in a pipeline."""
     shape = tuple(input_shape)
     if len(shape) != 3:
         raise ConfigError("input_shape", "(channels, height, width) for a ResNet", shape)
     check_int("blocks", blocks)
     if not channels:
         raise ConfigError("channels", "at least one width", list(channels))
+    norm = check_bool("batchnorm", batchnorm)
+
+    def conv(out: int, k: int, padding: int = 0) -> list[Layer]:
+        return [Conv2D(out, k, padding=padding, bias=not norm), *([BatchNorm()] if norm else [])]
+
     _, h, w = shape
     width = check_int("channels", channels[0])
-    layers: list[Layer] = [Conv2D(width, 3, padding=1), activation("relu")]
+    layers: list[Layer] = [*conv(width, 3, 1), activation("relu")]
     for out in channels:
         for b in range(blocks):
-            shortcut = [Conv2D(out, 1)] if b == 0 and out != width else None
-            body = [Conv2D(out, 3, padding=1), activation("relu"), Conv2D(out, 3, padding=1)]
+            shortcut = conv(out, 1) if b == 0 and out != width else None
+            body = [*conv(out, 3, 1), activation("relu"), *conv(out, 3, 1)]
             layers += [Residual(body, shortcut=shortcut), activation("relu")]
             width = out
         if h >= 2 and w >= 2:
