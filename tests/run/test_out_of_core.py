@@ -1,0 +1,82 @@
+"""Data larger than a worker: a chunked dask array about four times a worker's memory limit
+trains with DataParallel(2) on a real process cluster, block by block, without a worker being
+restarted or a result recomputed, and equals the serial trainer given the same batches."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+import pnngraph
+from pnngraph.nn import Dense, Sequential
+from tests.graph.conftest import max_rel_diff
+
+da = pytest.importorskip("dask.array")
+distributed = pytest.importorskip("distributed")
+
+FEATURES, BLOCK, BLOCKS = 100, 15_625, 96  # 96 blocks of 12.5 MB: 1.2 GB of float64
+LIMIT = "300MiB"
+RUN = {"steps": 60, "batch_size": 12_500, "window": 2, "lr": 0.1, "seed": 3}
+
+
+def write_data(path):
+    """X, written block by block (never whole in memory), and its labels."""
+    X = np.lib.format.open_memmap(path, mode="w+", dtype=np.float64,
+                                  shape=(BLOCK * BLOCKS, FEATURES))
+    for b in range(BLOCKS):
+        X[b * BLOCK : (b + 1) * BLOCK] = np.random.default_rng([7, b]).standard_normal(
+            (BLOCK, FEATURES))
+    X.flush()
+    y = (X[:, 0] + X[:, 1] > 0).astype(np.int64)
+    del X
+    return y
+
+
+def read_block(path, block_id=None):
+    """Block ``block_id`` of the rows of the .npy file at ``path``, read into memory."""
+    b = block_id[0]
+    return np.array(np.load(path, mmap_mode="r")[b * BLOCK : (b + 1) * BLOCK])
+
+
+def peak_rss(dask_worker):
+    return max(dask_worker.monitor.quantities["memory"])
+
+
+def lost_results(dask_scheduler):
+    """Transitions that lose a result held in memory or recompute it (not its release)."""
+    return [t for t in dask_scheduler.transition_log
+            if t[1] == "memory" and t[2] not in ("released", "forgotten")]
+
+
+@pytest.mark.slow
+@pytest.mark.cluster
+def test_data_four_times_a_workers_memory_trains_block_by_block(tmp_path):
+    path = str(tmp_path / "X.npy")
+    y = write_data(path)
+    np.save(tmp_path / "y.npy", y)
+    X = da.map_blocks(read_block, path, chunks=((BLOCK,) * BLOCKS, (FEATURES,)),
+                      dtype=np.float64, meta=np.empty((0, FEATURES)))
+    assert X.nbytes > 3.5 * 300 * 2**20
+    data = X, da.map_blocks(read_block, str(tmp_path / "y.npy"), chunks=((BLOCK,) * BLOCKS,),
+                            dtype=np.int64, meta=np.empty((0,), dtype=np.int64))
+    model = Sequential([Dense(FEATURES, 2)], input_shape=(FEATURES,), seed=1)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  memory_limit=LIMIT, dashboard_address="127.0.0.1:0",
+                                  host="127.0.0.1") as cluster, \
+            distributed.Client(cluster) as client:
+        before = client.run(os.getpid)
+        result = pnngraph.fit(model, data, strategy=pnngraph.DataParallel(2), client=client,
+                              scheduler="static", progress=False, **RUN)
+        after = client.run(os.getpid)
+        peaks = client.run(peak_rss)
+        lost = client.run_on_scheduler(lost_results)
+    assert after == before  # the same workers, none restarted
+    assert lost == []
+    print(f"peak worker RSS: {max(peaks.values()) / 2**20:.0f} MiB of {LIMIT} "
+          f"(data {X.nbytes / 2**20:.0f} MiB)")
+    reference = pnngraph.train_serial(model, np.load(path, mmap_mode="r"), y,
+                                      block_rows=X.chunks[0], **RUN)
+    assert max_rel_diff(result.params, reference.params) <= 1e-12
+    np.testing.assert_allclose(result.losses, reference.losses, rtol=1e-12)
