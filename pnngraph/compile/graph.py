@@ -329,8 +329,9 @@ def _copies(b: _Builder, init: list[Ref], x: Any, y: Any) -> list[Ref]:
             rows = index[offset : offset + n_shard]
             offset += n_shard
             parts.append(b.add("grad", 0, (s, j, 0), kernels.grad, b.specs[0], states[j % R],
-                               b.rows(x, rows), b.rows(y, rows), rows, len(index), s, j, cost=b.costs.grad(0, n_shard), step=s,
-                               shard=j, micro=0, stage=0, copy=j % R))
+                               b.rows(x, rows), b.rows(y, rows), rows, len(index), s, j,
+                               cost=b.costs.grad(0, n_shard), step=s, shard=j, micro=0,
+                               stage=0, copy=j % R))
         leaves = b.tree(parts, 0, s)
         states = [b.add("update", 0, (s, 0, r), kernels.update, b.specs[0], states[r], s, *leaves,
                         cost=b.costs.update(0, len(leaves)), step=s, stage=0, copy=r)

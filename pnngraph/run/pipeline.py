@@ -493,7 +493,7 @@ def _dask_blocks(a: Any, rows: tuple[int, ...]) -> Source | Blocks:
     """``a`` cut into blocks of ``rows`` along the samples (one block across every other
     axis): one source per block, a task reads the blocks its rows are in; one block is
     one source."""
-    whole = a.rechunk({0: rows, **{axis: -1 for axis in range(1, a.ndim)}})
+    whole = a.rechunk({0: rows, **dict.fromkeys(range(1, a.ndim), -1)})
     keys = []
     for key in whole.__dask_keys__():
         while isinstance(key, list):  # the one block across the other axes
