@@ -76,11 +76,13 @@ WORKER_BACKEND = WorkerBackend()
 @dataclass(frozen=True)
 class Source:
     """An input given from outside the graph: a host value, or a handle the lowering knows
-    (a Dask future or a key of another collection)."""
+    (a Dask future or a key of another collection); ``home`` is the worker that holds it,
+    where that is known (a block of a persisted dask array)."""
 
     value: Any
     nbytes: int
     external: bool = False
+    home: str | None = None
 
 
 @dataclass(frozen=True)
@@ -185,7 +187,7 @@ class _Builder:
         key = node_key(phase, "", self.token, i, *extra)
         self.g.add_node(key, kind=phase, fn=None, args=(), source=source, flops=0.0,
                         bytes=source.nbytes, step=None, shard=None, micro=None, stage=stage,
-                        copy=copy, block=block)
+                        copy=copy, block=block, home=source.home)
         return Ref(key)
 
     def tree(self, leaves: list[Ref], k: int, step: int, until: int | None = None) -> list[Ref]:

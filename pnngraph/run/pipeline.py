@@ -416,7 +416,8 @@ def _place_data(inputs: Inputs, client: Any
     """
     X, y = inputs.X, inputs.y
     if _is_dask_array(X):
-        return (_dask_blocks(X, X.chunks[0]), _dask_blocks(y, X.chunks[0])), ()
+        rows = X.chunks[0]
+        return (_dask_blocks(X, rows, client), _dask_blocks(y, rows, client)), ()
     if client is None:
         return (Source(X, X.nbytes), Source(y, y.nbytes)), ()
     # named for the task stream (data-X, data-y), never by content: a later build with the
@@ -489,17 +490,20 @@ def _dask_metadata(X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
     return X_meta, y_meta
 
 
-def _dask_blocks(a: Any, rows: tuple[int, ...]) -> Source | Blocks:
+def _dask_blocks(a: Any, rows: tuple[int, ...], client: Any = None) -> Source | Blocks:
     """``a`` cut into blocks of ``rows`` along the samples (one block across every other
     axis): one source per block, a task reads the blocks its rows are in; one block is
-    one source."""
+    one source. With ``client``, a block already in a worker's memory (a persisted array)
+    has that worker as its home (the first in address order where it has several)."""
     whole = a.rechunk({0: rows, **dict.fromkeys(range(1, a.ndim), -1)})
     keys = []
     for key in whole.__dask_keys__():
         while isinstance(key, list):  # the one block across the other axes
             key = key[0]
         keys.append(key)
+    held = {} if client is None else client.who_has(whole)
     per_row = int(a.nbytes) // max(int(a.shape[0]), 1)
-    sources = tuple(Source((whole, key), per_row * n, external=True)
+    sources = tuple(Source((whole, key), per_row * n, external=True,
+                           home=min(held[key]) if held.get(key) else None)
                     for key, n in zip(keys, rows, strict=True))
     return sources[0] if len(sources) == 1 else Blocks(sources, tuple(rows))

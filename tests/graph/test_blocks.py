@@ -3,12 +3,13 @@ the serial trainer given the same order."""
 
 from __future__ import annotations
 
+import itertools
+
 import dask
 import numpy as np
 import pytest
 
 from pnngraph import DataParallel, Hybrid, ModelAveraging, Pipeline, build, train_serial
-from pnngraph.compile.graph import BlockRefs
 from pnngraph.nn.train import batch_indices, epoch_order
 from tests.graph.conftest import make_data, make_mlp, max_rel_diff
 
@@ -97,4 +98,36 @@ def test_a_task_is_given_only_the_blocks_its_rows_are_in():
         assert len(blocks) == 2 * len(X_blocks)  # X's and y's
         for u in blocks:  # each edge carries its block's bytes
             assert g.edges[u, key]["bytes"] == g.nodes[u]["bytes"] > 0
-    assert isinstance(BlockRefs(()), tuple)
+
+
+@pytest.mark.parametrize("scheduler", ["heft", "peft", "static", "dask"])
+@pytest.mark.parametrize("home", ["sim-cpu-0", "sim-cpu-1"])
+def test_the_plan_puts_the_tasks_where_their_blocks_are_held(home, scheduler):
+    from pnngraph.compile.graph import Blocks, Source, compile_training
+    from pnngraph.compile.spec import prepare
+    from pnngraph.plan.cluster import simulated_cluster
+    from pnngraph.plan.planner import make_plan, scheduling_graph
+    from pnngraph.run.pipeline import _state_bytes, initial_states
+
+    X, y = make_data("mlp")
+    model = make_mlp()
+    spec, X, y = prepare(model, X, y, steps=3, batch_size=12, block_rows=ROWS, lr=0.1)
+    starts = STARTS.tolist()
+
+    def blocks(a):  # held by `home`, priced as if each were 100 MB
+        return Blocks(tuple(Source(a[lo:hi], 10**8, home=home)
+                            for lo, hi in itertools.pairwise(starts)), ROWS)
+
+    init = [Source(s, _state_bytes(s)) for s in initial_states(model, spec)]
+    abstract = compile_training(model, spec, data=(blocks(X), blocks(y)), init=init, start=0,
+                                steps=3)
+    cluster = simulated_cluster(cpus=2, gpus=0)
+    plan = make_plan(abstract, cluster, scheduler=scheduler)
+    costed = scheduling_graph(abstract, cluster)
+    plan.schedule.validate(costed)
+    plan.predicted.validate(costed)
+    data = [k for k, kind in abstract.nodes(data="kind") if kind == "data"]
+    assert {plan.placement[k] for k in data} == {home}  # a held block stays where it is
+    grads = [k for k, kind in abstract.nodes(data="kind") if kind == "grad"]
+    if scheduler in ("heft", "peft"):  # the cost model: moving 100 MB blocks costs most
+        assert grads and {plan.placement[k] for k in grads} == {home}

@@ -80,3 +80,31 @@ def test_data_four_times_a_workers_memory_trains_block_by_block(tmp_path):
                                       block_rows=X.chunks[0], **RUN)
     assert max_rel_diff(result.params, reference.params) <= 1e-12
     np.testing.assert_allclose(result.losses, reference.losses, rtol=1e-12)
+
+
+@pytest.mark.cluster
+def test_blocks_held_by_a_worker_are_planned_there():
+    rng = np.random.default_rng(0)
+    X_host = rng.standard_normal((4000, 50))
+    y_host = (X_host[:, 0] > 0).astype(np.int64)
+    model = Sequential([Dense(50, 2)], input_shape=(50,), seed=1)
+    run = {"steps": 4, "batch_size": 500, "lr": 0.1}
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address="127.0.0.1:0", host="127.0.0.1") as cluster, \
+            distributed.Client(cluster) as client:
+        X, y = client.persist([da.from_array(X_host, chunks=(1000, 50)),
+                               da.from_array(y_host, chunks=1000)])
+        distributed.wait([X, y])
+        held = {**client.who_has(X), **client.who_has(y)}
+        graph = pnngraph.build(model, (X, y), strategy=pnngraph.DataParallel(1), client=client,
+                               **run)
+        # the planner prices moving each block from there (tests/graph/test_blocks.py)
+        blocks = {k: node for k, node in graph.abstract.nodes(data=True)
+                  if node["kind"] == "data"}
+        assert len(blocks) == 8
+        for k, node in blocks.items():
+            assert node["home"] == min(held[node["source"].value[1]])
+            assert graph.plan.placement[k] == node["home"]
+        result = client.compute(graph).result()
+    reference = pnngraph.train_serial(model, X_host, y_host, block_rows=(1000,) * 4, **run)
+    assert max_rel_diff(result.params, reference.params) <= 1e-12
