@@ -273,6 +273,9 @@ def compile_training(
         else:
             carry = [[r] for r in _steps(b, [s[0] for s in slots], x, y, M)]
         outputs = [c[0] for c in carry]
+    # blocks no step of this graph reads are left out: nothing loads them
+    b.g.remove_nodes_from([k for k, block in b.g.nodes(data="block")
+                           if block is not None and b.g.out_degree(k) == 0])
     b.g.graph.update(outputs=[r.key for r in outputs], carry=[[r.key for r in c] for c in carry],
                      token=token, layout=(S, len(bounds), M), copies=copies)
     return b.g

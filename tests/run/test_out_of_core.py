@@ -4,13 +4,16 @@ restarted or a result recomputed, and equals the serial trainer given the same b
 
 from __future__ import annotations
 
+import collections
 import os
 
+import dask
 import numpy as np
 import pytest
 
 import pnngraph
 from pnngraph.nn import Dense, Sequential
+from pnngraph.nn.train import batch_indices
 from tests.graph.conftest import max_rel_diff
 
 da = pytest.importorskip("dask.array")
@@ -44,10 +47,9 @@ def peak_rss(dask_worker):
     return max(dask_worker.monitor.quantities["memory"])
 
 
-def lost_results(dask_scheduler):
-    """Transitions that lose a result held in memory or recompute it (not its release)."""
-    return [t for t in dask_scheduler.transition_log
-            if t[1] == "memory" and t[2] not in ("released", "forgotten")]
+def transitions(dask_scheduler):
+    """Every ``(key, from, to)`` transition the scheduler logged."""
+    return [tuple(t[:3]) for t in dask_scheduler.transition_log]
 
 
 @pytest.mark.slow
@@ -62,18 +64,26 @@ def test_data_four_times_a_workers_memory_trains_block_by_block(tmp_path):
     data = X, da.map_blocks(read_block, str(tmp_path / "y.npy"), chunks=((BLOCK,) * BLOCKS,),
                             dtype=np.int64, meta=np.empty((0,), dtype=np.int64))
     model = Sequential([Dense(FEATURES, 2)], input_shape=(FEATURES,), seed=1)
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  memory_limit=LIMIT, dashboard_address="127.0.0.1:0",
-                                  host="127.0.0.1") as cluster, \
+    with dask.config.set({"distributed.admin.low-level-log-length": 10**6}), \
+            distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                     memory_limit=LIMIT, dashboard_address="127.0.0.1:0",
+                                     host="127.0.0.1") as cluster, \
             distributed.Client(cluster) as client:
         before = client.run(os.getpid)
         result = pnngraph.fit(model, data, strategy=pnngraph.DataParallel(2), client=client,
                               scheduler="static", progress=False, **RUN)
         after = client.run(os.getpid)
         peaks = client.run(peak_rss)
-        lost = client.run_on_scheduler(lost_results)
+        log = client.run_on_scheduler(transitions)
     assert after == before  # the same workers, none restarted
-    assert lost == []
+    assert [t for t in log if t[1] == "memory" and t[2] not in ("released", "forgotten")] == []
+    # each block was read once by the checks and once more where a step reads it, no more
+    loads = collections.Counter(t[0] for t in log if t[0][0] == X.name and t[2] == "memory")
+    read = {int(r) // BLOCK for s in range(RUN["steps"]) for r in batch_indices(
+        len(y), RUN["batch_size"], RUN["seed"], s, block_rows=X.chunks[0], window=2)}
+    assert len(loads) == BLOCKS and set(loads.values()) <= {1, 2}
+    assert {key[1] for key, n in loads.items() if n == 2} == read
+    print(f"blocks read by the steps: {len(read)} of {BLOCKS}")
     print(f"peak worker RSS: {max(peaks.values()) / 2**20:.0f} MiB of {LIMIT} "
           f"(data {X.nbytes / 2**20:.0f} MiB)")
     reference = pnngraph.train_serial(model, np.load(path, mmap_mode="r"), y,
@@ -98,10 +108,10 @@ def test_blocks_held_by_a_worker_are_planned_there():
         held = {**client.who_has(X), **client.who_has(y)}
         graph = pnngraph.build(model, (X, y), strategy=pnngraph.DataParallel(1), client=client,
                                **run)
-        # the planner prices moving each block from there (tests/graph/test_blocks.py)
+        # the planner prices moving each block from there (tests/graph/test_data_blocks.py)
         blocks = {k: node for k, node in graph.abstract.nodes(data=True)
                   if node["kind"] == "data"}
-        assert len(blocks) == 8
+        assert blocks
         for k, node in blocks.items():
             assert node["home"] == min(held[node["source"].value[1]])
             assert graph.plan.placement[k] == node["home"]

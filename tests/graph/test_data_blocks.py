@@ -98,6 +98,10 @@ def test_a_task_is_given_only_the_blocks_its_rows_are_in():
         assert len(blocks) == 2 * len(X_blocks)  # X's and y's
         for u in blocks:  # each edge carries its block's bytes
             assert g.edges[u, key]["bytes"] == g.nodes[u]["bytes"] > 0
+    # 4 steps of 6 rows read the blocks of the first two runs only; the others are left out
+    read = {g.nodes[k]["block"] for k, kind in g.nodes(data="kind") if kind == "data"}
+    order = [block_of(r) for r in epoch_order(46, 0, 0, ROWS, 1)[:24]]
+    assert read == set(order) and len(read) < len(ROWS)
 
 
 @pytest.mark.parametrize("scheduler", ["heft", "peft", "static", "dask"])
