@@ -135,3 +135,22 @@ def test_the_plan_puts_the_tasks_where_their_blocks_are_held(home, scheduler):
     grads = [k for k, kind in abstract.nodes(data="kind") if kind == "grad"]
     if scheduler in ("heft", "peft"):  # the cost model: moving 100 MB blocks costs most
         assert grads and {plan.placement[k] for k in grads} == {home}
+
+
+@pytest.mark.parametrize("strategy", [DataParallel(2), ModelAveraging(2, 2)],
+                         ids=["dp", "averaging"])
+def test_a_resumed_run_on_chunked_data_is_bitwise_the_whole_run(tmp_path, strategy):
+    from pnngraph import fit
+    from pnngraph.exceptions import ConfigError
+    from tests.graph.conftest import bitwise_equal
+
+    _, _, data = dask_data()
+    kw = {"strategy": strategy, "batch_size": 12, "window": 2, "progress": False,
+          "optimizer": "adam", "lr": 0.01}
+    whole = fit(make_mlp(), data, steps=9, **kw)
+    fit(make_mlp(), data, steps=4, checkpoint_dir=tmp_path, **kw)
+    resumed = fit(make_mlp(seed=99), data, steps=9, checkpoint_dir=tmp_path, resume=True, **kw)
+    assert bitwise_equal(resumed.params, whole.params)
+    np.testing.assert_array_equal(resumed.losses, whole.losses)
+    with pytest.raises(ConfigError, match="window"):  # another order is another run
+        fit(make_mlp(), data, steps=9, checkpoint_dir=tmp_path, resume=True, **{**kw, "window": 3})
