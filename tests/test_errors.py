@@ -320,6 +320,10 @@ API_CASES = {
                                                        lr=True)),
     "checkpoint_dir naming a file": (ex.ConfigError, checkpoint_dir_a_file),
     "a dask array of unknown chunk sizes": (ex.DataError, unknown_chunk_sizes),
+    "a window of blocks below 1": (ex.ConfigError, api(pnngraph.build, mlp(), dask_data(), **ONE,
+                                                       window=0)),
+    "block rows that do not add up to the data": (ex.ConfigError, api(
+        pnngraph.train_serial, mlp(), X, Y, **ONE, block_rows=(10, 10))),
     "NaN in a dask array": (ex.DataError, api(pnngraph.build, mlp(), dask_data(
         with_value(X, (13, 1), np.nan)), **ONE)),
     "labels out of range in a dask array": (ex.DataError, api(pnngraph.build, mlp(), dask_data(

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -76,11 +76,27 @@ WORKER_BACKEND = WorkerBackend()
 @dataclass(frozen=True)
 class Source:
     """An input given from outside the graph: a host value, or a handle the lowering knows
-    (a Dask future or a key of another collection)."""
+    (a Dask future or a key of another collection); ``home`` is the worker that holds it,
+    where that is known (a block of a persisted dask array)."""
 
     value: Any
     nbytes: int
     external: bool = False
+    home: str | None = None
+
+
+@dataclass(frozen=True)
+class Blocks:
+    """Data in blocks of rows (a chunked dask array): one source per block, in order, and the
+    rows of each. A task then reads only the blocks its rows are in (:func:`kernels.rows_in`),
+    and each edge from a block carries the block's bytes."""
+
+    sources: tuple[Source, ...]
+    rows: tuple[int, ...]
+
+
+class BlockRefs(tuple):
+    """The nodes of a :class:`Blocks` input, as ``(first row, last row + 1, Ref)`` triples."""
 
 
 class Copies(tuple):
@@ -139,17 +155,39 @@ class _Builder:
         for name in ("step", "shard", "micro", "stage", "copy"):
             attrs.setdefault(name, None)
         self.g.add_node(key, kind=phase, fn=fn, args=args, **cost, **attrs)
-        for a in args:
-            if isinstance(a, Ref):
-                self.g.add_edge(a.key, key, bytes=self.g.nodes[a.key]["bytes"])
+        for a in refs_in(args):
+            self.g.add_edge(a.key, key, bytes=self.g.nodes[a.key]["bytes"])
         return Ref(key)
 
+    def data(self, i: int, data: Source | Blocks) -> Ref | BlockRefs:
+        """The node of input ``i`` (X: 0, y: 1), or one node per block of it."""
+        if isinstance(data, Source):
+            return self.source("data", i, data)
+        starts = np.cumsum((0, *data.rows)).tolist()
+        return BlockRefs((starts[q], starts[q + 1], self.source("data", i, src, block=q))
+                         for q, src in enumerate(data.sources))
+
+    def rows(self, data: Ref | BlockRefs, *index: np.ndarray, needed: bool = True) -> Any:
+        """What a task reading rows ``index`` of ``data`` is given: the node of host data, or
+        the ``(first row, Ref)`` pairs of the blocks those rows are in (``None`` where the
+        task does not read them, ``needed=False``)."""
+        if isinstance(data, Ref):
+            return data
+        if not needed:
+            return None
+        rows = np.concatenate(index)
+        return tuple((lo, ref) for lo, hi, ref in data
+                     if np.any((rows >= lo) & (rows < hi)))
+
     def source(self, phase: str, i: int, source: Source, *, stage: int | None = None,
-               copy: int | None = None) -> Ref:
-        key = node_key(phase, "", self.token, i, *(() if copy is None else (copy,)))
+               copy: int | None = None, block: int | None = None) -> Ref:
+        """Node ``(f"{phase}-{token}", i)`` holding ``source``; ``copy`` (of an init state) or
+        ``block`` (of a data input) adds an index to the key."""
+        extra = () if copy is None and block is None else (copy if block is None else block,)
+        key = node_key(phase, "", self.token, i, *extra)
         self.g.add_node(key, kind=phase, fn=None, args=(), source=source, flops=0.0,
                         bytes=source.nbytes, step=None, shard=None, micro=None, stage=stage,
-                        copy=copy)
+                        copy=copy, block=block, home=source.home)
         return Ref(key)
 
     def tree(self, leaves: list[Ref], k: int, step: int, until: int | None = None, *,
@@ -178,7 +216,7 @@ def compile_training(
     model: Sequential,
     spec: TrainingSpec,
     *,
-    data: tuple[Source, Source],
+    data: tuple[Source | Blocks, Source | Blocks],
     init: Sequence[Source | Copies],
     start: int,
     steps: int,
@@ -188,7 +226,8 @@ def compile_training(
 
     ``init`` holds one source per slot of the strategy (:meth:`Strategy.slots`): a
     :class:`kernels.StageState` per stage, or for model averaging the last average followed by
-    one state per replica. ``data`` is the sources of X and y.
+    one state per replica. ``data`` is the sources of X and y, or their :class:`Blocks` (row
+    blocks that agree between X and y).
 
     ``copies`` > 1 (data parallelism, one stage, several shards): the state is kept in that
     many copies, and every step each copy's own update sums all the shards' gradients, so no
@@ -203,10 +242,11 @@ def compile_training(
     copies = check_int("copies", copies) if len(bounds) == 1 and strategy.algorithm == "sgd" \
         and strategy.layout[0] > 1 else 1
     flat = [s for slot in init for s in (slot if isinstance(slot, Copies) else (slot,))]
+    sources = [s for d in data for s in (d.sources if isinstance(d, Blocks) else (d,))]
     token = fingerprint(
         model.config(), spec.to_json(), start, steps, copies,
-        [s.value if s.external else s.nbytes for s in data],
-        *[s.value for s in data if not s.external],
+        [s.value if s.external else s.nbytes for s in sources],
+        *[s.value for s in sources if not s.external],
         [s.value if s.external else None for s in flat],
         *[p for s in flat if not s.external for layer in s.value.params for p in layer.values()],
     )
@@ -219,8 +259,7 @@ def compile_training(
         costs=stage_costs(model, bounds, spec.optimizer, spec.loss),
         batches=[spec.batch(s) for s in range(start, start + steps)],
     )
-    x = b.source("data", 0, data[0])
-    y = b.source("data", 1, data[1])
+    x, y = b.data(0, data[0]), b.data(1, data[1])
     slots = [[b.source("init", i, s, stage=i)] if not isinstance(s, Copies) else
              [b.source("init", i, c, stage=i, copy=r) for r, c in enumerate(s)]
              for i, s in enumerate(init)]
@@ -231,7 +270,7 @@ def compile_training(
         outputs = _averaging(b, cast(ModelAveraging, strategy), [s[0] for s in slots], x, y)
         carry = [[r] for r in outputs]
     else:
-        per_task = _fusion(b, len(model.layers))
+        per_task = _fusion(b, len(model.layers), isinstance(x, BlockRefs))
         if copies > 1:
             carry = [_copies(b, [slots[0][r % len(slots[0])] for r in range(copies)], x, y)]
         elif per_task > 1:
@@ -239,13 +278,27 @@ def compile_training(
         else:
             carry = [[r] for r in _steps(b, [s[0] for s in slots], x, y, M)]
         outputs = [c[0] for c in carry]
+    # blocks no step of this graph reads are left out: nothing loads them
+    b.g.remove_nodes_from([k for k, block in b.g.nodes(data="block")
+                           if block is not None and b.g.out_degree(k) == 0])
     b.g.graph.update(outputs=[r.key for r in outputs], carry=[[r.key for r in c] for c in carry],
                      token=token, layout=(S, len(bounds), M), copies=copies)
     return b.g
 
 
-def _fusion(b: _Builder, n_layers: int) -> int:
-    """Steps per task: 1 unless the run is one shard of one stage and a step is tiny."""
+def refs_in(args: Sequence[Any]) -> Iterator[Ref]:
+    """The Refs among ``args`` and inside their tuples (the blocks a task reads)."""
+    for a in args:
+        if isinstance(a, Ref):
+            yield a
+        elif isinstance(a, tuple):
+            yield from refs_in(a)
+
+
+def _fusion(b: _Builder, n_layers: int, blocked: bool) -> int:
+    """Steps per task: 1 unless the run is one shard of one stage and a step is tiny, and
+    never more than one by "auto" on data in blocks (a task of many steps would hold the
+    blocks of all of them)."""
     fuse, steps = b.spec.fuse_steps, len(b.batches)
     if not b.spec.strategy.fusable:
         if fuse != "auto" and fuse > 1:
@@ -253,25 +306,28 @@ def _fusion(b: _Builder, n_layers: int) -> int:
                               fuse)
         return 1
     if fuse == "auto":
+        if blocked:
+            return 1
         return b.costs.fused_steps(b.spec.batch_size, n_layers, steps)
     return min(fuse, steps)
 
 
-def _fused(b: _Builder, init: Ref, x: Ref, y: Ref, per_task: int) -> Ref:
+def _fused(b: _Builder, init: Ref, x: Any, y: Any, per_task: int) -> Ref:
     state = init
     spec = b.spec
     for lo in range(0, len(b.batches), per_task):
         idx = tuple(b.batches[lo : lo + per_task])
         s = b.start + lo
         batches = kernels.Batches(spec.n_samples, spec.batch_size, spec.seed, spec.shuffle, s,
-                                  len(idx))
-        state = b.add("steps", 0, (s,), kernels.train_steps, b.specs[0], state, x, y, batches, s,
+                                  len(idx), spec.block_rows, spec.window)
+        state = b.add("steps", 0, (s,), kernels.train_steps, b.specs[0], state, b.rows(x, *idx),
+                      b.rows(y, *idx), batches, s,
                       cost=b.costs.steps(0, sum(len(i) for i in idx), len(idx)), step=s,
                       stage=0, n_steps=len(idx))
     return state
 
 
-def _copies(b: _Builder, init: list[Ref], x: Ref, y: Ref) -> list[Ref]:
+def _copies(b: _Builder, init: list[Ref], x: Any, y: Any) -> list[Ref]:
     """Data parallelism on ``len(init)`` copies of the state: every step, shard j's gradient
     reads copy j mod R, and each copy's update sums every shard's gradient (the same tree, the
     same order, so the copies stay bitwise equal)."""
@@ -288,8 +344,9 @@ def _copies(b: _Builder, init: list[Ref], x: Ref, y: Ref) -> list[Ref]:
                 shards.append(rows)
             else:
                 parts.append(b.add("grad", 0, (s, j, 0), kernels.grad, b.specs[0], states[j % R],
-                                   x, y, rows, len(index), s, j, cost=b.costs.grad(0, n_shard),
-                                   step=s, shard=j, micro=0, stage=0, copy=j % R))
+                                   b.rows(x, rows), b.rows(y, rows), rows, len(index), s, j,
+                                   cost=b.costs.grad(0, n_shard), step=s, shard=j, micro=0,
+                                   stage=0, copy=j % R))
         stats: list[Ref] = []
         if shards:
             parts, stats = _synced(b, [states[j % R] for j in range(len(shards))], x, y, shards,
@@ -310,7 +367,7 @@ def _update(b: _Builder, state: Ref, s: int, stats: list[Ref], leaves: list[Ref]
                  *stats, *leaves, cost=b.costs.update(0, len(leaves)), step=s, stage=0, **attrs)
 
 
-def _synced(b: _Builder, states: list[Ref], x: Ref, y: Ref, shards: list[np.ndarray],
+def _synced(b: _Builder, states: list[Ref], x: Any, y: Any, shards: list[np.ndarray],
             n_global: int, s: int, copies: int | None = None) -> tuple[list[Ref], list[Ref]]:
     """Step ``s`` of a model with B BatchNorm layers, shard j on rows ``shards[j]`` reading
     ``states[j]``: 2 B rounds of ``segment`` tasks per shard, each stopping at a sync point,
@@ -335,8 +392,9 @@ def _synced(b: _Builder, states: list[Ref], x: Ref, y: Ref, shards: list[np.ndar
                   **({} if copies is None else {"copy": j % copies})}
             phase, where = ("grad", (s, j, 0)) if last else ("segment", (s, j, point))
             cost = b.costs.segment(0, len(rows), n_points + 1, last=last)
-            rounds[j] = b.add(phase, 0, where, kernels.segment, spec, states[j], x, y, rows,
-                              n_global, s, j, rounds[j], *news, cost=cost, **at)
+            rounds[j] = b.add(phase, 0, where, kernels.segment, spec, states[j], b.rows(x, rows),
+                              b.rows(y, rows), rows, n_global, s, j, rounds[j], *news,
+                              cost=cost, **at)
             if not last:
                 parts.append(b.add("stats", 0, (s, j, point), kernels.stats_of, rounds[j],
                                    cost=b.costs.stats(0, 0), **at))
@@ -346,7 +404,7 @@ def _synced(b: _Builder, states: list[Ref], x: Ref, y: Ref, shards: list[np.ndar
     return [cast(Ref, r) for r in rounds], totals[: spec.norms]
 
 
-def _steps(b: _Builder, init: list[Ref], x: Ref, y: Ref, M: int) -> list[Ref]:
+def _steps(b: _Builder, init: list[Ref], x: Any, y: Any, M: int) -> list[Ref]:
     K = len(b.specs)
     states = list(init)  # full stage states: what the updates read and write
     # what forward/backward tasks read: with optimizer state and several consumers per stage, a
@@ -374,7 +432,8 @@ def _steps(b: _Builder, init: list[Ref], x: Ref, y: Ref, M: int) -> list[Ref]:
                 lo += n_micro
                 if K == 1:
                     parts[0].append(b.add(
-                        "grad", 0, (s, j, m), kernels.grad, b.specs[0], params[0], x, y, mb,
+                        "grad", 0, (s, j, m), kernels.grad, b.specs[0], params[0], b.rows(x, mb),
+                        b.rows(y, mb), mb,
                         len(index), s, j, cost=b.costs.grad(0, n_micro), step=s, shard=j,
                         micro=m, stage=0))
                 else:
@@ -413,7 +472,7 @@ def _clipped_updates(b: _Builder, states: list[Ref], parts: list[list[Ref]], s: 
                           s, totals[k], *norms, cost=b.costs.update(k, 1), step=s, stage=k)
 
 
-def _pipeline(b: _Builder, params: list[Ref], parts: list[list[Ref]], x: Ref, y: Ref,
+def _pipeline(b: _Builder, params: list[Ref], parts: list[list[Ref]], x: Any, y: Any,
               mb: np.ndarray, n_global: int, where: tuple[int, int, int]) -> None:
     """One micro-batch through the K stages: forwards, then backwards from the last stage."""
     K, n = len(b.specs), len(mb)
@@ -422,11 +481,11 @@ def _pipeline(b: _Builder, params: list[Ref], parts: list[list[Ref]], x: Ref, y:
     fwd: list[Ref] = []
     x_in: Ref | None = None
     for k in range(K - 1):
-        x_in = b.add("forward", k, (*where, k), kernels.forward, b.specs[k], params[k], x_in, x,
-                     mb, s, cost=b.costs.forward(k, n), stage=k, **at)
+        x_in = b.add("forward", k, (*where, k), kernels.forward, b.specs[k], params[k], x_in,
+                     b.rows(x, mb, needed=k == 0), mb, s, cost=b.costs.forward(k, n), stage=k, **at)
         fwd.append(x_in)
     up = b.add("backward", K - 1, (*where, K - 1), kernels.loss_backward, b.specs[K - 1],
-               params[K - 1], x_in, x, y, mb, n_global, s, j,
+               params[K - 1], x_in, b.rows(x, mb, needed=False), b.rows(y, mb), mb, n_global, s, j,
                cost=b.costs.backward(K - 1, n, last=True), stage=K - 1, **at)
     parts[K - 1].append(up)
     for k in range(K - 2, -1, -1):
@@ -435,7 +494,7 @@ def _pipeline(b: _Builder, params: list[Ref], parts: list[list[Ref]], x: Ref, y:
         parts[k].append(up)
 
 
-def _averaging(b: _Builder, strategy: ModelAveraging, init: list[Ref], x: Ref, y: Ref
+def _averaging(b: _Builder, strategy: ModelAveraging, init: list[Ref], x: Any, y: Any
                ) -> list[Ref]:
     H, R, spec = strategy.local_steps, strategy.replicas, b.specs[0]
     if len(init) != 1 + R:
@@ -457,7 +516,8 @@ def _averaging(b: _Builder, strategy: ModelAveraging, init: list[Ref], x: Ref, y
                 weights.append(sizes[r] / len(index))
             states[r] = b.add(
                 "local", 0, (s, r), kernels.local_steps, spec,
-                params_from if s % H == 0 else states[r], states[r], x, y, tuple(idx),
+                params_from if s % H == 0 else states[r], states[r], b.rows(x, *idx),
+                b.rows(y, *idx), tuple(idx),
                 tuple(weights), s, r,
                 cost=b.costs.steps(0, sum(len(i) for i in idx), len(idx), "local_steps"), step=s,
                 shard=r, stage=0, n_steps=len(idx))

@@ -14,6 +14,8 @@ update to the next step's tasks as a :class:`StageState`::
 What one task of each kind computes (K = 1 fuses forward, loss and backward into ``grad``)::
 
     grad(spec, state, X, Y, index)        -> Partial(grads, loss)     one shard, whole model
+                                             (X, Y: host arrays, or the blocks holding the
+                                             rows ``index``: :func:`rows_in`)
     segment(spec, state, X, Y, index, ..., prev, *new)                  one shard, BatchNorm
                                           -> Round, up to its next sync point, else Partial
     stats_of(round)                       -> the round's partial statistics (a few arrays)
@@ -43,7 +45,7 @@ device implicitly (the lowering inserts ``to_host`` tasks where a device output 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -141,7 +143,27 @@ def _check_loss(value: float, step: int, shard: int) -> float:
 
 
 def _inputs(be: Backend, X: Any, index: np.ndarray) -> Any:
-    return be.asarray(np.asarray(X)[index])
+    """Rows ``index`` of ``X``, on backend ``be``: ``X`` is a host array, or :func:`rows_in`
+    blocks of chunked data."""
+    return be.asarray(rows_in(X, index) if isinstance(X, list | tuple) else np.asarray(X)[index])
+
+
+def rows_in(blocks: Sequence[Sequence[Any]], index: np.ndarray) -> np.ndarray:
+    """Rows ``index`` (counted in the whole data set) of the data whose blocks holding them
+    are ``blocks``, ``(first row, block)`` pairs (lists, as a task receives them): a task of
+    chunked data is given only the blocks its rows are in.
+
+    >>> a, b = np.arange(3.0), np.arange(3.0, 5.0)
+    >>> rows_in(((0, a), (3, b)), np.array([4, 0, 3])).tolist()
+    [4.0, 0.0, 3.0]
+    """
+    first = np.asarray(blocks[0][1])
+    out = np.empty((len(index), *first.shape[1:]), dtype=first.dtype)
+    for lo, block in blocks:
+        block = np.asarray(block)
+        inside = (index >= lo) & (index < lo + len(block))
+        out[inside] = block[index[inside] - lo]
+    return out
 
 
 def grad(
@@ -368,6 +390,8 @@ class Batches:
     shuffle: bool
     first: int
     count: int
+    block_rows: tuple[int, ...] | None = None
+    window: int = 2
 
     def __len__(self) -> int:
         return self.count
@@ -375,7 +399,8 @@ class Batches:
     def __iter__(self) -> Iterator[np.ndarray]:
         for s in range(self.first, self.first + self.count):
             yield batch_indices(self.n_samples, self.batch_size, self.seed, s,
-                                shuffle=self.shuffle)
+                                shuffle=self.shuffle, block_rows=self.block_rows,
+                                window=self.window)
 
 
 def train_steps(
@@ -396,14 +421,13 @@ def train_steps(
     assert spec.loss is not None
     params, opt_state = _adopt(be, state.params), _adopt(be, state.opt_state)
     buffers = _adopt(be, state.buffers)
-    X_host, Y_host = np.asarray(X), np.asarray(Y)
     losses = list(state.losses)
     for i, index in enumerate(indices):
         step = first_step + i
         sync = spec.serial_sync()
         ctx = Context(training=True, step=step, index=index, seed=spec.seed, sync=sync)
-        out, caches = forward_layers(be.xp, spec.layers, params, be.asarray(X_host[index]), ctx)
-        value, dout = spec.loss.value_and_grad(be.xp, out, be.asarray(Y_host[index]), len(index))
+        out, caches = forward_layers(be.xp, spec.layers, params, _inputs(be, X, index), ctx)
+        value, dout = spec.loss.value_and_grad(be.xp, out, _inputs(be, Y, index), len(index))
         _, grads = backward_layers(be.xp, spec.layers, params, caches, dout, False, sync)
         params, opt_state = spec.optimizer.update(params, grads, opt_state)
         losses.append(_check_loss(float(value), step, 0))

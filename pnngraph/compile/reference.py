@@ -69,6 +69,8 @@ def train_serial(
     callback: Any = None,
     start_step: int = 0,
     opt_state: State | None = None,
+    block_rows: Sequence[int] | None = None,
+    window: int = 2,
     **optimizer_options: Any,
 ) -> TrainingResult:
     """Train ``model`` on ``(X, y)`` one mini-batch at a time, deterministically.
@@ -93,6 +95,10 @@ def train_serial(
     start_step, opt_state : int, dict
         Continue an earlier run: its model, its ``opt_state`` and the step it stopped at. Training
         in pieces this way ends bitwise-identical to one uninterrupted run.
+    block_rows, window : sequence of int, int
+        The batch order of data in blocks (:func:`pnngraph.nn.train.epoch_order`): the rows of
+        each block (a dask array's ``X.chunks[0]``) and how many consecutive blocks are
+        shuffled together. A run on that dask array trains on the batches this order gives.
 
     Returns
     -------
@@ -101,7 +107,8 @@ def train_serial(
     """
     spec, X_arr, y_arr = prepare(
         model, X, y, steps=steps, epochs=epochs, batch_size=batch_size, optimizer=optimizer,
-        loss=loss, seed=seed, shuffle=shuffle, caller="train_serial", **optimizer_options,
+        loss=loss, seed=seed, shuffle=shuffle, block_rows=block_rows, window=window,
+        caller="train_serial", **optimizer_options,
     )
     start = check_int("start_step", start_step, low=0)
     be = get_backend(backend)
@@ -150,16 +157,19 @@ def train_averaging_serial(
     loss: str | Loss = "cross_entropy",
     seed: int = 0,
     shuffle: bool = True,
+    block_rows: Sequence[int] | None = None,
+    window: int = 2,
     **optimizer_options: Any,
 ) -> TrainingResult:
     """Model averaging run serially: the definition ``ModelAveraging(replicas, local_steps)``
     must reproduce. Returns the averaged model, replica 0's optimizer state and the global loss
-    of every step (the shard-size-weighted sum of the replicas' local losses)."""
+    of every step (the shard-size-weighted sum of the replicas' local losses). ``block_rows``
+    and ``window`` choose the batch order of data in blocks, as for :func:`train_serial`."""
     strategy = ModelAveraging(replicas, local_steps)
     spec, X_arr, y_arr = prepare(
         model, X, y, strategy=strategy, steps=steps, epochs=epochs, batch_size=batch_size,
-        optimizer=optimizer, loss=loss, seed=seed, shuffle=shuffle,
-        caller="train_averaging_serial", **optimizer_options,
+        optimizer=optimizer, loss=loss, seed=seed, shuffle=shuffle, block_rows=block_rows,
+        window=window, caller="train_averaging_serial", **optimizer_options,
     )
     xp = get_backend("numpy").xp
     R, H, opt = strategy.replicas, strategy.local_steps, spec.optimizer

@@ -44,7 +44,9 @@ class TrainingSpec:
     """What defines the math of a run (see the module docstring).
 
     ``steps`` counts every step of the run (a resumed run included); ``fuse_steps`` is "auto"
-    or the steps per task of a one-shard, one-stage run.
+    or the steps per task of a one-shard, one-stage run. ``block_rows`` (the rows of each block
+    of chunked data; ``None`` for one block) and ``window`` choose the blocked batch order of
+    :func:`pnngraph.nn.train.epoch_order`.
     """
 
     strategy: Strategy
@@ -57,6 +59,8 @@ class TrainingSpec:
     shuffle: bool = True
     fan_in: int = 8
     fuse_steps: int | Literal["auto"] = "auto"
+    block_rows: tuple[int, ...] | None = None
+    window: int = 2
 
     NOT_IN_THE_BITS: ClassVar[tuple[str, ...]] = ("steps", "fuse_steps")
     """Fields a resumed run may change: more steps, other fusion (the same kernels run)."""
@@ -68,6 +72,10 @@ class TrainingSpec:
         if not isinstance(self.shuffle, bool):
             raise ConfigError("shuffle", "True or False", self.shuffle)
         check_int("fan_in", self.fan_in, low=2)
+        check_int("window", self.window)
+        if self.block_rows is not None:
+            rows = tuple(check_int("block_rows", n) for n in self.block_rows)
+            object.__setattr__(self, "block_rows", rows if len(rows) > 1 else None)
         if self.fuse_steps != "auto":
             try:
                 check_int("fuse_steps", self.fuse_steps)
@@ -125,7 +133,7 @@ class TrainingSpec:
     def batch(self, step: int) -> np.ndarray:
         """Dataset rows of step ``step``'s batch (:func:`pnngraph.nn.train.batch_indices`)."""
         return batch_indices(self.n_samples, self.batch_size, self.seed, step,
-                             shuffle=self.shuffle)
+                             shuffle=self.shuffle, block_rows=self.block_rows, window=self.window)
 
     def to_json(self) -> dict[str, Any]:
         """The spec as JSON types: strategy and loss as their reprs, the optimizer as its name
@@ -189,6 +197,8 @@ def prepare(
     fan_in: Any = 8,
     fuse_steps: Any = "auto",
     n_samples: int | None = None,
+    block_rows: Any = None,
+    window: Any = 2,
     caller: str = "prepare",
     **optimizer_options: Any,
 ) -> tuple[TrainingSpec, np.ndarray, np.ndarray]:
@@ -202,7 +212,8 @@ def prepare(
     ``caller``, the public function the keywords were given to. One-hot targets of a
     cross-entropy run become class labels here (:func:`pnngraph.nn.losses.one_hot_labels`).
     ``label_smoothing`` builds the cross-entropy loss with that option
-    (:class:`~pnngraph.nn.losses.SoftmaxCrossEntropy`).
+    (:class:`~pnngraph.nn.losses.SoftmaxCrossEntropy`). ``block_rows`` and ``window`` choose
+    the blocked batch order of chunked data (:func:`pnngraph.nn.train.epoch_order`).
     """
     check_options(caller, optimizer, optimizer_options)
     loss_fn = get_loss(loss, label_smoothing=label_smoothing)
@@ -215,7 +226,11 @@ def prepare(
         strategy=DataParallel(1) if strategy is None else as_strategy(strategy), steps=total,
         batch_size=bs, n_samples=n, optimizer=opt, loss=loss_fn, seed=seed, shuffle=shuffle,
         fan_in=fan_in, fuse_steps=fuse_steps,
+        block_rows=None if block_rows is None else tuple(block_rows), window=window,
     )
+    if spec.block_rows is not None and sum(spec.block_rows) != n:
+        raise ConfigError("block_rows", f"row counts that add up to the data's {n} samples",
+                          f"{len(spec.block_rows)} blocks of {sum(spec.block_rows)} rows")
     spec.check_split(model)
     if bs > n:  # every batch would be the whole data set, and every cost priced for bs samples
         raise ConfigError("batch_size", f"at most the data's {n} samples", bs)

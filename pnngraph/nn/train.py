@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from pnngraph.exceptions import TrainingError
+from pnngraph.exceptions import ConfigError, TrainingError, check_int
 from pnngraph.nn.layers import Layer
 from pnngraph.nn.model import ParamList, Sequential
 from pnngraph.nn.optimizers import State
@@ -57,24 +57,58 @@ def batch_samples(n_samples: int, batch_size: int, lo: int, hi: int) -> int:
 
 
 def batch_indices(
-    n_samples: int, batch_size: int, seed: int, step: int, *, shuffle: bool = True
+    n_samples: int, batch_size: int, seed: int, step: int, *, shuffle: bool = True,
+    block_rows: Sequence[int] | None = None, window: int = 2,
 ) -> np.ndarray:
-    """Dataset rows of step ``step``'s batch: epoch ``e`` visits a permutation drawn from
-    ``default_rng([seed, e])`` in slices of ``batch_size``; the last slice may be shorter.
+    """Dataset rows of step ``step``'s batch: epoch ``e`` visits the rows in the order
+    :func:`epoch_order` gives, in slices of ``batch_size``; the last slice may be shorter.
+
+    ``block_rows`` (the rows of each block of chunked data, in order) and ``window`` choose the
+    blocked order (see :func:`epoch_order`); without them every row is shuffled with every other.
 
     >>> batch_indices(10, 4, 0, 2, shuffle=False)
     array([8, 9])
     """
     epoch, j = divmod(step, steps_per_epoch(n_samples, batch_size))
-    order = epoch_order(n_samples, seed, epoch) if shuffle else np.arange(n_samples)
+    rows = None if block_rows is None else tuple(int(n) for n in block_rows)
+    order = epoch_order(n_samples, seed, epoch, rows, window) if shuffle else \
+        np.arange(n_samples)
     return order[j * batch_size : (j + 1) * batch_size].copy()
 
 
 @functools.lru_cache(maxsize=4)
-def epoch_order(n_samples: int, seed: int, epoch: int) -> np.ndarray:
-    """The order epoch ``epoch`` visits the samples in: ``default_rng([seed, epoch])``'s
-    permutation, drawn once per epoch and read-only (every step of the epoch slices it)."""
-    order = np.random.default_rng([seed, epoch]).permutation(n_samples)
+def epoch_order(n_samples: int, seed: int, epoch: int, block_rows: tuple[int, ...] | None = None,
+                window: int = 2) -> np.ndarray:
+    """The order epoch ``epoch`` visits the samples in, drawn once per epoch and read-only
+    (every step of the epoch slices it), from ``rng = default_rng([seed, epoch])``:
+
+    - without ``block_rows`` (one block): ``rng.permutation(n_samples)``;
+    - with the rows of each block, ``block_rows``: ``rng.permutation`` of the blocks, then,
+      for each run of ``window`` consecutive blocks of that order (the last run may hold
+      fewer), a ``rng.permutation`` of the rows of those blocks. A batch thus reads the rows
+      of about ``window`` blocks (a few more where it straddles runs), and a block is read
+      only by the consecutive steps that cover its run: the rest of the data may stay on
+      disk meanwhile.
+
+    >>> epoch_order(6, 0, 0, (2, 2, 2), 1).tolist()  # window 1: blocks permuted, rows inside
+    [5, 4, 0, 1, 2, 3]
+    """
+    check_int("window", window)
+    if block_rows is None or len(block_rows) == 1:
+        order = np.random.default_rng([seed, epoch]).permutation(n_samples)
+    else:
+        if sum(block_rows) != n_samples:
+            raise ConfigError("block_rows", f"row counts that add up to {n_samples}",
+                              f"{len(block_rows)} blocks of {sum(block_rows)} rows")
+        rng = np.random.default_rng([seed, epoch])
+        starts = np.cumsum((0, *block_rows))
+        blocks = rng.permutation(len(block_rows))
+        runs = []
+        for w in range(0, len(blocks), window):
+            rows = np.concatenate([np.arange(starts[b], starts[b + 1])
+                                   for b in blocks[w : w + window]])
+            runs.append(rows[rng.permutation(len(rows))])
+        order = np.concatenate(runs)
     order.flags.writeable = False
     return order
 

@@ -7,7 +7,8 @@ plus bytes over the network; a GPU end adds the host <-> device copy). A schedul
 :mod:`schedulers` places and orders the nodes; the simulator then replays the placement with
 Dask's dependent-hop latency on every edge, which is the prediction of the run. Data and
 initial-state nodes are left out: the data is on every worker before the run, and initial states
-come with the graph.
+come with the graph; but a block of chunked data whose worker is known (its ``home``) stays in,
+fixed there at no cost, so that its edges price moving it (its bytes over the network).
 
     abstract graph --costs/comm--> scheduling graph --heft/peft/...--> Schedule
                    --simulate(+hop latency)--> predicted timeline  ==>  Plan
@@ -135,7 +136,9 @@ def scheduling_graph(
     has one (:meth:`ClusterModel.kernel_seconds`), else the roofline of its FLOPs and bytes;
     either way times the history correction of its phase there, plus Dask's task overhead.
     """
-    keep = [k for k, kind in abstract.nodes(data="kind") if kind not in SOURCES]
+    allowed = set(cluster.usable(devices))
+    keep = [k for k, node in abstract.nodes(data=True)
+            if node["kind"] not in SOURCES or node.get("home") in allowed]
     sub = nx.DiGraph()
     for k in keep:
         node = abstract.nodes[k]
@@ -145,9 +148,12 @@ def scheduling_graph(
         if u in sub and v in sub:
             sub.add_edge(u, v, bytes=float(d["bytes"]))
     costed = schedulers.annotate_costs(sub, machine_for(cluster, dtype))
-    allowed = set(cluster.usable(devices))
     overhead = cluster.task_overhead_seconds
-    for _, node in costed.nodes(data=True):
+    for key, node in costed.nodes(data=True):
+        home = abstract.nodes[key].get("home")
+        if node["kind"] in SOURCES:  # a block held by a worker: it stays there
+            node["costs"] = {home: 0.0}
+            continue
         costs = {}
         for proc, seconds in node["costs"].items():
             if proc not in allowed:
@@ -228,8 +234,9 @@ def make_plan(
     _tie(costed, abstract, list(shard_workers or processors), bool(shard_workers))
     if scheduler == "static":
         stages = abstract.graph.get("layout", (1, 1, 1))[1]
-        placement: Mapping[Any, Hashable] = static_placement(
-            abstract.subgraph(costed.nodes), processors, stages=stages)
+        placement: Mapping[Any, Hashable] = {
+            **{k: abstract.nodes[k]["home"] for k in costed if abstract.nodes[k].get("home")},
+            **static_placement(abstract.subgraph(costed.nodes), processors, stages=stages)}
         schedule = schedulers.simulate(costed, placement, processors=processors)
     else:
         fn = schedulers.SCHEDULERS["greedy_start" if scheduler == "dask" else scheduler]

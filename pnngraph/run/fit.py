@@ -89,6 +89,7 @@ def fit(
     loss: str | Loss = "cross_entropy",
     seed: int = 0,
     shuffle: bool = True,
+    window: int = 2,
     chunk_steps: int | None = None,
     chunk_seconds: float | None = None,
     fan_in: int = 8,
@@ -157,7 +158,7 @@ def fit(
     options = PlacementOptions(scheduler, devices)
     inputs = prepare_inputs(
         model, data, strategy=strategy, steps=steps, epochs=epochs, batch_size=batch_size,
-        optimizer=optimizer, loss=loss, seed=seed, shuffle=shuffle, fan_in=fan_in,
+        optimizer=optimizer, loss=loss, seed=seed, shuffle=shuffle, window=window, fan_in=fan_in,
         fuse_steps=fuse_steps, caller="fit", **optimizer_options,
     )
     spec = inputs.spec

@@ -28,10 +28,10 @@ from typing import Any
 
 import networkx as nx
 from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
-from dask.task_spec import DataNode, Task, TaskRef
+from dask.task_spec import DataNode, List, Task, TaskRef
 
 from pnngraph.compile import kernels
-from pnngraph.compile.graph import Ref, WorkerBackend
+from pnngraph.compile.graph import Ref, WorkerBackend, refs_in
 from pnngraph.compile.keys import Key, host_key
 from pnngraph.plan.placement import Placement
 
@@ -73,21 +73,7 @@ def lower(
             tasks.tasks[key] = DataNode(key, node["source"].value)
             continue
         backend = placement.backends.get(key, "numpy")
-        args = []
-        for a in node["args"]:
-            if isinstance(a, Ref):
-                if a.key in handles:
-                    args.append(handles[a.key])
-                elif backend == "numpy" and tasks.on_device(a.key):
-                    args.append(TaskRef(tasks.host_copy(a.key)))
-                else:
-                    args.append(TaskRef(a.key))
-            elif isinstance(a, WorkerBackend):
-                args.append(backend)
-            elif isinstance(a, kernels.StageSpec) and a.backend != backend:
-                args.append(replace(a, backend=backend))
-            else:
-                args.append(a)
+        args = [_arg(a, handles, tasks, backend) for a in node["args"]]
         tasks.tasks[key] = Task(key, node["fn"], *args)
     keys = [tasks.host_copy(k) if tasks.on_device(k) else k for k in outputs]
     layers: dict[str, Any] = {name: MaterializedLayer(tasks.tasks, annotations=tasks.annotations())}
@@ -100,11 +86,32 @@ def lower(
     return HighLevelGraph(layers, dependencies), keys
 
 
+def _arg(a: Any, handles: Mapping[Key, Any], tasks: _Tasks, backend: str) -> Any:
+    """A node's argument as its task's: Refs (also inside tuples: the blocks a task reads)
+    become TaskRefs (of a host copy where a device output meets a numpy task), the worker's
+    backend goes where the node asks for it."""
+    if isinstance(a, Ref):
+        if a.key in handles:
+            return handles[a.key]
+        if backend == "numpy" and tasks.on_device(a.key):
+            return TaskRef(tasks.host_copy(a.key))
+        return TaskRef(a.key)
+    if isinstance(a, tuple) and not hasattr(a, "_fields") and any(refs_in((a,))):
+        return List(*(_arg(v, handles, tasks, backend) for v in a))  # Dask finds refs in lists
+    if isinstance(a, WorkerBackend):
+        return backend
+    if isinstance(a, kernels.StageSpec) and a.backend != backend:
+        return replace(a, backend=backend)
+    return a
+
+
 def _handles(graph: nx.DiGraph) -> tuple[dict[Key, Any], dict[str, HighLevelGraph]]:
     """TaskRefs standing for the nodes whose values already live on the cluster, and the
-    graphs of the other collections they come from."""
+    graphs of the other collections they come from, culled to the keys the graph reads (the
+    blocks of chunked data its steps need)."""
     handles: dict[Key, Any] = {}
-    deps: dict[str, HighLevelGraph] = {}
+    collections: dict[str, Any] = {}
+    needed: dict[str, set[Key]] = {}
     for key, node in graph.nodes(data=True):
         ext = _external(node)
         if ext is None:
@@ -114,7 +121,10 @@ def _handles(graph: nx.DiGraph) -> tuple[dict[Key, Any], dict[str, HighLevelGrap
         else:  # (collection, key) of another Dask collection
             collection, ext_key = ext
             handles[key] = TaskRef(ext_key)
-            deps[collection.__dask_layers__()[0]] = collection.__dask_graph__()
+            name = collection.__dask_layers__()[0]
+            collections[name] = collection
+            needed.setdefault(name, set()).add(ext_key)
+    deps = {name: c.__dask_graph__().cull(needed[name]) for name, c in collections.items()}
     return handles, deps
 
 

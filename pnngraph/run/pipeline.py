@@ -42,7 +42,7 @@ import numpy as np
 from dask.base import tokenize
 from dask.task_spec import TaskRef
 
-from pnngraph.compile.graph import Copies, Source, compile_training
+from pnngraph.compile.graph import Blocks, Copies, Source, compile_training
 from pnngraph.compile.kernels import StageState
 from pnngraph.compile.spec import TrainingSpec, prepare
 from pnngraph.compile.strategies import DataParallel, Strategy
@@ -86,7 +86,7 @@ class Run:
 
     model: Sequential
     spec: TrainingSpec
-    data: tuple[Source, Source]
+    data: tuple[Source | Blocks, Source | Blocks]
     options: PlacementOptions
     cluster: ClusterModel | None = None
     shard_workers: tuple[str, ...] | None = None
@@ -108,7 +108,9 @@ def prepare_inputs(model: Sequential, data: Any, **options: Any) -> Inputs:
             # one-hot rows (one axis more than labels) are checked on the host only
             raise DataError("y", "expected class labels as a dask array (one-hot rows only as "
                                  f"numpy; try y.argmax(axis=1)), got shape {y.shape}")
-        spec, _, _ = prepare(model, X_meta, y_meta, n_samples=int(X.shape[0]), **options)
+        rows = tuple(int(n) for n in X.chunks[0])
+        spec, _, _ = prepare(model, X_meta, y_meta, n_samples=int(X.shape[0]), block_rows=rows,
+                             **options)
         return Inputs(model, spec, X, y)
     spec, X_arr, y_arr = prepare(model, X, y, **options)
     return Inputs(model, spec, X_arr, y_arr)
@@ -325,6 +327,7 @@ def build(
     loss: str | Loss = "cross_entropy",
     seed: int = 0,
     shuffle: bool = True,
+    window: int = 2,
     fan_in: int = 8,
     fuse_steps: int | str = "auto",
     start_step: int = 0,
@@ -343,7 +346,9 @@ def build(
         Its parameters are the starting point.
     data : (X, y) or Dataset
         numpy arrays, or dask arrays (their blocks are loaded on the workers; their values are
-        checked first, one task per block, computed here: :func:`check_dask_data`).
+        checked first, one task per block, computed here: :func:`check_dask_data`). A task
+        reads only the blocks of X's row chunks its rows are in (y is rechunked to X's rows),
+        and the batches follow the blocked order of ``window`` (below).
     strategy : DataParallel, Pipeline, Hybrid, ModelAveraging, or "auto", "data", ...
         ``DataParallel("auto")`` makes one shard per worker, sized by the worker's speed;
         ``"auto"`` plans every candidate on the cluster and keeps the fastest
@@ -352,6 +357,11 @@ def build(
         Exactly one.
     batch_size, optimizer, loss, seed, shuffle, **optimizer_options
         As for :func:`pnngraph.train_serial`; the result equals that trainer's to rounding.
+    window : int
+        With dask data in several row blocks: each epoch permutes the blocks, then the rows
+        within each run of ``window`` consecutive blocks (:func:`pnngraph.nn.train.epoch_order`),
+        so a step reads about ``window`` blocks. ``train_serial(..., block_rows=X.chunks[0],
+        window=window)`` trains on the same batches. Numpy data (and one block) ignores it.
     fan_in : int
         Gradients are summed in a fixed tree of this fan-in, in shard order.
     fuse_steps : "auto" or int
@@ -382,7 +392,7 @@ def build(
     options = PlacementOptions(scheduler, devices)
     inputs = prepare_inputs(
         model, data, strategy=strategy, steps=steps, epochs=epochs, batch_size=batch_size,
-        optimizer=optimizer, loss=loss, seed=seed, shuffle=shuffle, fan_in=fan_in,
+        optimizer=optimizer, loss=loss, seed=seed, shuffle=shuffle, window=window, fan_in=fan_in,
         fuse_steps=fuse_steps, caller="build", **optimizer_options,
     )
     if opt_state is not None:
@@ -392,9 +402,11 @@ def build(
 
 
 # ------------------------------------------------------------------------------------- data
-def _place_data(inputs: Inputs, client: Any) -> tuple[tuple[Source, Source], tuple[Any, ...]]:
+def _place_data(inputs: Inputs, client: Any
+                ) -> tuple[tuple[Source | Blocks, Source | Blocks], tuple[Any, ...]]:
     """Where the graph reads X and y, and the futures the run must keep alive: dask arrays
-    stay where they are (their blocks are recomputed from their source when a worker is lost);
+    stay where they are, one source per block of X's rows (y is rechunked to those rows; their
+    blocks are recomputed from their source when a worker is lost);
     numpy data becomes one task per array on the cluster (with a client), else travels in the
     graph.
 
@@ -405,7 +417,8 @@ def _place_data(inputs: Inputs, client: Any) -> tuple[tuple[Source, Source], tup
     """
     X, y = inputs.X, inputs.y
     if _is_dask_array(X):
-        return (_dask_source(X), _dask_source(y)), ()
+        rows = X.chunks[0]
+        return (_dask_blocks(X, rows, client), _dask_blocks(y, rows, client)), ()
     if client is None:
         return (Source(X, X.nbytes), Source(y, y.nbytes)), ()
     # named for the task stream (data-X, data-y), never by content: a later build with the
@@ -414,9 +427,8 @@ def _place_data(inputs: Inputs, client: Any) -> tuple[tuple[Source, Source], tup
     with warnings.catch_warnings():  # the arrays are meant to travel in this graph
         warnings.filterwarnings("ignore", message="Sending large graph")
         futures = client.get(dict(zip(names, (X, y), strict=True)), list(names), sync=False)
-    sources = (Source(TaskRef(futures[0].key), X.nbytes, external=True),
-               Source(TaskRef(futures[1].key), y.nbytes, external=True))
-    return sources, tuple(futures)
+    return (Source(TaskRef(futures[0].key), X.nbytes, external=True),
+            Source(TaskRef(futures[1].key), y.nbytes, external=True)), tuple(futures)
 
 
 def data_keys() -> tuple[str, str]:
@@ -479,9 +491,20 @@ def _dask_metadata(X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
     return X_meta, y_meta
 
 
-def _dask_source(a: Any) -> Source:
-    one = a.rechunk(a.shape)
-    key = one.__dask_keys__()
-    while isinstance(key, list):
-        key = key[0]
-    return Source((one, key), int(a.nbytes), external=True)
+def _dask_blocks(a: Any, rows: tuple[int, ...], client: Any = None) -> Source | Blocks:
+    """``a`` cut into blocks of ``rows`` along the samples (one block across every other
+    axis): one source per block, a task reads the blocks its rows are in; one block is
+    one source. With ``client``, a block already in a worker's memory (a persisted array)
+    has that worker as its home (the first in address order where it has several)."""
+    whole = a.rechunk({0: rows, **dict.fromkeys(range(1, a.ndim), -1)})
+    keys = []
+    for key in whole.__dask_keys__():
+        while isinstance(key, list):  # the one block across the other axes
+            key = key[0]
+        keys.append(key)
+    held = {} if client is None else client.who_has(whole)
+    per_row = int(a.nbytes) // max(int(a.shape[0]), 1)
+    sources = tuple(Source((whole, key), per_row * n, external=True,
+                           home=min(held[key]) if held.get(key) else None)
+                    for key, n in zip(keys, rows, strict=True))
+    return sources[0] if len(sources) == 1 else Blocks(sources, tuple(rows))
