@@ -39,12 +39,13 @@ import math
 from collections.abc import Hashable, Mapping, Sequence
 
 import networkx as nx
+import numpy as np
 
-from schedulers._core import build_problem, topological_order
+from schedulers._core import Problem, build_problem, topological_order
 from schedulers.exceptions import DeadlockError, UnschedulableNodeError
 from schedulers.schedule import Key, Schedule, Slot
 
-__all__ = ["simulate"]
+__all__ = ["simulate", "simulate_latencies"]
 
 _FINISH, _ARRIVE = 0, 1
 
@@ -114,8 +115,34 @@ def simulate(
     DeadlockError
         If ``order`` puts a node before one of its own ancestors on a processor.
     """
+    return simulate_latencies(graph, placement, order, edge_latencies=(edge_latency,),
+                              task_overhead=task_overhead, priority=priority,
+                              processors=processors)[0]
+
+
+def simulate_latencies(
+    graph: nx.DiGraph,
+    placement: Mapping[Key, Hashable],
+    order: Mapping[Hashable, Sequence[Key]] | None = None,
+    *,
+    edge_latencies: Sequence[float],
+    task_overhead: float = 0.0,
+    priority: Sequence[Key] | None = None,
+    processors: Sequence[Hashable] | None = None,
+) -> tuple[Schedule, ...]:
+    """`simulate` once per edge latency of ``edge_latencies``, checking and indexing the graph
+    once: the timelines, in that order.
+
+    >>> from schedulers.examples import topcuoglu2002
+    >>> from schedulers.heft import heft
+    >>> graph, processors = topcuoglu2002()
+    >>> plan = heft(graph, processors)
+    >>> [t.makespan for t in simulate_latencies(graph, plan.placement, plan.order,
+    ...                                         edge_latencies=(0.0, 1.0))]
+    [80.0, 83.0]
+    """
     overhead = _check_seconds("task_overhead", task_overhead)
-    latency = _check_seconds("edge_latency", edge_latency)
+    latencies = [_check_seconds("edge_latency", latency) for latency in edge_latencies]
     missing = [node for node in graph if node not in placement]
     extra = [node for node in placement if node not in graph]
     if missing or extra:
@@ -127,7 +154,7 @@ def simulate(
         listed = list(order or ()) + [placement[node] for node in topological_order(graph)]
         processors = list(dict.fromkeys(listed))
     if not processors and graph.number_of_nodes() == 0:
-        return Schedule({}, (), "simulate")
+        return tuple(Schedule({}, (), "simulate") for _ in latencies)
     problem = build_problem(graph, processors)
     index = {node: i for i, node in enumerate(problem.nodes)}
     proc_index = {proc: q for q, proc in enumerate(problem.processors)}
@@ -139,19 +166,29 @@ def simulate(
         if problem.cost[i, where[i]] == math.inf:
             raise UnschedulableNodeError(node, [placement[node]])
 
+    if order is not None:
+        _check_order(order, placement, index)
+    return tuple(_run(problem, where, order, index, priority, overhead, latency)
+                 for latency in latencies)
+
+
+def _run(problem: Problem, where: list[int], order: Mapping[Hashable, Sequence[Key]] | None,
+         index: Mapping[Key, int], priority: Sequence[Key] | None, overhead: float,
+         latency: float) -> Schedule:
+    """The simulation itself, on a checked problem (see the module docstring)."""
+    proc_index = {proc: q for q, proc in enumerate(problem.processors)}
     # per processor: with order, its nodes still to run (reversed, next one last); else a heap
     # of (priority, node) over its nodes whose inputs have arrived
     pending: list[list[int]] = [[] for _ in problem.processors]
     ready: list[list[tuple[int, int]]] = [[] for _ in problem.processors]
     if order is not None:
-        _check_order(order, placement, index)
         for proc, nodes in order.items():
             pending[proc_index[proc]] = [index[node] for node in reversed(nodes)]
     first = {index[node]: r for r, node in enumerate(priority or ()) if node in index}
     rank = [(first.get(i, problem.n), i) for i in range(problem.n)]
     cost = problem.cost.tolist()
 
-    waiting = [len(preds) for preds in problem.preds]
+    waiting = np.diff(problem.in_ptr).tolist()  # unfinished predecessors
     arrival = [0.0] * problem.n
     arrived = [False] * problem.n
     running: list[int | None] = [None] * problem.p

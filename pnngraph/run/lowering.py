@@ -66,19 +66,21 @@ def lower(
     """
     handles, deps = _handles(graph)
     tasks = _Tasks(placement)
+    backends = placement.backends
     for key, node in graph.nodes(data=True):
         if key in handles:
             continue
         if node["fn"] is None:
             tasks.tasks[key] = DataNode(key, node["source"].value)
             continue
-        backend = placement.backends.get(key, "numpy")
+        backend = backends.get(key, "numpy")
+        host = backend == "numpy"
         args = []
         for a in node["args"]:
             if isinstance(a, Ref):
                 if a.key in handles:
                     args.append(handles[a.key])
-                elif backend == "numpy" and tasks.on_device(a.key):
+                elif host and a.key in tasks.device:
                     args.append(TaskRef(tasks.host_copy(a.key)))
                 else:
                     args.append(TaskRef(a.key))
@@ -126,11 +128,11 @@ class _Tasks:
         self.tasks: dict[Key, Any] = {}
         self.workers = dict(placement.workers)
         self.priorities = dict(placement.priorities)
-        self.backends = placement.backends
+        self.device = {k for k, b in placement.backends.items() if b != "numpy"}
         self.loose = placement.loose
 
     def on_device(self, key: Key) -> bool:
-        return self.backends.get(key, "numpy") != "numpy"
+        return key in self.device
 
     def host_copy(self, key: Key) -> Key:
         hk = host_key(key)
