@@ -113,7 +113,7 @@ class Problem:
             for pos, k in enumerate(ks.tolist()):
                 if k in self.matrices:
                     comm[pos] = self.matrices[k]
-        edges = list(zip(ends[ks].tolist(), comm, self.mean_comm[ks].tolist()))
+        edges = list(zip(ends[ks].tolist(), comm, self.mean_comm[ks].tolist(), strict=True))
         bounds = ptr.tolist()
         return [edges[bounds[i] : bounds[i + 1]] for i in range(self.n)]
 

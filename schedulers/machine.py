@@ -168,13 +168,13 @@ def annotate_costs(graph: nx.DiGraph, machine: Machine, *, copy: bool = True) ->
         comm = edge_comm.get(nbytes)
         if comm is None:
             _non_negative(f"edge {(u, v)!r} bytes", nbytes)
-            seconds = {link: link.transfer_seconds(nbytes) for link in by_link}
-            if len(set(seconds.values())) == 1:
-                comm = next(iter(seconds.values()))
-            elif not seconds:
+            per_link = {link: link.transfer_seconds(nbytes) for link in by_link}
+            if len(set(per_link.values())) == 1:
+                comm = next(iter(per_link.values()))
+            elif not per_link:
                 comm = 0.0
             else:
-                comm = {pair: seconds[machine.link(*pair)] for pair in pairs}
+                comm = {pair: per_link[machine.link(*pair)] for pair in pairs}
             edge_comm[nbytes] = comm
         data["comm"] = dict(comm) if isinstance(comm, dict) else comm
     return out

@@ -100,12 +100,12 @@ def tile(
 
     window_graph = costed.subgraph([k for k, i in index.items() if i - first < width]).copy()
     window = _window(window_graph, canonical, processors, scheduler, options)
+    slots: dict[Any, schedulers.Slot] = window.slots
     starts: dict[int, float] = {}
-    for k, slot in window.slots.items():
+    for k, (_, start, _) in slots.items():
         j = k[1] // P
-        starts[j] = min(starts.get(j, slot.start), slot.start)
+        starts[j] = min(starts.get(j, start), start)
     length = starts[WARMUP + 1] - starts[WARMUP]
-    slots = window.slots
     placement: dict[Any, Hashable] = {}
     when: dict[Any, tuple[float, int, int]] = {}
     rank = {k: r for r, k in enumerate(slots)}
