@@ -45,6 +45,7 @@ from typing import Any, cast
 import networkx as nx
 import numpy as np
 
+from pnngraph.collect import without_gc
 from pnngraph.compile import kernels
 from pnngraph.compile.cost import Cost, StageCosts, stage_costs
 from pnngraph.compile.keys import Key, node_key
@@ -174,6 +175,7 @@ class _Builder:
         return leaves
 
 
+@without_gc
 def compile_training(
     model: Sequential,
     spec: TrainingSpec,

@@ -144,6 +144,11 @@ nothing new; a changed cluster or cost model changes the costs, so it plans anew
 CACHED = 16
 
 
+def clear_windows() -> None:
+    """Forget every cached window schedule (the next plan of each window schedules it)."""
+    _WINDOWS.clear()
+
+
 def _window(window: nx.DiGraph, canonical: Callable[[Any], Any], processors: Sequence[Hashable],
             scheduler: Callable[..., schedulers.Schedule], options: Mapping[str, Any]
             ) -> schedulers.Schedule:

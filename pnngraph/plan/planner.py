@@ -32,6 +32,7 @@ from typing import Any, Literal
 import networkx as nx
 
 import schedulers
+from pnngraph.collect import without_gc
 from pnngraph.compile.keys import Key, step_of, step_spans
 from pnngraph.exceptions import ConfigError, UnknownNameError
 from pnngraph.plan.cluster import ClusterModel
@@ -211,6 +212,7 @@ devices='gpu', got 'no worker has a GPU'
                           "every worker has a GPU")
 
 
+@without_gc
 def make_plan(
     abstract: nx.DiGraph,
     cluster: ClusterModel,

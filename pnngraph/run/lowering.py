@@ -30,6 +30,7 @@ import networkx as nx
 from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 from dask.task_spec import DataNode, Task, TaskRef
 
+from pnngraph.collect import without_gc
 from pnngraph.compile import kernels
 from pnngraph.compile.graph import Ref, WorkerBackend
 from pnngraph.compile.keys import Key, host_key
@@ -52,6 +53,7 @@ def _external(node: Mapping[str, Any]) -> Any:
     return source.value if source is not None and source.external else None
 
 
+@without_gc
 def lower(
     graph: nx.DiGraph, name: str, placement: Placement, outputs: Sequence[Key] = ()
 ) -> tuple[HighLevelGraph, list[Key]]:
