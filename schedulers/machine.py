@@ -163,7 +163,8 @@ def annotate_costs(graph: nx.DiGraph, machine: Machine, *, copy: bool = True) ->
     for pair in pairs:
         by_link.setdefault(machine.link(*pair), []).append(pair)
     edge_comm: dict[float, Any] = {}
-    for u, v, data in out.edges(data=True):
+    edges = ((u, v, data) for u, nbrs in out.adjacency() for v, data in nbrs.items())
+    for u, v, data in edges:
         nbytes = float(data.get("bytes", 0.0))
         comm = edge_comm.get(nbytes)
         if comm is None:

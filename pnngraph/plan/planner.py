@@ -141,14 +141,14 @@ def scheduling_graph(
     has one (:meth:`ClusterModel.kernel_seconds`), else the roofline of its FLOPs and bytes;
     either way times the history correction of its phase there, plus Dask's task overhead.
     """
-    nodes = abstract.nodes
+    keep = {k: n for k, n in abstract.nodes.items() if n["kind"] not in SOURCES}
     sub = nx.DiGraph()
     sub.add_nodes_from(
         (k, {"kind": n["kind"], "flops": float(n["flops"]), "bytes": float(n["bytes"]),
              "sig": n.get("sig"), "rows": n.get("rows", 0.0), "count": n.get("count", 1)})
-        for k, n in nodes.items() if n["kind"] not in SOURCES)
-    sub.add_edges_from((u, v, {"bytes": float(b)}) for u, v, b in abstract.edges(data="bytes")
-                       if u in sub and v in sub)
+        for k, n in keep.items())
+    sub.add_edges_from((u, v, {"bytes": float(d["bytes"])}) for u, nbrs in abstract.adjacency()
+                       if u in keep for v, d in nbrs.items() if v in keep)
     costed = schedulers.annotate_costs(sub, machine_for(cluster, dtype), copy=False)
     allowed = set(cluster.usable(devices))
     overhead = cluster.task_overhead_seconds
