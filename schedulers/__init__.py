@@ -50,7 +50,7 @@ from schedulers.peft import peft
 from schedulers.portfolio import PORTFOLIO, best
 from schedulers.random_dag import random_cpu_gpu_dag, random_dag
 from schedulers.schedule import Key, Schedule, Slot
-from schedulers.simulate import simulate
+from schedulers.simulate import simulate, simulate_latencies
 
 random = random_placement
 """`random_placement` by its short name: ``schedulers.random(graph, processors, seed=0)``."""
@@ -107,4 +107,5 @@ __all__ = [
     "round_robin",
     "sequential_time",
     "simulate",
+    "simulate_latencies",
 ]

@@ -106,22 +106,26 @@ class Problem:
     def p(self) -> int:
         return len(self.processors)
 
-    def _edge(self, k: int, end: int) -> Edge:
-        matrix = self.matrices.get(k)
-        comm = float(self.comm[k]) if matrix is None else matrix
-        return end, comm, float(self.mean_comm[k])
+    def _edges(self, ks: np.ndarray, ends: np.ndarray, ptr: np.ndarray) -> list[list[Edge]]:
+        """Per node, ``(other end, comm, mean_comm)`` of the edges ``ks`` (CSR by ``ptr``)."""
+        comm: list[Comm] = self.comm[ks].tolist()
+        if self.matrices:
+            for pos, k in enumerate(ks.tolist()):
+                if k in self.matrices:
+                    comm[pos] = self.matrices[k]
+        edges = list(zip(ends[ks].tolist(), comm, self.mean_comm[ks].tolist(), strict=True))
+        bounds = ptr.tolist()
+        return [edges[bounds[i] : bounds[i + 1]] for i in range(self.n)]
 
     @cached_property
     def preds(self) -> list[list[Edge]]:
         """Per node, ``(predecessor, comm, mean_comm)`` for each edge in, in the graph's order."""
-        ptr, src = self.in_ptr.tolist(), self.src.tolist()
-        return [[self._edge(k, src[k]) for k in range(ptr[i], ptr[i + 1])] for i in range(self.n)]
+        return self._edges(np.arange(self.src.size), self.src, self.in_ptr)
 
     @cached_property
     def succs(self) -> list[list[Edge]]:
         """Per node, ``(successor, comm, mean_comm)`` for each edge out, in the graph's order."""
-        ptr, edges, dst = self.out_ptr.tolist(), self.out_edges.tolist(), self.dst.tolist()
-        return [[self._edge(k, dst[k]) for k in edges[ptr[i] : ptr[i + 1]]] for i in range(self.n)]
+        return self._edges(self.out_edges, self.dst, self.out_ptr)
 
     @cached_property
     def height_layers(self) -> list[np.ndarray]:

@@ -36,6 +36,7 @@ from __future__ import annotations
 import math
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import networkx as nx
 
@@ -116,7 +117,7 @@ class Machine:
         return self.links.get((src, dst), self.network)
 
 
-def annotate_costs(graph: nx.DiGraph, machine: Machine) -> nx.DiGraph:
+def annotate_costs(graph: nx.DiGraph, machine: Machine, *, copy: bool = True) -> nx.DiGraph:
     """Return a copy of ``graph`` with node ``costs`` and edge ``comm`` from ``machine``.
 
     Parameters
@@ -126,6 +127,8 @@ def annotate_costs(graph: nx.DiGraph, machine: Machine) -> nx.DiGraph:
         edges optionally with ``bytes`` moved (default 0: the edge costs only the link latency).
     machine : Machine
         The machine model.
+    copy : bool
+        ``False`` writes the attributes into ``graph`` itself and returns it.
 
     Returns
     -------
@@ -134,30 +137,47 @@ def annotate_costs(graph: nx.DiGraph, machine: Machine) -> nx.DiGraph:
         node's work kind are left out) and whose edges have ``comm``: one number when every pair
         of distinct processors costs the same, else a dict ``(src, dst) -> seconds``.
     """
-    out = graph.copy()
+    out = graph.copy() if copy else graph
     names = machine.names
+    node_costs: dict[tuple[float, float, str], dict[Hashable, float]] = {}
     for node, data in out.nodes(data=True):
         if "flops" not in data and "bytes" not in data:
             raise ValueError(
                 f"node {node!r}: expected attribute 'flops' and/or 'bytes', got neither"
             )
         flops, nbytes = float(data.get("flops", 0.0)), float(data.get("bytes", 0.0))
-        _non_negative(f"node {node!r} flops", flops)
-        _non_negative(f"node {node!r} bytes", nbytes)
         work = data.get("work", "default")
-        costs = {}
-        for name, spec in machine.processors.items():
-            seconds = spec.run_seconds(flops, nbytes, work)
-            if seconds is not None:
-                costs[name] = seconds
-        data["costs"] = costs
+        costs = node_costs.get((flops, nbytes, work))
+        if costs is None:  # nodes of equal work cost the same: priced once
+            _non_negative(f"node {node!r} flops", flops)
+            _non_negative(f"node {node!r} bytes", nbytes)
+            costs = node_costs[flops, nbytes, work] = {}
+            for name, spec in machine.processors.items():
+                seconds = spec.run_seconds(flops, nbytes, work)
+                if seconds is not None:
+                    costs[name] = seconds
+        data["costs"] = dict(costs)
     pairs = [(src, dst) for src in names for dst in names if src != dst]
-    for u, v, data in out.edges(data=True):
+    # the pairs that share a link cost the same: price each distinct link once per edge size
+    by_link: dict[Link, list[tuple[Hashable, Hashable]]] = {}
+    for pair in pairs:
+        by_link.setdefault(machine.link(*pair), []).append(pair)
+    edge_comm: dict[float, Any] = {}
+    edges = ((u, v, data) for u, nbrs in out.adjacency() for v, data in nbrs.items())
+    for u, v, data in edges:
         nbytes = float(data.get("bytes", 0.0))
-        _non_negative(f"edge {(u, v)!r} bytes", nbytes)
-        comm = {pair: machine.link(*pair).transfer_seconds(nbytes) for pair in pairs}
-        values = set(comm.values())
-        data["comm"] = values.pop() if len(values) == 1 else (comm or 0.0)
+        comm = edge_comm.get(nbytes)
+        if comm is None:
+            _non_negative(f"edge {(u, v)!r} bytes", nbytes)
+            per_link = {link: link.transfer_seconds(nbytes) for link in by_link}
+            if len(set(per_link.values())) == 1:
+                comm = next(iter(per_link.values()))
+            elif not per_link:
+                comm = 0.0
+            else:
+                comm = {pair: per_link[machine.link(*pair)] for pair in pairs}
+            edge_comm[nbytes] = comm
+        data["comm"] = dict(comm) if isinstance(comm, dict) else comm
     return out
 
 

@@ -17,10 +17,13 @@ Which node a free processor starts:
 - without ``order``, the highest-priority node whose inputs have arrived (``priority``: nodes
   listed first go first; by default the topological order), as a work-conserving runtime would.
 
-State: an event heap of ``(time, sequence, kind, node)`` (kinds: an input set arrives, a node
-finishes); per processor the node running and the nodes waiting; per node the count of unfinished
-predecessors and the latest input arrival. All events at one time are applied before any processor
-starts a node.
+With an order, no event queue is needed: each node starts at ``max(previous node on its
+processor finished, latest input arrived)``, so the nodes are taken in a topological order of the
+graph with each processor's order chained in, and a node that never becomes ready is a deadlock.
+Without one, state is an event heap of ``(time, sequence, kind, node)`` (kinds: an input set
+arrives, a node finishes); per processor the node running and a heap of the nodes arrived; per
+node the count of unfinished predecessors and the latest input arrival. All events at one time are
+applied before any processor starts a node.
 
 >>> from schedulers.examples import topcuoglu2002
 >>> from schedulers.heft import heft
@@ -35,16 +38,18 @@ True
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
 from collections.abc import Hashable, Mapping, Sequence
 
 import networkx as nx
+import numpy as np
 
-from schedulers._core import build_problem, topological_order
+from schedulers._core import Problem, build_problem, topological_order
 from schedulers.exceptions import DeadlockError, UnschedulableNodeError
 from schedulers.schedule import Key, Schedule, Slot
 
-__all__ = ["simulate"]
+__all__ = ["simulate", "simulate_latencies"]
 
 _FINISH, _ARRIVE = 0, 1
 
@@ -114,8 +119,34 @@ def simulate(
     DeadlockError
         If ``order`` puts a node before one of its own ancestors on a processor.
     """
+    return simulate_latencies(graph, placement, order, edge_latencies=(edge_latency,),
+                              task_overhead=task_overhead, priority=priority,
+                              processors=processors)[0]
+
+
+def simulate_latencies(
+    graph: nx.DiGraph,
+    placement: Mapping[Key, Hashable],
+    order: Mapping[Hashable, Sequence[Key]] | None = None,
+    *,
+    edge_latencies: Sequence[float],
+    task_overhead: float = 0.0,
+    priority: Sequence[Key] | None = None,
+    processors: Sequence[Hashable] | None = None,
+) -> tuple[Schedule, ...]:
+    """`simulate` once per edge latency of ``edge_latencies``, checking and indexing the graph
+    once: the timelines, in that order.
+
+    >>> from schedulers.examples import topcuoglu2002
+    >>> from schedulers.heft import heft
+    >>> graph, processors = topcuoglu2002()
+    >>> plan = heft(graph, processors)
+    >>> [t.makespan for t in simulate_latencies(graph, plan.placement, plan.order,
+    ...                                         edge_latencies=(0.0, 1.0))]
+    [80.0, 83.0]
+    """
     overhead = _check_seconds("task_overhead", task_overhead)
-    latency = _check_seconds("edge_latency", edge_latency)
+    latencies = [_check_seconds("edge_latency", latency) for latency in edge_latencies]
     missing = [node for node in graph if node not in placement]
     extra = [node for node in placement if node not in graph]
     if missing or extra:
@@ -127,7 +158,7 @@ def simulate(
         listed = list(order or ()) + [placement[node] for node in topological_order(graph)]
         processors = list(dict.fromkeys(listed))
     if not processors and graph.number_of_nodes() == 0:
-        return Schedule({}, (), "simulate")
+        return tuple(Schedule({}, (), "simulate") for _ in latencies)
     problem = build_problem(graph, processors)
     index = {node: i for i, node in enumerate(problem.nodes)}
     proc_index = {proc: q for q, proc in enumerate(problem.processors)}
@@ -139,21 +170,88 @@ def simulate(
         if problem.cost[i, where[i]] == math.inf:
             raise UnschedulableNodeError(node, [placement[node]])
 
-    # per processor: with order, its nodes still to run (reversed, next one last); else a heap
-    # of (priority, node) over its nodes whose inputs have arrived
-    pending: list[list[int]] = [[] for _ in problem.processors]
-    ready: list[list[tuple[int, int]]] = [[] for _ in problem.processors]
     if order is not None:
         _check_order(order, placement, index)
+        sequences: list[list[int]] = [[] for _ in problem.processors]
         for proc, nodes in order.items():
-            pending[proc_index[proc]] = [index[node] for node in reversed(nodes)]
+            sequences[proc_index[proc]] = [index[node] for node in nodes]
+        return _replay(problem, where, sequences, overhead, latencies)
+    return tuple(_run(problem, where, index, priority, overhead, latency)
+                 for latency in latencies)
+
+
+def _replay(problem: Problem, where: list[int], sequences: list[list[int]], overhead: float,
+            latencies: Sequence[float]) -> tuple[Schedule, ...]:
+    """The simulation with a fixed order, for every latency at once: each node starts at
+    ``max(previous node on its processor finished, latest input arrived)``, which is the time
+    the event simulation starts it, computed with the same sums in a topological order of the
+    graph with each processor's sequence chained in (no event queue needed)."""
+    n = problem.n
+    waiting = np.diff(problem.in_ptr).tolist()
+    before, after = [-1] * n, [-1] * n  # the previous and the next node on the processor
+    for nodes in sequences:
+        for a, b in itertools.pairwise(nodes):
+            before[b], after[a] = a, b
+            waiting[b] += 1
+    cost, preds, succs = problem.cost.tolist(), problem.preds, problem.succs
+    finishes = [[0.0] * n for _ in latencies]
+    starts = [[0.0] * n for _ in latencies]
+    ready = [i for i in range(n) if waiting[i] == 0]
+    ran = [False] * n
+    while ready:
+        i = ready.pop()
+        ran[i] = True
+        q, prev = where[i], before[i]
+        run = cost[i][q] + overhead
+        for latency, start, finish in zip(latencies, starts, finishes, strict=True):
+            t = finish[prev] if prev >= 0 else 0.0
+            for j, comm, _ in preds[i]:
+                src = where[j]
+                transfer = 0.0 if src == q else comm if isinstance(comm, float) else \
+                    float(comm[src, q])
+                arrival = finish[j] + transfer + latency
+                if arrival > t:
+                    t = arrival
+            start[i] = t
+            finish[i] = t + run
+        for j, _, _ in succs[i]:
+            waiting[j] -= 1
+            if waiting[j] == 0:
+                ready.append(j)
+        j = after[i]
+        if j >= 0:
+            waiting[j] -= 1
+            if waiting[j] == 0:
+                ready.append(j)
+    if not all(ran):
+        raise DeadlockError({
+            problem.processors[q]: problem.nodes[next(i for i in nodes if not ran[i])]
+            for q, nodes in enumerate(sequences) if not all(ran[i] for i in nodes)
+        })
+    position = [0] * n
+    for nodes in sequences:
+        for r, i in enumerate(nodes):
+            position[i] = r
+    names, procs = problem.nodes, problem.processors
+    timelines = []
+    for start, finish in zip(starts, finishes, strict=True):
+        ranked = sorted(range(n), key=lambda i: (start[i], where[i], position[i]))
+        slots = {names[i]: Slot(procs[where[i]], start[i], finish[i]) for i in ranked}
+        timelines.append(Schedule(slots, procs, "simulate"))
+    return tuple(timelines)
+
+
+def _run(problem: Problem, where: list[int], index: Mapping[Key, int],
+         priority: Sequence[Key] | None, overhead: float, latency: float) -> Schedule:
+    """The event simulation without an order: a free processor starts its highest-priority
+    node whose inputs have arrived (a heap of ``(priority, node)`` per processor)."""
+    ready: list[list[tuple[int, int]]] = [[] for _ in problem.processors]
     first = {index[node]: r for r, node in enumerate(priority or ()) if node in index}
     rank = [(first.get(i, problem.n), i) for i in range(problem.n)]
     cost = problem.cost.tolist()
 
-    waiting = [len(preds) for preds in problem.preds]
+    waiting = np.diff(problem.in_ptr).tolist()  # unfinished predecessors
     arrival = [0.0] * problem.n
-    arrived = [False] * problem.n
     running: list[int | None] = [None] * problem.p
     slots: dict[Key, Slot] = {}
     events = [(0.0, i, _ARRIVE, i) for i in range(problem.n) if waiting[i] == 0]
@@ -167,7 +265,6 @@ def simulate(
             q = where[i]
             touched.add(q)
             if kind == _ARRIVE:
-                arrived[i] = True
                 heapq.heappush(ready[q], rank[i])
                 continue
             running[q] = None
@@ -182,27 +279,12 @@ def simulate(
                     heapq.heappush(events, (arrival[j], sequence, _ARRIVE, j))
                     sequence += 1
         for q in sorted(touched):
-            if running[q] is not None:
+            if running[q] is not None or not ready[q]:
                 continue
-            if order is not None:
-                if not pending[q] or not arrived[pending[q][-1]]:
-                    continue
-                i = pending[q].pop()
-            elif ready[q]:
-                _, i = heapq.heappop(ready[q])
-            else:
-                continue
+            _, i = heapq.heappop(ready[q])
             finish = now + cost[i][q] + overhead
             slots[problem.nodes[i]] = Slot(problem.processors[q], now, finish)
             running[q] = i
             heapq.heappush(events, (finish, sequence, _FINISH, i))
             sequence += 1
-    if len(slots) < problem.n:
-        raise DeadlockError(
-            {
-                problem.processors[q]: problem.nodes[left[-1]]
-                for q, left in enumerate(pending)
-                if left
-            }
-        )
     return Schedule(slots, problem.processors, "simulate")

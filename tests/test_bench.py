@@ -36,6 +36,12 @@ def test_placement_benchmark_prints_its_tables():
 
 
 @pytest.mark.slow
+def test_periodic_benchmark_prints_both_tables():
+    out = run("periodic.py", "--quick", "--rounds", "1", "--steps", "20")
+    assert "| ModelAveraging(4, 5) | 100 |" in out and "| periodic | 323 |" in out
+
+
+@pytest.mark.slow
 def test_schedulers_benchmark_quick():
     out = run("schedulers.py", "--quick")
     assert "heft" in out and "best" in out

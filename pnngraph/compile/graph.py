@@ -14,7 +14,9 @@ keys. Its ``flops`` and ``bytes`` come from :mod:`pnngraph.compile.cost`. Node a
     bytes    size of its output;  edges carry the bytes moved from producer to consumer
 
 The graph's own attributes (``graph.graph``): ``outputs`` (the final state keys, one per slot of
-the strategy, :meth:`~pnngraph.compile.strategies.DataParallel.slots`), ``token`` and ``layout``.
+the strategy, :meth:`~pnngraph.compile.strategies.DataParallel.slots`), ``token``, ``layout`` and
+``period`` ``(P, origin)``: the graph repeats every ``P`` steps (H for model averaging, the steps
+of a fused task, else 1), period i holding the steps ``origin + i P, ...`` (the planner tiles it).
 
 One data-parallel step with S = 3 shards and ``fan_in=2`` (K = 1, so forward, loss and backward of a
 shard are one ``grad`` task)::
@@ -37,12 +39,13 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import networkx as nx
 import numpy as np
 
+from pnngraph.collect import without_gc
 from pnngraph.compile import kernels
 from pnngraph.compile.cost import Cost, StageCosts, stage_costs
 from pnngraph.compile.keys import Key, node_key
@@ -147,6 +150,7 @@ class _Builder:
     batches: list[np.ndarray]
     start: int
     g: nx.DiGraph
+    sizes: dict[Key, float] = field(default_factory=dict)  # node -> bytes of its output
 
     def add(self, phase: str, k: int, indices: tuple[int, ...], fn: Callable[..., Any] | None,
             *args: Any, cost: Cost, **attrs: Any) -> Ref:
@@ -155,8 +159,9 @@ class _Builder:
         for name in ("step", "shard", "micro", "stage", "copy"):
             attrs.setdefault(name, None)
         self.g.add_node(key, kind=phase, fn=fn, args=args, **cost, **attrs)
-        for a in refs_in(args):
-            self.g.add_edge(a.key, key, bytes=self.g.nodes[a.key]["bytes"])
+        self.sizes[key] = cost["bytes"]
+        sizes = self.sizes
+        self.g.add_edges_from([(a.key, key, {"bytes": sizes[a.key]}) for a in refs_in(args)])
         return Ref(key)
 
     def data(self, i: int, data: Source | Blocks) -> Ref | BlockRefs:
@@ -188,6 +193,7 @@ class _Builder:
         self.g.add_node(key, kind=phase, fn=None, args=(), source=source, flops=0.0,
                         bytes=source.nbytes, step=None, shard=None, micro=None, stage=stage,
                         copy=copy, block=block, home=source.home)
+        self.sizes[key] = source.nbytes
         return Ref(key)
 
     def tree(self, leaves: list[Ref], k: int, step: int, until: int | None = None, *,
@@ -212,6 +218,7 @@ class _Builder:
         return leaves
 
 
+@without_gc
 def compile_training(
     model: Sequential,
     spec: TrainingSpec,
@@ -266,11 +273,15 @@ def compile_training(
     S, _, M = strategy.layout
     carry: list[list[Ref]]
     spec.check_split(model, min(len(i) for i in b.batches))
+    period = (1, start)
     if strategy.algorithm == "averaging":
-        outputs = _averaging(b, cast(ModelAveraging, strategy), [s[0] for s in slots], x, y)
+        averaging = cast(ModelAveraging, strategy)
+        outputs = _averaging(b, averaging, [s[0] for s in slots], x, y)
         carry = [[r] for r in outputs]
+        period = (averaging.local_steps, 0)
     else:
         per_task = _fusion(b, len(model.layers), isinstance(x, BlockRefs))
+        period = (per_task, start)
         if copies > 1:
             carry = [_copies(b, [slots[0][r % len(slots[0])] for r in range(copies)], x, y)]
         elif per_task > 1:
@@ -282,7 +293,7 @@ def compile_training(
     b.g.remove_nodes_from([k for k, block in b.g.nodes(data="block")
                            if block is not None and b.g.out_degree(k) == 0])
     b.g.graph.update(outputs=[r.key for r in outputs], carry=[[r.key for r in c] for c in carry],
-                     token=token, layout=(S, len(bounds), M), copies=copies)
+                     token=token, layout=(S, len(bounds), M), copies=copies, period=period)
     return b.g
 
 

@@ -33,9 +33,11 @@ from typing import Any, Literal
 import networkx as nx
 
 import schedulers
+from pnngraph.collect import without_gc
 from pnngraph.compile.keys import Key, step_of, step_spans
 from pnngraph.exceptions import ConfigError, UnknownNameError
 from pnngraph.plan.cluster import ClusterModel
+from pnngraph.plan.periodic import tile
 from pnngraph.plan.static import static_placement
 
 SCHEDULERS: tuple[str, ...] = (*schedulers.SCHEDULERS, "static", "dask")
@@ -62,7 +64,10 @@ class Plan:
     library. With ``algorithm == "dask"`` nothing is pinned and the prediction models Dask's
     own earliest-start rule. ``terms`` splits the predicted wall time (:func:`wall_terms`);
     with ``strategy="auto"``, ``alternatives`` holds every candidate strategy and its predicted
-    wall time for the whole run, fastest first (the first is this plan's).
+    wall time for the whole run, fastest first (the first is this plan's). ``tiling`` says how
+    the schedule was made: ``"periodic"`` (one period planned and tiled,
+    :mod:`pnngraph.plan.periodic`), ``"whole"`` (the whole graph planned) or ``"whole
+    (tiling refused: <why>)"`` (a tiled plan was made, refused, and the whole graph planned).
     """
 
     algorithm: str
@@ -74,6 +79,7 @@ class Plan:
     pinned: bool = True
     terms: dict[str, float] = field(default_factory=dict)
     alternatives: tuple[tuple[str, float], ...] = ()
+    tiling: str = "whole"
 
     @property
     def makespan(self) -> float:
@@ -137,32 +143,35 @@ def scheduling_graph(
     either way times the history correction of its phase there, plus Dask's task overhead.
     """
     allowed = set(cluster.usable(devices))
-    keep = [k for k, node in abstract.nodes(data=True)
-            if node["kind"] not in SOURCES or node.get("home") in allowed]
+    keep = {k: n for k, n in abstract.nodes.items()
+            if n["kind"] not in SOURCES or n.get("home") in allowed}
     sub = nx.DiGraph()
-    for k in keep:
-        node = abstract.nodes[k]
-        sub.add_node(k, kind=node["kind"], flops=float(node["flops"]), bytes=float(node["bytes"]),
-                     sig=node.get("sig"), rows=node.get("rows", 0.0), count=node.get("count", 1))
-    for u, v, d in abstract.edges(data=True):
-        if u in sub and v in sub:
-            sub.add_edge(u, v, bytes=float(d["bytes"]))
-    costed = schedulers.annotate_costs(sub, machine_for(cluster, dtype))
+    sub.add_nodes_from(
+        (k, {"kind": n["kind"], "flops": float(n["flops"]), "bytes": float(n["bytes"]),
+             "sig": n.get("sig"), "rows": n.get("rows", 0.0), "count": n.get("count", 1)})
+        for k, n in keep.items())
+    sub.add_edges_from((u, v, {"bytes": float(d["bytes"])}) for u, nbrs in abstract.adjacency()
+                       if u in keep for v, d in nbrs.items() if v in keep)
+    costed = schedulers.annotate_costs(sub, machine_for(cluster, dtype), copy=False)
     overhead = cluster.task_overhead_seconds
+    priced: dict[tuple[Any, ...], dict[Hashable, float]] = {}
     for key, node in costed.nodes(data=True):
-        home = abstract.nodes[key].get("home")
         if node["kind"] in SOURCES:  # a block held by a worker: it stays there
-            node["costs"] = {home: 0.0}
+            node["costs"] = {keep[key].get("home"): 0.0}
             continue
-        costs = {}
-        for proc, seconds in node["costs"].items():
-            if proc not in allowed:
-                continue
-            measured = None if node["sig"] is None else cluster.kernel_seconds(
-                node["sig"], str(proc), node["rows"], node["count"])
-            compute = seconds - overhead if measured is None else measured
-            costs[proc] = overhead + compute * cluster.correction(node["kind"], proc)
-        node["costs"] = costs
+        what = (node["kind"], node["flops"], node["bytes"], node["sig"], node["rows"],
+                node["count"])
+        costs = priced.get(what)
+        if costs is None:  # nodes of the same kernel and size cost the same: priced once
+            costs = priced[what] = {}
+            for proc, seconds in node["costs"].items():
+                if proc not in allowed:
+                    continue
+                measured = None if node["sig"] is None else cluster.kernel_seconds(
+                    node["sig"], str(proc), node["rows"], node["count"])
+                compute = seconds - overhead if measured is None else measured
+                costs[proc] = overhead + compute * cluster.correction(node["kind"], proc)
+        node["costs"] = dict(costs)
     return costed
 
 
@@ -208,6 +217,7 @@ devices='gpu', got 'no worker has a GPU'
                           "every worker has a GPU")
 
 
+@without_gc
 def make_plan(
     abstract: nx.DiGraph,
     cluster: ClusterModel,
@@ -216,6 +226,7 @@ def make_plan(
     dtype: str = "float64",
     devices: Literal["any", "cpu", "gpu"] = "any",
     shard_workers: Sequence[str] | None = None,
+    periodic: bool = True,
     **options: Any,
 ) -> Plan:
     """Place and order ``abstract`` on ``cluster`` with ``scheduler`` and predict the run.
@@ -225,13 +236,17 @@ def make_plan(
     restricts the workers used ("cpu" or "gpu" only); ``shard_workers[j]`` is the only worker
     shard j's gradient tasks may run on (shards sized for their worker's speed). A state kept in
     copies has each copy at home on one worker (``shard_workers[r]``, else the r-th usable
-    worker): copy r's update and the gradients that read it run there.
+    worker): copy r's update and the gradients that read it run there. With ``periodic`` a list
+    scheduler plans a window of a few periods and the plan tiles it
+    (:func:`pnngraph.plan.periodic.tile`), unless the graph is too short, not periodic, or the
+    tiled plan is refused (``Plan.tiling`` says which).
     """
     scheduler_name(scheduler)
     check_devices(devices, [w.gpu for w in cluster.workers])
     costed = scheduling_graph(abstract, cluster, dtype=dtype, devices=devices)
     processors = cluster.usable(devices)
     _tie(costed, abstract, list(shard_workers or processors), bool(shard_workers))
+    tiling, predicted = "whole", None
     if scheduler == "static":
         stages = abstract.graph.get("layout", (1, 1, 1))[1]
         placement: Mapping[Any, Hashable] = {
@@ -240,12 +255,20 @@ def make_plan(
         schedule = schedulers.simulate(costed, placement, processors=processors)
     else:
         fn = schedulers.SCHEDULERS["greedy_start" if scheduler == "dask" else scheduler]
-        schedule = fn(costed, processors, **options)
+        tiled, refused = tile(costed, abstract, processors, fn, **options,
+                              edge_latency=cluster.hop_latency_seconds) if periodic \
+            else (None, "")
+        if tiled is not None:
+            tiling, (schedule, predicted) = "periodic", tiled
+        else:
+            tiling = f"whole (tiling refused: {refused})" if refused else "whole"
+            schedule = fn(costed, processors, **options)
         placement = schedule.placement
-    predicted = schedulers.simulate(
-        costed, placement, schedule.order, edge_latency=cluster.hop_latency_seconds,
-        processors=processors,
-    )
+    if predicted is None:
+        predicted = schedulers.simulate(
+            costed, placement, schedule.order, edge_latency=cluster.hop_latency_seconds,
+            processors=processors,
+        )
     by_start: list[Any] = sorted(predicted.slots, key=lambda k: (predicted.slots[k].start,
                                                       predicted.slots[k].finish))
     priorities: dict[Key, int] = {k: len(by_start) - i for i, k in enumerate(by_start)}
@@ -259,6 +282,7 @@ def make_plan(
         backends={k: backend_of[str(p)] for k, p in placement.items()},
         pinned=scheduler != "dask",
         terms=wall_terms(abstract, cluster, predicted.makespan, placement),
+        tiling=tiling,
     )
 
 

@@ -111,7 +111,9 @@ def fit(
     **optimizer_options: Any,
 ) -> TrainingResult:
     """Train like :func:`pnngraph.build` (same options), computing ``chunk_steps`` steps per
-    graph. A cluster model measured for the first chunk serves every chunk.
+    graph. A cluster model measured for the first chunk serves every chunk, and so does the
+    window its plan scheduled while the costs stay (:mod:`pnngraph.plan.periodic`): a later
+    chunk only tiles it.
 
     ``chunk_steps`` defaults to one epoch (at most 1000 steps). ``chunk_seconds`` shortens
     chunks to about that many seconds each (by the first chunk's plan, then by the measured

@@ -30,6 +30,7 @@ import networkx as nx
 from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 from dask.task_spec import DataNode, List, Task, TaskRef
 
+from pnngraph.collect import without_gc
 from pnngraph.compile import kernels
 from pnngraph.compile.graph import Ref, WorkerBackend, refs_in
 from pnngraph.compile.keys import Key, host_key
@@ -52,6 +53,7 @@ def _external(node: Mapping[str, Any]) -> Any:
     return source.value if source is not None and source.external else None
 
 
+@without_gc
 def lower(
     graph: nx.DiGraph, name: str, placement: Placement, outputs: Sequence[Key] = ()
 ) -> tuple[HighLevelGraph, list[Key]]:
@@ -66,13 +68,14 @@ def lower(
     """
     handles, deps = _handles(graph)
     tasks = _Tasks(placement)
+    backends = placement.backends
     for key, node in graph.nodes(data=True):
         if key in handles:
             continue
         if node["fn"] is None:
             tasks.tasks[key] = DataNode(key, node["source"].value)
             continue
-        backend = placement.backends.get(key, "numpy")
+        backend = backends.get(key, "numpy")
         args = [_arg(a, handles, tasks, backend) for a in node["args"]]
         tasks.tasks[key] = Task(key, node["fn"], *args)
     keys = [tasks.host_copy(k) if tasks.on_device(k) else k for k in outputs]
@@ -136,11 +139,11 @@ class _Tasks:
         self.tasks: dict[Key, Any] = {}
         self.workers = dict(placement.workers)
         self.priorities = dict(placement.priorities)
-        self.backends = placement.backends
+        self.device = {k for k, b in placement.backends.items() if b != "numpy"}
         self.loose = placement.loose
 
     def on_device(self, key: Key) -> bool:
-        return self.backends.get(key, "numpy") != "numpy"
+        return key in self.device
 
     def host_copy(self, key: Key) -> Key:
         hk = host_key(key)

@@ -9,7 +9,7 @@ import networkx as nx
 import pytest
 
 import schedulers
-from schedulers import DeadlockError, Slot, UnschedulableNodeError, simulate
+from schedulers import DeadlockError, Slot, UnschedulableNodeError, simulate, simulate_latencies
 
 from sched_cases import costed  # isort: skip
 
@@ -126,6 +126,12 @@ def test_reproduces_every_scheduler_with_inexact_floats(name: str) -> None:
         assert (
             simulate(graph, plan.placement, plan.order, processors=processors).slots == plan.slots
         )
+        # several latencies on one indexing of the graph: the same as one simulation each
+        zero, hop = simulate_latencies(graph, plan.placement, plan.order,
+                                       edge_latencies=(0.0, 0.3), processors=processors)
+        assert zero.slots == plan.slots
+        assert hop.slots == simulate(graph, plan.placement, plan.order, edge_latency=0.3,
+                                     processors=processors).slots
         for nodes in plan.order.values():  # no overlap, not even by a rounding error
             for before, after in itertools.pairwise(nodes):
                 assert plan.slots[after].start >= plan.slots[before].finish
