@@ -102,28 +102,19 @@ class Plan:
 
 
 def machine_for(cluster: ClusterModel, dtype: str) -> schedulers.Machine:
-    """The cluster as a :class:`schedulers.Machine` for arrays of ``dtype``."""
-    processors: dict[Hashable, schedulers.ProcessorSpec] = {
-        w.address: schedulers.ProcessorSpec(
-            "gpu" if w.gpu else "cpu",
-            {"default": w.flops_per_s(dtype)},
-            w.memory_bytes_per_s,
-            cluster.task_overhead_seconds,
-        )
-        for w in cluster.workers
-    }
-    network = schedulers.Link(cluster.network_bytes_per_s, 0.0)
-    links: dict[tuple[Hashable, Hashable], schedulers.Link] = {}
-    for a in cluster.workers:
-        for b in cluster.workers:
-            if a.address == b.address or not (a.gpu or b.gpu):
-                continue
-            seconds_per_byte = 1.0 / cluster.network_bytes_per_s
-            for w in (a, b):
-                if w.gpu and w.host_device_bytes_per_s:
-                    seconds_per_byte += 1.0 / w.host_device_bytes_per_s
-            links[(a.address, b.address)] = schedulers.Link(1.0 / seconds_per_byte, 0.0)
-    return schedulers.Machine(processors, network, links)
+    """The cluster as a :class:`schedulers.Machine` for arrays of ``dtype``: one network, and
+    at a GPU end of a transfer its host <-> device copy."""
+    processors: dict[Hashable, schedulers.ProcessorSpec] = {}
+    kinds: dict[tuple[Any, ...], schedulers.ProcessorSpec] = {}  # one spec per kind of worker
+    for w in cluster.workers:
+        copy = w.host_device_bytes_per_s if w.gpu else None
+        kind = (w.gpu, w.flops_per_s(dtype), w.memory_bytes_per_s, copy)
+        if kind not in kinds:
+            kinds[kind] = schedulers.ProcessorSpec(
+                "gpu" if w.gpu else "cpu", {"default": w.flops_per_s(dtype)},
+                w.memory_bytes_per_s, cluster.task_overhead_seconds, copy or None)
+        processors[w.address] = kinds[kind]
+    return schedulers.Machine(processors, schedulers.Link(cluster.network_bytes_per_s, 0.0))
 
 
 def scheduling_graph(
