@@ -14,10 +14,10 @@ A node with attributes ``flops``, ``bytes`` (memory traffic) and optionally ``wo
 default ``"default"``) runs on a processor for the roofline time
 ``task_overhead_seconds + max(flops / flops_per_s[work], bytes / memory_bytes_per_s)``. An edge with
 attribute ``bytes`` (default 0) moves in ``latency_seconds + bytes / bandwidth_bytes_per_s`` between
-two distinct processors, plus ``bytes / copy_bytes_per_s`` at each end that has one. `annotate_costs`
-writes both into a copy of the graph; without per-pair ``links`` an edge's ``comm`` is one number
-or a `PairSum` (one shared part, one per end), so a machine of a thousand processors costs no
-``(p, p)`` table per edge.
+two distinct processors, plus ``bytes / copy_bytes_per_s`` at each end that has one.
+`annotate_costs` writes both into a copy of the graph; without per-pair ``links`` an edge's
+``comm`` is one number or a `PairSum` (one shared part, one per end), so a machine of a thousand
+processors costs no ``(p, p)`` table per edge.
 
 >>> import networkx as nx
 

@@ -99,10 +99,24 @@ def plan(**opts: Any) -> None:
     steps = graph.plan.step_makespans()
     if steps:
         click.echo(f"predicted seconds per step: {np.mean(list(steps.values())):.4f}")
+    if isinstance(graph.strategy, pnngraph.DataParallel) and graph.strategy.shards > 1:
+        _echo_ring_bound(graph, opts["batch_size"], cluster, optimizer)
     out = render_report(opts["output"], title="pnngraph plan",
                         planned=records_from_slots(graph.plan.predicted.slots),
                         meta={"strategy": repr(strategy), "scheduler": graph.plan.algorithm})
     click.echo(f"Gantt chart written to {out}")
+
+
+def _echo_ring_bound(graph: Any, batch_size: int, cluster: Any, optimizer: Any) -> None:
+    """The ring all-reduce lower bound of a step on the workers the plan uses."""
+    from pnngraph.plan.scaling import ring_bound
+
+    used = sorted(set(graph.plan.placement.values()))
+    bound = ring_bound(graph.model, batch_size, cluster, optimizer, addresses=used)
+    click.echo(f"ring all-reduce lower bound per step on {bound.workers} workers: "
+               f"{bound.seconds:.4f} s (compute {bound.compute_seconds:.4f} s, all-reduce "
+               f"{bound.allreduce_seconds:.4f} s; its hops would add "
+               f"{bound.latency_seconds:.4f} s)")
 
 
 # --------------------------------------------------------------------------------- calibrate

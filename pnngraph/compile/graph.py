@@ -155,7 +155,7 @@ class _Builder:
     def tree(self, leaves: list[Ref], k: int, step: int, until: int | None = None) -> list[Ref]:
         """Sum stage ``k``'s ``leaves`` in order, ``fan_in`` at a time, until at most ``until``
         (by default ``fan_in``) remain."""
-        fan_in, level = self.spec.fan_in, 0
+        fan_in, level = self.spec.tree_fan_in, 0
         until = fan_in if until is None else until
         while len(leaves) > until:
             groups = [leaves[i : i + fan_in] for i in range(0, len(leaves), fan_in)]

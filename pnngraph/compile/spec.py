@@ -3,7 +3,10 @@
 Everything that decides the bits a run produces, besides the model and the data, is in the
 spec: the strategy, the number of steps, the batch size and the dataset size (together with the
 seed and ``shuffle`` they fix every batch, :meth:`TrainingSpec.batch`), the optimizer and loss
-objects, the fan-in of the gradient sums and the step fusion. Every public entry point
+objects, the fan-in of the gradient sums and the step fusion. A fan-in of "auto" (the default)
+is fixed before a run compiles: by the planner where a cluster model is there to predict with
+(:func:`pnngraph.run.auto.choose_fan_in`), else :data:`DEFAULT_FAN_IN`; the run's spec and its
+checkpoints record the number. Every public entry point
 (``build``, ``fit``, ``train_serial``, ``train_averaging_serial``) turns its keyword arguments
 into a spec once, with :func:`prepare`, which validates them and the data at the boundary; the
 layers below take the spec as it is. Checkpoints store :meth:`TrainingSpec.to_json`, and a
@@ -37,13 +40,17 @@ from pnngraph.nn.model import Sequential
 from pnngraph.nn.optimizers import Optimizer, check_options, get_optimizer
 from pnngraph.nn.train import batch_indices, steps_per_epoch
 
+DEFAULT_FAN_IN = 8
+"""The gradient tree's fan-in where ``fan_in="auto"`` has nothing to choose with."""
+
 
 @dataclass(frozen=True)
 class TrainingSpec:
     """What defines the math of a run (see the module docstring).
 
     ``steps`` counts every step of the run (a resumed run included); ``fuse_steps`` is "auto"
-    or the steps per task of a one-shard, one-stage run.
+    or the steps per task of a one-shard, one-stage run; ``fan_in`` is "auto" (the planner
+    chooses, see the module docstring) or the gradient tree's fan-in.
     """
 
     strategy: Strategy
@@ -54,7 +61,7 @@ class TrainingSpec:
     loss: Loss
     seed: int = 0
     shuffle: bool = True
-    fan_in: int = 8
+    fan_in: int | Literal["auto"] = "auto"
     fuse_steps: int | Literal["auto"] = "auto"
 
     NOT_IN_THE_BITS: ClassVar[tuple[str, ...]] = ("steps", "fuse_steps")
@@ -66,7 +73,8 @@ class TrainingSpec:
         check_int("seed", self.seed, low=0)
         if not isinstance(self.shuffle, bool):
             raise ConfigError("shuffle", "True or False", self.shuffle)
-        check_int("fan_in", self.fan_in, low=2)
+        if self.fan_in != "auto":
+            check_int("fan_in", self.fan_in, low=2)
         if self.fuse_steps != "auto":
             try:
                 check_int("fuse_steps", self.fuse_steps)
@@ -77,6 +85,11 @@ class TrainingSpec:
             raise ConfigError("optimizer", "an Optimizer", self.optimizer)
         if not isinstance(self.loss, Loss):
             raise ConfigError("loss", "a Loss", self.loss)
+
+    @property
+    def tree_fan_in(self) -> int:
+        """The fan-in the graph is compiled with (:data:`DEFAULT_FAN_IN` while "auto")."""
+        return DEFAULT_FAN_IN if self.fan_in == "auto" else int(self.fan_in)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -172,7 +185,7 @@ def prepare(
     label_smoothing: Any = None,
     seed: Any = 0,
     shuffle: Any = True,
-    fan_in: Any = 8,
+    fan_in: Any = "auto",
     fuse_steps: Any = "auto",
     n_samples: int | None = None,
     caller: str = "prepare",

@@ -61,7 +61,9 @@ class Plan:
     library. With ``algorithm == "dask"`` nothing is pinned and the prediction models Dask's
     own earliest-start rule. ``terms`` splits the predicted wall time (:func:`wall_terms`);
     with ``strategy="auto"``, ``alternatives`` holds every candidate strategy and its predicted
-    wall time for the whole run, fastest first (the first is this plan's).
+    wall time for the whole run, fastest first (the first is this plan's); with
+    ``fan_in="auto"``, ``fan_ins`` holds every fan-in tried and its predicted seconds per
+    step, the chosen one first.
     """
 
     algorithm: str
@@ -73,6 +75,7 @@ class Plan:
     pinned: bool = True
     terms: dict[str, float] = field(default_factory=dict)
     alternatives: tuple[tuple[str, float], ...] = ()
+    fan_ins: tuple[tuple[int, float], ...] = ()
 
     @property
     def makespan(self) -> float:
@@ -97,7 +100,15 @@ class Plan:
         terms = ", ".join(f"{k} {v:.4f} s" for k, v in self.terms.items())
         lines = [f"plan: {self.algorithm}, predicted wall time {self.wall_seconds:.4f} s "
                  f"({terms})"]
-        lines += [f"  {w}: {n} tasks" for w, n in sorted(per.items())]
+        if self.fan_ins:
+            tried = ", ".join(f"{f}: {seconds:.4f} s" for f, seconds in self.fan_ins)
+            lines.append(f"fan-in {self.fan_ins[0][0]}, predicted fastest per step ({tried})")
+        if len(per) > 16:  # a large cluster: its busiest workers only
+            top = sorted(per.items(), key=lambda item: (-item[1], item[0]))[:8]
+            lines += [f"  {w}: {n} tasks" for w, n in top]
+            lines.append(f"  ... and {len(per) - 8} more workers")
+        else:
+            lines += [f"  {w}: {n} tasks" for w, n in sorted(per.items())]
         return "\n".join(lines)
 
 
@@ -138,10 +149,15 @@ def scheduling_graph(
     costed = schedulers.annotate_costs(sub, machine_for(cluster, dtype))
     allowed = set(cluster.usable(devices))
     overhead = cluster.task_overhead_seconds
+    # workers without measured kernels or history: the roofline as it is (the same float ops)
+    known = {key.rpartition("|")[2] for key in (*cluster.kernels, *cluster.history)}
     for _, node in costed.nodes(data=True):
         costs = {}
         for proc, seconds in node["costs"].items():
             if proc not in allowed:
+                continue
+            if proc not in known:
+                costs[proc] = overhead + (seconds - overhead)
                 continue
             measured = None if node["sig"] is None else cluster.kernel_seconds(
                 node["sig"], str(proc), node["rows"], node["count"])

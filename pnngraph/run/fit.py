@@ -91,7 +91,7 @@ def fit(
     shuffle: bool = True,
     chunk_steps: int | None = None,
     chunk_seconds: float | None = None,
-    fan_in: int = 8,
+    fan_in: int | str = "auto",
     fuse_steps: int | str = "auto",
     client: Any = None,
     scheduler: str | None = None,

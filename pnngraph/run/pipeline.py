@@ -94,6 +94,7 @@ class Run:
     keep: tuple[Any, ...] = ()
     copies: int = 1
     alternatives: tuple[tuple[str, float], ...] = ()
+    fan_ins: tuple[tuple[int, float], ...] = ()
     measured: bool = False  # the cluster model was calibrated here: kernel times are cached
 
 
@@ -136,10 +137,12 @@ def start_run(
     data, keep = _place_data(inputs, client)
     run = Run(model, spec, data, options, cluster, None, client, keep, measured=measured)
     if not spec.strategy.chooses:
-        return fix(run, spec.strategy)
-    if cluster is None:  # strategy="auto" with nothing to plan for: one shard, the serial loop
-        return replace(run, spec=replace(spec, strategy=DataParallel(1)))
-    return auto.choose(run, fix, chunk_graph, initial_states)
+        run = fix(run, spec.strategy)
+    elif cluster is None:  # strategy="auto" with nothing to plan for: one shard, the serial loop
+        run = replace(run, spec=replace(spec, strategy=DataParallel(1)))
+    else:
+        run = auto.choose(run, fix, chunk_graph, initial_states)
+    return auto.choose_fan_in(run, chunk_graph, initial_states)
 
 
 def check_cluster(client: Any, cluster: ClusterModel | None, options: PlacementOptions) -> None:
@@ -305,9 +308,9 @@ def chunk_graph(run: Run, start: int, steps: int, states: Sequence[Any]) -> Trai
         workers = list(live_workers(run.client))
     placement = place(abstract, run.options, cluster=cluster, workers=workers,
                       dtype=run.model.dtype, shard_workers=run.shard_workers)
-    if placement.plan is not None and run.alternatives:
-        placement = replace(placement, plan=replace(placement.plan,
-                                                    alternatives=run.alternatives))
+    if placement.plan is not None and (run.alternatives or run.fan_ins):
+        placement = replace(placement, plan=replace(placement.plan, alternatives=run.alternatives,
+                                                    fan_ins=run.fan_ins))
     return TrainingGraph(abstract, run.model, run.spec.strategy, placement, client=run.client,
                          keep=run.keep, cluster=cluster)
 
@@ -324,7 +327,7 @@ def build(
     loss: str | Loss = "cross_entropy",
     seed: int = 0,
     shuffle: bool = True,
-    fan_in: int = 8,
+    fan_in: int | str = "auto",
     fuse_steps: int | str = "auto",
     start_step: int = 0,
     opt_state: State | None = None,
@@ -351,8 +354,12 @@ def build(
         Exactly one.
     batch_size, optimizer, loss, seed, shuffle, **optimizer_options
         As for :func:`pnngraph.train_serial`; the result equals that trainer's to rounding.
-    fan_in : int
-        Gradients are summed in a fixed tree of this fan-in, in shard order.
+    fan_in : int or "auto"
+        Gradients are summed in a fixed tree of this fan-in, in shard order; the fan-in decides
+        the order of the sums, so a given one gives the same bits every time. "auto" (default):
+        with a cluster model, the fan-in predicted fastest among 8, 2, 4, 16 and the number of
+        shards (:func:`pnngraph.run.auto.choose_fan_in`; ``graph.plan.fan_ins`` and the run's
+        spec record it), else 8.
     fuse_steps : "auto" or int
         Steps per task when the strategy has one shard and one stage ("auto": enough steps
         for about a quarter of a second of work per task, so tiny models are not drowned in
