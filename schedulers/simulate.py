@@ -8,6 +8,14 @@ the two run on different processors (0 on the same one), plus ``edge_latency`` s
 edge (a scheduler round trip per dependent hop, as Dask pays about 6 ms). Running a node takes its
 cost on that processor plus ``task_overhead`` seconds.
 
+With ``contention``, each processor's network link carries one transfer at a time each way (it
+sends one output at a time and receives one at a time, full duplex): a transfer starts when its
+producer has finished and both links are free, and an output crosses to each other processor
+once, however many nodes there read it. Transfers take their turn in the order their producers
+finish (ties: the graph's edge order). Without it every transfer runs at once, as a list
+scheduler assumes, which a node with many inputs, or an output read on many processors, makes
+far too hopeful.
+
 Which node a free processor starts:
 
 - with ``order`` (processor -> its nodes), the next one in that order, waiting for its inputs if
@@ -82,6 +90,7 @@ def simulate(
     edge_latency: float = 0.0,
     priority: Sequence[Key] | None = None,
     processors: Sequence[Hashable] | None = None,
+    contention: bool = False,
 ) -> Schedule:
     """Simulate running ``graph`` with a fixed ``placement`` (and per-processor ``order``).
 
@@ -103,6 +112,9 @@ def simulate(
     processors : sequence, optional
         The processors of the returned schedule (default: those of ``order``, then of
         ``placement``).
+    contention : bool
+        Transfers share each processor's link, one at a time each way (see the module
+        docstring).
 
     Returns
     -------
@@ -152,6 +164,8 @@ def simulate(
     cost = problem.cost.tolist()
 
     waiting = [len(preds) for preds in problem.preds]
+    sends, receives = [0.0] * problem.p, [0.0] * problem.p  # when each link is next free
+    sent: dict[tuple[int, int], float] = {}  # (node, processor) -> when its output is there
     arrival = [0.0] * problem.n
     arrived = [False] * problem.n
     running: list[int | None] = [None] * problem.p
@@ -172,11 +186,18 @@ def simulate(
                 continue
             running[q] = None
             for j, comm, _ in problem.succs[i]:
-                if where[j] == q:
-                    transfer = 0.0
+                r = where[j]
+                if r == q:
+                    there = now
+                elif (i, r) in sent:
+                    there = sent[(i, r)]
                 else:
-                    transfer = comm if isinstance(comm, float) else float(comm[q, where[j]])
-                arrival[j] = max(arrival[j], now + transfer + latency)
+                    transfer = comm if isinstance(comm, float) else float(comm[q, r])
+                    begin = max(now, sends[q], receives[r]) if contention else now
+                    there = begin + transfer
+                    if contention:
+                        sends[q] = receives[r] = sent[(i, r)] = there
+                arrival[j] = max(arrival[j], there + latency)
                 waiting[j] -= 1
                 if waiting[j] == 0:
                     heapq.heappush(events, (arrival[j], sequence, _ARRIVE, j))

@@ -10,6 +10,8 @@ of placement on hardware this machine lacks)::
       task_overhead_seconds    Dask's cost of one task (scheduling, messages)
       hop_latency_seconds      a dependent task starts this long after its input is done
       network_bytes_per_s      worker-to-worker bandwidth
+      shared_links             each worker's link carries one transfer at a time each way (the
+                               prediction serializes them); False: every transfer at once
       graph_seconds            fixed cost of one client.compute(...).result(): submission, the
                                first dispatch, the result coming back
       send_bytes_per_s         data inside a graph, client -> scheduler -> worker
@@ -84,6 +86,7 @@ class ClusterModel:
     kernels: Mapping[str, tuple[float, float]] = field(default_factory=dict)
     history: Mapping[str, float] = field(default_factory=dict)
     spread: Mapping[str, float] = field(default_factory=dict)
+    shared_links: bool = False
 
     def __post_init__(self) -> None:
         if not self.workers:
@@ -250,7 +253,7 @@ def refine(
 
 
 CLUSTER_KEYS = ("workers", "task_overhead_ms", "hop_latency_ms", "network_gb_per_s",
-                "network_gbit_per_s")
+                "network_gbit_per_s", "shared_links")
 WORKER_KEYS = ("name", "count", "backend", "gflops", "threads", "memory_gb_per_s",
                "host_device_gb_per_s")
 MAX_FILE_WORKERS = 100_000  # a file describing more is a typo, not a cluster
@@ -262,6 +265,7 @@ def cluster_from_spec(spec: Mapping[str, Any]) -> ClusterModel:
         task_overhead_ms: 0.7        # optional, these three: Dask's cost of a task,
         hop_latency_ms: 6            #   the delay of a dependent task (a per-hop latency)
         network_gbit_per_s: 10       #   and the network (or network_gb_per_s, in GB/s: 1.5)
+        shared_links: true           # optional: a worker's link moves one transfer at a time
         workers:
           - {name: cpu, gflops: 100, count: 1000}                 # float32 GFLOP/s; float64 half
           - {name: gpu, backend: cupy, gflops: {float32: 2000, float64: 1000},
@@ -303,7 +307,14 @@ def cluster_from_spec(spec: Mapping[str, Any]) -> ClusterModel:
         hop_latency_seconds=_number("hop_latency_ms", spec.get("hop_latency_ms", 6.0),
                                     zero=True) * 1e-3,
         network_bytes_per_s=network,
+        shared_links=_flag("shared_links", spec.get("shared_links", True)),
     )
+
+
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(name, "true or false", value)
+    return value
 
 
 def _worker_group(i: int, w: Any) -> tuple[int, WorkerModel]:

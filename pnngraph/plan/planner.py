@@ -5,9 +5,10 @@ roofline time from its FLOPs and bytes and the worker's measured speeds, the lat
 history correction of its phase on that worker) and every edge between two workers (latency
 plus bytes over the network; a GPU end adds the host <-> device copy). A scheduler from
 :mod:`schedulers` places and orders the nodes; the simulator then replays the placement with
-Dask's dependent-hop latency on every edge, which is the prediction of the run. Data and
-initial-state nodes are left out: the data is on every worker before the run, and initial states
-come with the graph.
+Dask's dependent-hop latency on every edge (and, where the cluster model says its links are
+shared, each worker's link carrying one transfer at a time each way), which is the prediction of
+the run. Data and initial-state nodes are left out: the data is on every worker before the run,
+and initial states come with the graph.
 
     abstract graph --costs/comm--> scheduling graph --heft/peft/...--> Schedule
                    --simulate(+hop latency)--> predicted timeline  ==>  Plan
@@ -244,7 +245,7 @@ def make_plan(
         placement = schedule.placement
     predicted = schedulers.simulate(
         costed, placement, schedule.order, edge_latency=cluster.hop_latency_seconds,
-        processors=processors,
+        processors=processors, contention=cluster.shared_links,
     )
     by_start: list[Any] = sorted(predicted.slots, key=lambda k: (predicted.slots[k].start,
                                                       predicted.slots[k].finish))
