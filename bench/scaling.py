@@ -20,9 +20,10 @@ batch 1024 sequences, AdamW. Clusters: ``cpu`` N one-thread CPU workers at 100 G
 7/8 CPU and 1/8 GPU workers with shards sized to their speed (``DataParallel("auto")``, which
 leaves out workers too slow to help). Task overhead 0.7 ms, hop latency ``--hop-ms``.
 
-``--auto G`` (a network speed in Gbit/s, default 10; 0: none) also plans ``strategy="auto"`` on
-every size and kind at that speed and prints the strategy it picks and the runner-up, with their
-predicted times.
+``--auto G`` (a network speed in Gbit/s, default 10; 0: none) also plans ``strategy="auto"`` for a
+run of 100 steps on every size and kind at that speed and prints the strategy it picks and the
+runner-up, with their predicted seconds per step (the run's predicted wall time over 100: the
+graph's submission, the data inside it reaching every worker that reads it, included).
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+AUTO_STEPS = 100
 
 
 def arguments() -> argparse.Namespace:
@@ -122,20 +125,34 @@ def main() -> None:
                           f"{bound.compute_seconds:10.4f}{bound.compute_seconds / step:7.3f}"
                           f"{bound.compute_seconds / bound.seconds:9.3f}{fan_in!s:>7}"
                           f"{shards:7d}{seconds:8.2f}", flush=True)
+    print("\nseconds to make one plan (mlp, 10 Gbit/s, fan_in=8 given: one plan, no fan-in "
+          "trials; build = compile + cost + HEFT + simulation)")
+    make, X, y, batch, opt = table["mlp"]
+    for kind in kinds:
+        row = []
+        for n in sizes:
+            cluster = cluster_from_spec(cluster_file(kind, n, 10.0, args.hop_ms))
+            strategy = pnngraph.DataParallel("auto" if kind == "mixed" else n)
+            t0 = time.perf_counter()
+            graph = pnngraph.build(make(), (X, y), strategy=strategy, steps=1, batch_size=batch,
+                                   cluster=cluster, fan_in=8, **opt)
+            row.append(f"N={n}: {time.perf_counter() - t0:.2f} s "
+                       f"({graph.to_networkx().number_of_nodes()} nodes)")
+        print(f"{kind:7}" + ", ".join(row), flush=True)
     if not args.auto:
         return
-    print(f"\nstrategy='auto' at {args.auto:g} Gbit/s: the pick and the runner-up, predicted "
-          "seconds for one step")
+    print(f"\nstrategy='auto' at {args.auto:g} Gbit/s, 100 steps: the pick and the runner-up, "
+          "predicted seconds per step")
     for name in args.models.split(","):
         make, X, y, batch, opt = table[name]
         for kind in kinds:
             for n in sizes:
                 cluster = cluster_from_spec(cluster_file(kind, n, args.auto, args.hop_ms))
                 t0 = time.perf_counter()
-                graph = pnngraph.build(make(), (X, y), strategy="auto", steps=1,
+                graph = pnngraph.build(make(), (X, y), strategy="auto", steps=AUTO_STEPS,
                                        batch_size=batch, cluster=cluster, **opt)
                 seconds = time.perf_counter() - t0
-                ranked = graph.plan.alternatives
+                ranked = [(s, t / AUTO_STEPS) for s, t in graph.plan.alternatives]
                 runner = f"; runner-up {short(ranked[1][0])} {ranked[1][1]:.4f}" \
                     if len(ranked) > 1 else ""
                 print(f"{name:7}{kind:7}{n:6d}  {short(ranked[0][0])} {ranked[0][1]:.4f}"

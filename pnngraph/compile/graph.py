@@ -269,7 +269,8 @@ def _fused(b: _Builder, init: Ref, x: Ref, y: Ref, per_task: int) -> Ref:
 def _copies(b: _Builder, init: list[Ref], x: Ref, y: Ref) -> list[Ref]:
     """Data parallelism on ``len(init)`` copies of the state: every step, shard j's gradient
     reads copy j mod R, and each copy's update sums every shard's gradient (the same tree, the
-    same order, so the copies stay bitwise equal)."""
+    same order, so the copies stay bitwise equal); with more copies than the fan-in, the sum
+    reaches them along a relay tree (:func:`_relay`)."""
     states, R = list(init), len(init)
     for i, index in enumerate(b.batches):
         s = b.start + i
@@ -280,11 +281,31 @@ def _copies(b: _Builder, init: list[Ref], x: Ref, y: Ref) -> list[Ref]:
             parts.append(b.add("grad", 0, (s, j, 0), kernels.grad, b.specs[0], states[j % R], x,
                                y, rows, len(index), s, j, cost=b.costs.grad(0, n_shard), step=s,
                                shard=j, micro=0, stage=0, copy=j % R))
-        leaves = b.tree(parts, 0, s)
-        states = [b.add("update", 0, (s, 0, r), kernels.update, b.specs[0], states[r], s, *leaves,
-                        cost=b.costs.update(0, len(leaves)), step=s, stage=0, copy=r)
+        if b.spec.tree_fan_in >= R:  # every copy's update sums the last partial sums
+            inputs = [b.tree(parts, 0, s)] * R
+        else:  # more copies than that: the sum is relayed to them
+            inputs = [[relay] for relay in _relay(b, b.tree(parts, 0, s, 1)[0], R, s)]
+        states = [b.add("update", 0, (s, 0, r), kernels.update, b.specs[0], states[r], s,
+                        *inputs[r], cost=b.costs.update(0, len(inputs[r])), step=s, stage=0,
+                        copy=r)
                   for r in range(R)]
     return states
+
+
+def _relay(b: _Builder, total: Ref, R: int, s: int) -> list[Ref]:
+    """Step ``s``'s summed gradient passed on to ``R`` copies along a tree of the gradient
+    tree's fan-in: copy r's relay (an ``aggregate`` of one part, at level -1: the sum as it is,
+    on copy r's worker) reads copy (r - 1) // fan_in's, copy 0's the sum. No worker sends it
+    more than fan_in times, where every copy's update reading the last partial sums would make
+    their workers send them R times. Each update sums one part, the total, which is what it
+    summed from the partial sums: the same additions in the same order, the same bits."""
+    fan_in = b.spec.tree_fan_in
+    relays: list[Ref] = []
+    for r in range(R):
+        relays.append(b.add("aggregate", 0, (s, 0, -1, r), kernels.aggregate, WORKER_BACKEND,
+                            total if r == 0 else relays[(r - 1) // fan_in],
+                            cost=b.costs.aggregate(0, 1), step=s, stage=0, copy=r))
+    return relays
 
 
 def _steps(b: _Builder, init: list[Ref], x: Ref, y: Ref, M: int) -> list[Ref]:

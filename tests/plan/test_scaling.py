@@ -157,3 +157,22 @@ def test_planning_a_thousand_workers_makes_no_table_per_pair():
     assert comm[("cpu-0", "cpu-1")] == pytest.approx(cpu_cpu, rel=1e-12)
     assert comm[("cpu-0", "gpu-0")] == pytest.approx(cpu_cpu + 1e6 / 12e9, rel=1e-12)
     assert comm[("gpu-1", "gpu-0")] == pytest.approx(cpu_cpu + 2e6 / 12e9, rel=1e-12)
+
+
+def test_the_sum_relayed_to_many_copies_has_the_bits_of_one_update():
+    """Eight copies of the state and fan-in 2: the sum reaches the copies along a relay tree,
+    and every copy ends bitwise equal to the one state of a run without copies."""
+    model = mlp((64,), 2, hidden=(16,))
+    kw = {**KW, "steps": 2, "batch_size": 64, "fan_in": 2}
+    relayed = pnngraph.build(model, (X, Y), strategy=DataParallel(8),
+                             cluster=simulated_cluster(cpus=8, gpus=0), **kw)
+    g = relayed.to_networkx()
+    relays = [k for k in g if g.nodes[k]["kind"] == "aggregate" and k[3] == -1]
+    assert len(relays) == 2 * 8 and max(g.out_degree(k) for k in relays) <= 1 + 2
+    plain = pnngraph.build(model, (X, Y), strategy=DataParallel(8), **kw)
+    a, = dask.compute(relayed, scheduler="sync")
+    b, = dask.compute(plain, scheduler="sync")
+    np.testing.assert_array_equal(a.losses, b.losses)
+    for pa, pb in zip(a.model.params, b.model.params, strict=True):
+        for name in pa:
+            np.testing.assert_array_equal(pa[name], pb[name])
