@@ -6,7 +6,7 @@
 Predictions only: nothing here runs on a cluster. For each model, cluster kind, network speed and
 worker count N, a cluster file is made (worker groups with a count) and ``pnngraph.build`` plans
 one step of data parallelism on it (HEFT; the gradient tree's fan-in chosen by the planner,
-``fan_in="auto"``). Printed per row: the predicted step (s), the ring all-reduce lower bound
+``fan_in="auto"``). Printed per row: the predicted step (ms), the ring all-reduce lower bound
 (compute + 2 (N-1)/N gradient bytes / bandwidth; :mod:`pnngraph.plan.scaling`), the ideal step
 (the step's arithmetic spread over all N workers' speed, no communication), the scaling
 efficiency ideal / predicted, the ring bound's own efficiency ideal / bound, the fan-in chosen and
@@ -100,8 +100,8 @@ def main() -> None:
     table = models()
     print("predictions only (simulated clusters); hop latency "
           f"{args.hop_ms} ms, task overhead 0.7 ms; efficiency = ideal / step")
-    print(f"{'model':7}{'kind':7}{'Gbit/s':>7}{'N':>6}{'step s':>10}{'ring s':>10}"
-          f"{'ideal s':>10}{'eff':>7}{'ring eff':>9}{'fan-in':>7}{'shards':>7}{'plan s':>8}")
+    print(f"{'model':7}{'kind':7}{'Gbit/s':>7}{'N':>6}{'step ms':>10}{'ring ms':>10}"
+          f"{'ideal ms':>10}{'eff':>8}{'ring eff':>9}{'fan-in':>7}{'shards':>7}{'plan s':>8}")
     for name in args.models.split(","):
         make, X, y, batch, opt = table[name]
         for kind in kinds:
@@ -121,9 +121,10 @@ def main() -> None:
                     bound = ring_bound(model, batch, cluster, optimizer)
                     fan_in = plan.fan_ins[0][0] if plan.fan_ins else "-"
                     shards = len(graph.strategy.weights)
-                    print(f"{name:7}{kind:7}{gbit:7g}{n:6d}{step:10.4f}{bound.seconds:10.4f}"
-                          f"{bound.compute_seconds:10.4f}{bound.compute_seconds / step:7.3f}"
-                          f"{bound.compute_seconds / bound.seconds:9.3f}{fan_in!s:>7}"
+                    print(f"{name:7}{kind:7}{gbit:7g}{n:6d}{step * 1e3:10.3g}"
+                          f"{bound.seconds * 1e3:10.3g}{bound.compute_seconds * 1e3:10.3g}"
+                          f"{bound.compute_seconds / step:8.2g}"
+                          f"{bound.compute_seconds / bound.seconds:9.2g}{fan_in!s:>7}"
                           f"{shards:7d}{seconds:8.2f}", flush=True)
     print("\nseconds to make one plan (mlp, 10 Gbit/s, fan_in=8 given: one plan, no fan-in "
           "trials; build = compile + cost + HEFT + simulation)")

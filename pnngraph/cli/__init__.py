@@ -114,9 +114,9 @@ def _echo_ring_bound(graph: Any, batch_size: int, cluster: Any, optimizer: Any) 
     used = sorted(set(graph.plan.placement.values()))
     bound = ring_bound(graph.model, batch_size, cluster, optimizer, addresses=used)
     click.echo(f"ring all-reduce lower bound per step on {bound.workers} workers: "
-               f"{bound.seconds:.4f} s (compute {bound.compute_seconds:.4f} s, all-reduce "
-               f"{bound.allreduce_seconds:.4f} s; its hops would add "
-               f"{bound.latency_seconds:.4f} s)")
+               f"{bound.seconds:.4g} s (compute {bound.compute_seconds:.4g} s, all-reduce "
+               f"{bound.allreduce_seconds:.4g} s; its hops would add "
+               f"{bound.latency_seconds:.4g} s)")
 
 
 # --------------------------------------------------------------------------------- calibrate
