@@ -55,9 +55,9 @@ def cluster_file(kind: str, n: int, gbit: float, hop_ms: float) -> dict:
     cpu = {"name": "cpu", "gflops": 100}
     gpu = {"name": "gpu", "backend": "cupy", "gflops": 2000, "host_device_gb_per_s": 12}
     groups = {"cpu": [{**cpu, "count": n}], "gpu": [{**gpu, "count": n}],
-              "mixed": [{**cpu, "count": n - n // 8}, {**gpu, "count": n // 8}]}[kind]
+              "mixed": [{**cpu, "count": n - max(1, n // 8)}, {**gpu, "count": max(1, n // 8)}]}
     return {"network_gbit_per_s": gbit, "hop_latency_ms": hop_ms, "task_overhead_ms": 0.7,
-            "workers": groups}
+            "workers": groups[kind]}
 
 
 def models() -> dict:
