@@ -72,7 +72,6 @@ def choose(run: Any, fix: Callable[..., Any], plan_chunk: Callable[..., Any],
     return replace(best, cluster=cluster, alternatives=alternatives)
 
 
-
 def fan_in_candidates(shards: int, copies: int = 1) -> list[int]:
     """The fan-ins worth trying for ``shards`` gradients summed into ``copies`` updates:
     :data:`FAN_INS` and ``shards``, one per distinct tree (every fan-in of at least ``shards``
@@ -113,6 +112,8 @@ def choose_fan_in(run: Any, plan_chunk: Callable[..., Any],
         trial = replace(run, spec=replace(spec, fan_in=fan_in), cluster=cluster)
         graph = plan_chunk(trial, 0, 1, initial_states(run.model, trial.spec))
         cluster = graph.cluster  # kernels profiled on a client are kept
+        if graph.plan is None:  # nothing predicted (no list scheduler): keep the default
+            return replace(run, spec=replace(spec, fan_in=spec.tree_fan_in), cluster=cluster)
         scored.append((graph.plan.terms["steps"], order, fan_in))
     scored.sort()
     return replace(run, spec=replace(spec, fan_in=scored[0][2]), cluster=cluster,
