@@ -49,7 +49,7 @@ from schedulers.metrics import Metrics, critical_path_lower_bound, evaluate, seq
 from schedulers.peft import peft
 from schedulers.portfolio import PORTFOLIO, best
 from schedulers.random_dag import random_cpu_gpu_dag, random_dag
-from schedulers.schedule import Key, Schedule, Slot
+from schedulers.schedule import Key, PairSum, Schedule, Slot
 from schedulers.simulate import simulate, simulate_latencies
 
 random = random_placement
@@ -82,6 +82,7 @@ __all__ = [
     "Metrics",
     "MissingCostError",
     "NoProcessorsError",
+    "PairSum",
     "ProcessorSpec",
     "Schedule",
     "SchedulingError",

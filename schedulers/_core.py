@@ -11,7 +11,8 @@ renaming nodes renames the schedule and nothing else):
 - edges ``k`` from ``src[k]`` to ``dst[k]``, sorted by ``dst`` (the edges into ``i`` are
   ``in_ptr[i]:in_ptr[i + 1]``); ``out_edges[out_ptr[i]:out_ptr[i + 1]]`` are those out of ``i``;
 - ``comm[k]``: the transfer time between any two distinct processors, or NaN where it depends on
-  the pair: then ``matrices[k]`` is the ``(p, p)`` matrix ``[src, dst]`` with a zero diagonal;
+  the pair: then ``matrices[k]`` is the ``(p, p)`` matrix ``[src, dst]`` with a zero diagonal (a
+  `schedulers.PairSum` becomes `PairRows`, which makes a row of that matrix when asked);
   ``mean_comm[k]`` is its mean over pairs of distinct processors (the paper's average).
 
 `Timelines` keeps, per processor, the busy intervals sorted by start, and finds the earliest gap
@@ -58,9 +59,34 @@ from schedulers.exceptions import (
     NoProcessorsError,
     UnschedulableNodeError,
 )
-from schedulers.schedule import Schedule, Slot
+from schedulers.schedule import PairSum, Schedule, Slot
 
-Comm: TypeAlias = float | np.ndarray
+
+class PairRows:
+    """A `PairSum` over processor positions: ``rows[q]`` is row ``q`` of its ``(p, p)`` matrix
+    (transfer times from processor ``q``, 0 to itself), ``rows[a, b]`` one entry; the same float
+    operations as ``PairSum.__getitem__``. Nothing of size ``p * p`` is ever made."""
+
+    def __init__(self, base: float, ends: np.ndarray, scale: float) -> None:
+        self.base, self.ends, self.scale = base, ends, scale
+        self.shape = (len(ends), len(ends))
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, tuple):
+            a, b = index
+            return 0.0 if a == b else self.base + self.scale * float(self.ends[a] + self.ends[b])
+        row = self.base + self.scale * (self.ends[index] + self.ends)
+        row[index] = 0.0
+        return row
+
+    def mean(self) -> float:
+        """The mean over pairs of distinct processors."""
+        p = len(self.ends)
+        pairs = self.ends.sum() * 2 * (p - 1) / (p * (p - 1))
+        return float(self.base + self.scale * pairs)
+
+
+Comm: TypeAlias = float | np.ndarray | PairRows
 Edge: TypeAlias = tuple[int, Comm, float]
 Option: TypeAlias = tuple[float, float, int, int]
 """A place for a node: ``(finish, start, processor index, gap index)``."""
@@ -93,7 +119,7 @@ class Problem:
     dst: np.ndarray
     comm: np.ndarray
     mean_comm: np.ndarray
-    matrices: dict[int, np.ndarray]
+    matrices: dict[int, np.ndarray | PairRows]
     in_ptr: np.ndarray
     out_ptr: np.ndarray
     out_edges: np.ndarray
@@ -252,8 +278,12 @@ def _cost_matrix(nodes: list[Hashable], costs: list[Any], procs: tuple) -> np.nd
     return cost
 
 
-def _comm(value: Any, edge: tuple[Hashable, Hashable], procs: tuple[Hashable, ...]) -> Comm:
-    """Check an edge's ``comm`` and return a float or a ``(p, p)`` matrix with a zero diagonal."""
+def _comm(value: Any, edge: tuple[Hashable, Hashable], procs: tuple[Hashable, ...],
+          ends: dict[int, tuple[Any, np.ndarray]] | None = None) -> Comm:
+    """Check an edge's ``comm`` and return a float, a ``(p, p)`` matrix with a zero diagonal or
+    `PairRows` (``ends`` caches each `PairSum`'s ends as an array, by identity)."""
+    if isinstance(value, PairSum):
+        return _pair_rows(value, edge, procs, {} if ends is None else ends)
     if not isinstance(value, Mapping):
         if not _is_seconds(value):
             raise InvalidCostError(value, edge=edge)
@@ -278,9 +308,29 @@ def _comm(value: Any, edge: tuple[Hashable, Hashable], procs: tuple[Hashable, ..
     return matrix
 
 
+def _pair_rows(value: PairSum, edge: tuple[Hashable, Hashable], procs: tuple[Hashable, ...],
+               ends: dict[int, tuple[Any, np.ndarray]]) -> Comm:
+    for number in (value.base, value.scale):
+        if not _is_seconds(number):
+            raise InvalidCostError(number, edge=edge)
+    if id(value.ends) not in ends:
+        for proc, seconds in value.ends.items():
+            if not _is_seconds(seconds):
+                raise InvalidCostError(seconds, edge=edge, processor=proc)
+        vector = np.array([float(value.ends.get(proc, 0.0)) for proc in procs])
+        ends[id(value.ends)] = (value.ends, vector)  # the mapping kept alive: its id stays its
+    vector = ends[id(value.ends)][1]
+    base, scale = float(value.base), float(value.scale)
+    if len(procs) == 1:
+        return 0.0
+    if (vector == vector[0]).all():
+        return base + scale * float(vector[0] + vector[0])
+    return PairRows(base, vector, scale)
+
+
 def _comms(
     values: list, edge: Callable[[int], tuple[Hashable, Hashable]], procs: tuple
-) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray]]:
+) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray | PairRows]]:
     """Each edge's transfer time (NaN where per pair), its mean, and the per-pair matrices."""
     if set(map(type, values)) <= _FLOAT:
         comm = np.array(values, dtype=float)
@@ -288,14 +338,19 @@ def _comms(
             return comm, comm, {}
     comm = np.empty(len(values))
     mean = np.empty(len(values))
-    matrices = {}
+    matrices: dict[int, np.ndarray | PairRows] = {}
+    ends: dict[int, tuple[Any, np.ndarray]] = {}
     for k, value in enumerate(values):
         if type(value) is float and 0 <= value < math.inf:
             comm[k] = mean[k] = value
             continue
-        checked = _comm(value, edge(k), procs)
+        checked = _comm(value, edge(k), procs, ends)
         if isinstance(checked, float):
             comm[k] = mean[k] = checked
+        elif isinstance(checked, PairRows):
+            comm[k] = math.nan
+            mean[k] = checked.mean()
+            matrices[k] = checked
         else:
             p = checked.shape[0]
             comm[k] = math.nan

@@ -4,8 +4,9 @@ Data
 ----
 - `ProcessorSpec`: a processor's ``kind`` (``"cpu"``, ``"gpu"``: a label), its speed per kind of
   work in ``flops_per_s`` (dict work kind -> FLOP/s; the key ``"default"`` serves unlisted kinds; a
-  kind it lacks, with no default, is work it cannot run), its ``memory_bytes_per_s`` and a fixed
-  ``task_overhead_seconds`` per node.
+  kind it lacks, with no default, is work it cannot run), its ``memory_bytes_per_s``, a fixed
+  ``task_overhead_seconds`` per node and optionally ``copy_bytes_per_s``, a copy every transfer to
+  or from it pays on top of the link (a GPU's host <-> device copy).
 - `Link`: ``bandwidth_bytes_per_s`` and ``latency_seconds`` between two processors.
 - `Machine`: processors by name, the default ``network`` link and per-pair ``links`` overrides.
 
@@ -13,9 +14,14 @@ A node with attributes ``flops``, ``bytes`` (memory traffic) and optionally ``wo
 default ``"default"``) runs on a processor for the roofline time
 ``task_overhead_seconds + max(flops / flops_per_s[work], bytes / memory_bytes_per_s)``. An edge with
 attribute ``bytes`` (default 0) moves in ``latency_seconds + bytes / bandwidth_bytes_per_s`` between
-two distinct processors. `annotate_costs` writes both into a copy of the graph.
+two distinct processors, plus ``bytes / copy_bytes_per_s`` at each end that has one.
+`annotate_costs` writes both into a copy of the graph; without per-pair ``links`` an edge's
+``comm`` is one number or a `PairSum` (one shared part, one per end), so a machine of a thousand
+processors costs no ``(p, p)`` table per edge.
 
 >>> import networkx as nx
+
+from schedulers.schedule import PairSum
 >>> machine = cpu_gpu_machine(cpus=1, gpus=1)
 >>> graph = nx.DiGraph()
 >>> graph.add_node("gemm", flops=2e9, bytes=1e6)
@@ -40,6 +46,8 @@ from typing import Any
 
 import networkx as nx
 
+from schedulers.schedule import PairSum
+
 __all__ = ["Link", "Machine", "ProcessorSpec", "annotate_costs", "cpu_gpu_machine"]
 
 
@@ -61,12 +69,19 @@ class ProcessorSpec:
     flops_per_s: Mapping[str, float]
     memory_bytes_per_s: float
     task_overhead_seconds: float = 0.0
+    copy_bytes_per_s: float | None = None
 
     def __post_init__(self) -> None:
         for work, speed in self.flops_per_s.items():
             _positive(f"flops_per_s[{work!r}]", speed)
         _positive("memory_bytes_per_s", self.memory_bytes_per_s)
         _non_negative("task_overhead_seconds", self.task_overhead_seconds)
+        if self.copy_bytes_per_s is not None:
+            _positive("copy_bytes_per_s", self.copy_bytes_per_s)
+
+    @property
+    def copy_seconds_per_byte(self) -> float:
+        return 0.0 if self.copy_bytes_per_s is None else 1.0 / self.copy_bytes_per_s
 
     def run_seconds(self, flops: float, nbytes: float, work: str = "default") -> float | None:
         """Roofline time of a node, or ``None`` if this processor cannot run ``work``."""
@@ -113,8 +128,16 @@ class Machine:
         return list(self.processors)
 
     def link(self, src: Hashable, dst: Hashable) -> Link:
-        """The link from ``src`` to ``dst``: its override, else the default network."""
-        return self.links.get((src, dst), self.network)
+        """The link from ``src`` to ``dst``: its override, else the default network with the
+        copies at either end (``copy_bytes_per_s``) folded into its bandwidth."""
+        if (src, dst) in self.links:
+            return self.links[(src, dst)]
+        extra = self.processors[src].copy_seconds_per_byte + \
+            self.processors[dst].copy_seconds_per_byte
+        if not extra:
+            return self.network
+        per_byte = 1.0 / self.network.bandwidth_bytes_per_s + extra
+        return Link(1.0 / per_byte, self.network.latency_seconds)
 
 
 def annotate_costs(graph: nx.DiGraph, machine: Machine, *, copy: bool = True) -> nx.DiGraph:
@@ -135,10 +158,15 @@ def annotate_costs(graph: nx.DiGraph, machine: Machine, *, copy: bool = True) ->
     networkx.DiGraph
         A copy whose nodes have ``costs`` (processor -> seconds; processors that cannot run the
         node's work kind are left out) and whose edges have ``comm``: one number when every pair
-        of distinct processors costs the same, else a dict ``(src, dst) -> seconds``.
+        of distinct processors costs the same, else a `PairSum` when the machine has no per-pair
+        ``links`` (only the ends' copies differ), else a dict ``(src, dst) -> seconds``.
     """
     out = graph.copy() if copy else graph
     names = machine.names
+    kinds: dict[int, list[Hashable]] = {}  # processors by spec: each spec priced once per node
+    for name, spec in machine.processors.items():
+        kinds.setdefault(id(spec), []).append(name)
+    specs = [(machine.processors[group[0]], group) for group in kinds.values()]
     node_costs: dict[tuple[float, float, str], dict[Hashable, float]] = {}
     for node, data in out.nodes(data=True):
         if "flops" not in data and "bytes" not in data:
@@ -151,12 +179,17 @@ def annotate_costs(graph: nx.DiGraph, machine: Machine, *, copy: bool = True) ->
         if costs is None:  # nodes of equal work cost the same: priced once
             _non_negative(f"node {node!r} flops", flops)
             _non_negative(f"node {node!r} bytes", nbytes)
-            costs = node_costs[flops, nbytes, work] = {}
-            for name, spec in machine.processors.items():
+            priced: dict[Hashable, float] = {}
+            for spec, group in specs:
                 seconds = spec.run_seconds(flops, nbytes, work)
                 if seconds is not None:
-                    costs[name] = seconds
+                    priced.update(dict.fromkeys(group, seconds))
+            costs = node_costs[flops, nbytes, work] = {
+                name: priced[name] for name in names if name in priced}
         data["costs"] = dict(costs)
+    if not machine.links:
+        _network_comm(out, machine)
+        return out
     pairs = [(src, dst) for src in names for dst in names if src != dst]
     # the pairs that share a link cost the same: price each distinct link once per edge size
     by_link: dict[Link, list[tuple[Hashable, Hashable]]] = {}
@@ -179,6 +212,27 @@ def annotate_costs(graph: nx.DiGraph, machine: Machine, *, copy: bool = True) ->
             edge_comm[nbytes] = comm
         data["comm"] = dict(comm) if isinstance(comm, dict) else comm
     return out
+
+
+def _network_comm(graph: nx.DiGraph, machine: Machine) -> None:
+    """Edge ``comm`` on a machine without per-pair links: the network's latency and bandwidth,
+    and each end's copy (one `PairSum` per edge, one shared dict of ends)."""
+    network = machine.network
+    ends = {name: spec.copy_seconds_per_byte for name, spec in machine.processors.items()
+            if spec.copy_bytes_per_s is not None}
+    uniform = len(set(ends.values())) <= 1 and (not ends or len(ends) == len(machine.processors))
+    end = next(iter(ends.values()), 0.0)
+    single = len(machine.processors) == 1
+    for u, v, data in graph.edges(data=True):
+        nbytes = float(data.get("bytes", 0.0))
+        _non_negative(f"edge {(u, v)!r} bytes", nbytes)
+        base = network.transfer_seconds(nbytes)
+        if single:
+            data["comm"] = 0.0
+        elif uniform:
+            data["comm"] = base + nbytes * (end + end)
+        else:
+            data["comm"] = PairSum(base, ends, nbytes)
 
 
 def cpu_gpu_machine(

@@ -42,10 +42,31 @@ import networkx as nx
 
 from schedulers.exceptions import InvalidScheduleError
 
-__all__ = ["Key", "Schedule", "Slot", "transfer_seconds"]
+__all__ = ["Key", "PairSum", "Schedule", "Slot", "transfer_seconds"]
 
 Key: TypeAlias = Hashable
 """A node: any hashable (a string, an int, a tuple such as ``("forward-dense", 3, 1)``)."""
+
+
+@dataclass(frozen=True)
+class PairSum:
+    """Transfer times made of a shared part and a part per end: ``base + scale * (ends[src] +
+    ends[dst])`` seconds from ``src`` to ``dst`` (``ends`` missing a processor: 0). A network
+    whose only differences between pairs are the ends' own copies (a GPU's host <-> device
+    copy) needs no ``(p, p)`` table per edge: this is one number and one shared dict.
+
+    >>> comm = PairSum(1.0, {"gpu": 0.5}, 2.0)
+    >>> comm[("cpu", "gpu")], comm[("cpu", "cpu2")], comm[("gpu", "gpu")]
+    (2.0, 1.0, 3.0)
+    """
+
+    base: float
+    ends: Mapping[Hashable, float]
+    scale: float = 1.0
+
+    def __getitem__(self, pair: tuple[Hashable, Hashable]) -> float:
+        src, dst = pair
+        return self.base + self.scale * (self.ends.get(src, 0.0) + self.ends.get(dst, 0.0))
 
 
 class Slot(NamedTuple):
@@ -61,9 +82,9 @@ def transfer_seconds(comm: Any, src: Hashable, dst: Hashable) -> float:
 
     Parameters
     ----------
-    comm : float or Mapping
-        The edge's ``comm`` attribute: one number for every pair of distinct processors, or a dict
-        ``(src, dst) -> seconds``.
+    comm : float, Mapping or PairSum
+        The edge's ``comm`` attribute: one number for every pair of distinct processors, a dict
+        ``(src, dst) -> seconds``, or a `PairSum`.
     src, dst : Hashable
         The processors of the edge's two ends.
 
@@ -81,7 +102,7 @@ def transfer_seconds(comm: Any, src: Hashable, dst: Hashable) -> float:
     """
     if src == dst:
         return 0.0
-    if isinstance(comm, Mapping):
+    if isinstance(comm, Mapping | PairSum):
         return float(comm[(src, dst)])
     return float(comm)
 

@@ -8,6 +8,14 @@ the two run on different processors (0 on the same one), plus ``edge_latency`` s
 edge (a scheduler round trip per dependent hop, as Dask pays about 6 ms). Running a node takes its
 cost on that processor plus ``task_overhead`` seconds.
 
+With ``contention``, each processor's network link carries one transfer at a time each way (it
+sends one output at a time and receives one at a time, full duplex): a transfer starts when its
+producer has finished and both links are free, and an output crosses to each other processor
+once, however many nodes there read it. Transfers take their turn in the order their producers
+finish (ties: the graph's edge order). Without it every transfer runs at once, as a list
+scheduler assumes, which a node with many inputs, or an output read on many processors, makes
+far too hopeful.
+
 Which node a free processor starts:
 
 - with ``order`` (processor -> its nodes), the next one in that order, waiting for its inputs if
@@ -17,9 +25,10 @@ Which node a free processor starts:
 - without ``order``, the highest-priority node whose inputs have arrived (``priority``: nodes
   listed first go first; by default the topological order), as a work-conserving runtime would.
 
-With an order, no event queue is needed: each node starts at ``max(previous node on its
-processor finished, latest input arrived)``, so the nodes are taken in a topological order of the
-graph with each processor's order chained in, and a node that never becomes ready is a deadlock.
+With an order and no contention, no event queue is needed: each node starts at ``max(previous
+node on its processor finished, latest input arrived)``, so the nodes are taken in a topological
+order of the graph with each processor's order chained in, and a node that never becomes ready
+is a deadlock.
 Without one, state is an event heap of ``(time, sequence, kind, node)`` (kinds: an input set
 arrives, a node finishes); per processor the node running and a heap of the nodes arrived; per
 node the count of unfinished predecessors and the latest input arrival. All events at one time are
@@ -87,6 +96,7 @@ def simulate(
     edge_latency: float = 0.0,
     priority: Sequence[Key] | None = None,
     processors: Sequence[Hashable] | None = None,
+    contention: bool = False,
 ) -> Schedule:
     """Simulate running ``graph`` with a fixed ``placement`` (and per-processor ``order``).
 
@@ -108,6 +118,9 @@ def simulate(
     processors : sequence, optional
         The processors of the returned schedule (default: those of ``order``, then of
         ``placement``).
+    contention : bool
+        Transfers share each processor's link, one at a time each way (see the module
+        docstring).
 
     Returns
     -------
@@ -121,7 +134,7 @@ def simulate(
     """
     return simulate_latencies(graph, placement, order, edge_latencies=(edge_latency,),
                               task_overhead=task_overhead, priority=priority,
-                              processors=processors)[0]
+                              processors=processors, contention=contention)[0]
 
 
 def simulate_latencies(
@@ -133,6 +146,7 @@ def simulate_latencies(
     task_overhead: float = 0.0,
     priority: Sequence[Key] | None = None,
     processors: Sequence[Hashable] | None = None,
+    contention: bool = False,
 ) -> tuple[Schedule, ...]:
     """`simulate` once per edge latency of ``edge_latencies``, checking and indexing the graph
     once: the timelines, in that order.
@@ -175,8 +189,11 @@ def simulate_latencies(
         sequences: list[list[int]] = [[] for _ in problem.processors]
         for proc, nodes in order.items():
             sequences[proc_index[proc]] = [index[node] for node in nodes]
-        return _replay(problem, where, sequences, overhead, latencies)
-    return tuple(_run(problem, where, index, priority, overhead, latency)
+        if not contention:
+            return _replay(problem, where, sequences, overhead, latencies)
+        return tuple(_run(problem, where, index, None, overhead, latency, sequences, True)
+                     for latency in latencies)
+    return tuple(_run(problem, where, index, priority, overhead, latency, None, contention)
                  for latency in latencies)
 
 
@@ -242,16 +259,23 @@ def _replay(problem: Problem, where: list[int], sequences: list[list[int]], over
 
 
 def _run(problem: Problem, where: list[int], index: Mapping[Key, int],
-         priority: Sequence[Key] | None, overhead: float, latency: float) -> Schedule:
-    """The event simulation without an order: a free processor starts its highest-priority
-    node whose inputs have arrived (a heap of ``(priority, node)`` per processor)."""
+         priority: Sequence[Key] | None, overhead: float, latency: float,
+         sequences: list[list[int]] | None = None, contention: bool = False) -> Schedule:
+    """The event simulation: a free processor starts the next node of its sequence once its
+    inputs have arrived (``sequences``, an order), else its highest-priority node whose inputs
+    have arrived (a heap of ``(priority, node)`` per processor); with ``contention``, transfers
+    take their turn on each processor's link."""
     ready: list[list[tuple[int, int]]] = [[] for _ in problem.processors]
+    pending = [list(reversed(nodes)) for nodes in sequences] if sequences is not None else None
     first = {index[node]: r for r, node in enumerate(priority or ()) if node in index}
     rank = [(first.get(i, problem.n), i) for i in range(problem.n)]
     cost = problem.cost.tolist()
 
     waiting = np.diff(problem.in_ptr).tolist()  # unfinished predecessors
+    sends, receives = [0.0] * problem.p, [0.0] * problem.p  # when each link is next free
+    sent: dict[tuple[int, int], float] = {}  # (node, processor) -> when its output is there
     arrival = [0.0] * problem.n
+    arrived = [False] * problem.n
     running: list[int | None] = [None] * problem.p
     slots: dict[Key, Slot] = {}
     events = [(0.0, i, _ARRIVE, i) for i in range(problem.n) if waiting[i] == 0]
@@ -265,26 +289,44 @@ def _run(problem: Problem, where: list[int], index: Mapping[Key, int],
             q = where[i]
             touched.add(q)
             if kind == _ARRIVE:
+                arrived[i] = True
                 heapq.heappush(ready[q], rank[i])
                 continue
             running[q] = None
             for j, comm, _ in problem.succs[i]:
-                if where[j] == q:
-                    transfer = 0.0
+                r = where[j]
+                if r == q:
+                    there = now
+                elif (i, r) in sent:
+                    there = sent[(i, r)]
                 else:
-                    transfer = comm if isinstance(comm, float) else float(comm[q, where[j]])
-                arrival[j] = max(arrival[j], now + transfer + latency)
+                    transfer = comm if isinstance(comm, float) else float(comm[q, r])
+                    begin = max(now, sends[q], receives[r]) if contention else now
+                    there = begin + transfer
+                    if contention:
+                        sends[q] = receives[r] = sent[(i, r)] = there
+                arrival[j] = max(arrival[j], there + latency)
                 waiting[j] -= 1
                 if waiting[j] == 0:
                     heapq.heappush(events, (arrival[j], sequence, _ARRIVE, j))
                     sequence += 1
         for q in sorted(touched):
-            if running[q] is not None or not ready[q]:
+            if running[q] is not None:
                 continue
-            _, i = heapq.heappop(ready[q])
+            if pending is not None:
+                if not pending[q] or not arrived[pending[q][-1]]:
+                    continue
+                i = pending[q].pop()
+            elif ready[q]:
+                _, i = heapq.heappop(ready[q])
+            else:
+                continue
             finish = now + cost[i][q] + overhead
             slots[problem.nodes[i]] = Slot(problem.processors[q], now, finish)
             running[q] = i
             heapq.heappush(events, (finish, sequence, _FINISH, i))
             sequence += 1
+    if pending is not None and len(slots) < problem.n:
+        raise DeadlockError({problem.processors[q]: problem.nodes[left[-1]]
+                             for q, left in enumerate(pending) if left})
     return Schedule(slots, problem.processors, "simulate")

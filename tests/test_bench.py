@@ -98,3 +98,11 @@ def test_long_run_benchmark_prints_memory_rows():
 def test_recurrent_benchmark_prints_its_ratios():
     out = run("recurrent.py", "--rounds", "1", "--steps", "2", "--hidden", "8", "--batch", "16")
     assert "LSTM(8), T=2, batch 16" in out and "batch 1 / batch 16" in out and "LSTM / Dense" in out
+
+
+@pytest.mark.slow
+def test_scaling_benchmark_prints_its_tables():
+    out = run("scaling.py", "--sizes", "4", "--models", "digits", "--kinds", "cpu,mixed",
+              "--gbit", "10")
+    assert "predictions only" in out and "ring ms" in out and "digits cpu" in out
+    assert "seconds to make one plan" in out and "strategy='auto' at 10 Gbit/s" in out

@@ -247,6 +247,27 @@ def test_plan_of_a_model_file_with_batchnorm(tmp_path):
     assert "BatchNorm 'batchnorm1' strategy: expected DataParallel" in refused.output
 
 
+def test_plan_on_a_file_of_sixty_four_workers(tmp_path):
+    pytest.importorskip("sklearn")
+    spec = tmp_path / "cluster.yaml"
+    spec.write_text(
+        "network_gbit_per_s: 10\n"
+        "hop_latency_ms: 1\n"
+        "workers:\n"
+        "  - {name: cpu, gflops: 100, count: 56}\n"
+        "  - {name: gpu, backend: cupy, gflops: 2000, count: 8}\n"
+    )
+    out = tmp_path / "plan.html"
+    result = run("plan", "--cluster-file", str(spec), "--strategy", "data", "--shards", "64",
+                 "--batch-size", "512", "--steps", "1", "--output", str(out))
+    assert result.exit_code == 0, result.output
+    assert "plan: heft, predicted wall time" in result.output
+    assert "... and 56 more workers" in result.output  # the busiest 8 of 64 listed
+    assert "fan-in " in result.output and "predicted fastest per step (" in result.output
+    assert "ring all-reduce lower bound per step on 64 workers" in result.output
+    assert out.exists()
+
+
 @pytest.mark.cluster
 def test_plan_on_the_embedded_cluster(tmp_path):
     pytest.importorskip("sklearn")

@@ -20,7 +20,7 @@ from pnngraph.compile.strategies import strategy_from_repr
 from pnngraph.data import load_npz
 from pnngraph.nn import Dense, Dropout, ReLU, Sequential, activation, get_loss, get_optimizer
 from pnngraph.nn.schedules import Cosine, StepDecay, Warmup
-from pnngraph.plan.cluster import simulated_cluster
+from pnngraph.plan.cluster import cluster_from_spec, simulated_cluster
 from pnngraph.record import RunRecord
 from tests.npzfiles import npy_bytes, npy_header
 
@@ -360,6 +360,29 @@ API_CASES = {
     "parameters become NaN or inf in an update": (ex.TrainingError, inf_parameters),
 }
 
+def cluster_file(**change):
+    return api(cluster_from_spec, {"workers": [{"name": "cpu", "gflops": 100, "count": 4}],
+                                   **change})
+
+
+def worker_group(**change):
+    return cluster_file(workers=[{"name": "cpu", "gflops": 100, **change}])
+
+
+API_CASES |= {
+    "a cluster file key not known": (ex.ConfigError, cluster_file(bandwidth=10)),
+    "a cluster file with the network speed twice": (ex.ConfigError, cluster_file(
+        network_gb_per_s=1, network_gbit_per_s=10)),
+    "a cluster file latency not a number": (ex.ConfigError, cluster_file(hop_latency_ms="fast")),
+    "a cluster file's shared_links not true or false": (ex.ConfigError, cluster_file(
+        shared_links="yes")),
+    "a cluster file of too many workers": (ex.ConfigError, worker_group(count=200_000)),
+    "a worker group of no workers": (ex.ConfigError, worker_group(count=0)),
+    "a worker group key not known": (ex.ConfigError, worker_group(colour="red")),
+    "a worker group speed not a positive number": (ex.ConfigError, worker_group(gflops=-1)),
+    "a worker group backend not known": (ex.ConfigError, worker_group(backend="tpu")),
+}
+
 FILE_CASES = {  # built in a temporary folder, named TMP in the messages
     "an archive member that is not an array": (ex.ModelFileError, load_members(
         [("notes.txt", b"hello")])),
@@ -399,6 +422,7 @@ CLI_CASES = {
                                       "--workers", "1"],
     "report of a folder that is not a run": ["report", "{tmp}"],
     "cluster file that is not a cluster": ["plan", "--cluster-file", "{tmp}/bad.yaml"],
+    "cluster file with a bad worker group": ["plan", "--cluster-file", "{tmp}/groups.yaml"],
     "more stages than layers": ["train", "--strategy", "pipeline", "--stages", "5"],
     "more shards than samples in the smallest batch": ["train", "--strategy", "data", "--shards",
                                                        "100"],
@@ -520,6 +544,7 @@ def test_file_errors_are_typed_one_line_and_documented(case, tmp_path):
 def test_cli_errors_are_one_line_with_exit_code_2(case, tmp_path):
     (tmp_path / "ca.pem").write_text("x")
     (tmp_path / "bad.yaml").write_text("just: text\n")
+    (tmp_path / "groups.yaml").write_text("workers:\n  - {name: cpu, gflops: 100, count: -4}\n")
     for run_dir in ("used", "done"):  # a finished run's directory
         (tmp_path / run_dir).mkdir()
         RunRecord(options={"lr": 0.1}).save(tmp_path / run_dir / "run.json")

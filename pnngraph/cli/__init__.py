@@ -74,7 +74,8 @@ def plan(**opts: Any) -> None:
             opts["workers"] = 2
         check_strategy(opts, model, train_set, optimizer, steps=opts["steps"])
     kw = {"steps": opts["steps"], "batch_size": opts["batch_size"], "optimizer": optimizer,
-          "loss": opts["loss"], "seed": opts["seed"], "scheduler": opts["scheduler"]}
+          "loss": opts["loss"], "seed": opts["seed"], "scheduler": opts["scheduler"],
+          "fan_in": "auto"}  # predictions only: the planner may choose the tree
     if opts["cluster_file"]:
         try:
             spec = yaml.safe_load(Path(opts["cluster_file"]).read_text())
@@ -99,10 +100,25 @@ def plan(**opts: Any) -> None:
     steps = graph.plan.step_makespans()
     if steps:
         click.echo(f"predicted seconds per step: {np.mean(list(steps.values())):.4f}")
+    if isinstance(graph.strategy, pnngraph.DataParallel) and graph.strategy.shards > 1:
+        _echo_ring_bound(graph, model, opts["batch_size"], cluster, optimizer)
     out = render_report(opts["output"], title="pnngraph plan",
                         planned=records_from_slots(graph.plan.predicted.slots),
                         meta={"strategy": repr(strategy), "scheduler": graph.plan.algorithm})
     click.echo(f"Gantt chart written to {out}")
+
+
+def _echo_ring_bound(graph: Any, model: Any, batch_size: int, cluster: Any,
+                     optimizer: Any) -> None:
+    """The ring all-reduce lower bound of a step of ``model`` on the workers the plan uses."""
+    from pnngraph.plan.scaling import ring_bound
+
+    used = sorted(set(graph.plan.placement.values()))
+    bound = ring_bound(model, batch_size, cluster, optimizer, addresses=used)
+    click.echo(f"ring all-reduce lower bound per step on {bound.workers} workers: "
+               f"{bound.seconds:.4g} s (compute {bound.compute_seconds:.4g} s, all-reduce "
+               f"{bound.allreduce_seconds:.4g} s; its hops would add "
+               f"{bound.latency_seconds:.4g} s)")
 
 
 # --------------------------------------------------------------------------------- calibrate

@@ -344,7 +344,7 @@ def _earlier_record(run_dir: Path, opts: dict[str, Any], epoch: int, per_epoch: 
         record.chunks = [c for c in earlier.chunks if c.get("step", 0) <= done]
         record.planned = [r for r in earlier.planned if r.step is not None and r.step < done]
         record.measured = [r for r in earlier.measured if r.step is not None and r.step < done]
-        record.meta = {k: v for k, v in earlier.meta.items() if k == "strategy"}
+        record.meta = {k: v for k, v in earlier.meta.items() if k in ("strategy", "fan_in")}
     return record
 
 
@@ -407,6 +407,10 @@ class _Epochs:
                 why = (f" (predicted {best:.2f} s for the run; runner-up {runner}, "
                        f"{seconds:.2f} s)")
             click.echo(f"strategy: {self.strategy}{why}")
+            if plan is not None and plan.fan_ins:  # fan_in="auto": the planner's choice
+                self.record.meta["fan_in"] = plan.fan_ins[0][0]
+                click.echo(f"gradient tree fan-in {plan.fan_ins[0][0]} (predicted fastest of "
+                           + ", ".join(str(f) for f, _ in plan.fan_ins) + ")")
 
     def on_chunk(self, report: Any) -> None:
         from pnngraph.record import TaskRecord, records_from_slots, records_from_task_stream

@@ -201,7 +201,7 @@ class _Builder:
         """Sum stage ``k``'s ``leaves`` in order, ``fan_in`` at a time, until at most ``until``
         (by default ``fan_in``) remain; with ``point``, the shards' statistics of BatchNorm
         sync point ``point`` instead of gradients (``stats`` nodes)."""
-        fan_in, level = self.spec.fan_in, 0
+        fan_in, level = self.spec.tree_fan_in, 0
         until = fan_in if until is None else until
         phase, fn, cost = (("aggregate", kernels.aggregate, self.costs.aggregate(k, fan_in))
                            if point is None else
@@ -341,7 +341,8 @@ def _fused(b: _Builder, init: Ref, x: Any, y: Any, per_task: int) -> Ref:
 def _copies(b: _Builder, init: list[Ref], x: Any, y: Any) -> list[Ref]:
     """Data parallelism on ``len(init)`` copies of the state: every step, shard j's gradient
     reads copy j mod R, and each copy's update sums every shard's gradient (the same tree, the
-    same order, so the copies stay bitwise equal)."""
+    same order, so the copies stay bitwise equal); with more copies than the fan-in, the sum
+    reaches them along a relay tree (:func:`_relay`)."""
     states, R = list(init), len(init)
     for i, index in enumerate(b.batches):
         s = b.start + i
@@ -362,8 +363,11 @@ def _copies(b: _Builder, init: list[Ref], x: Any, y: Any) -> list[Ref]:
         if shards:
             parts, stats = _synced(b, [states[j % R] for j in range(len(shards))], x, y, shards,
                                    len(index), s, copies=R)
-        leaves = b.tree(parts, 0, s)
-        states = [_update(b, states[r], s, stats, leaves, copy=r) for r in range(R)]
+        if b.spec.tree_fan_in >= R:  # every copy's update sums the last partial sums
+            inputs = [b.tree(parts, 0, s)] * R
+        else:  # more copies than that: the sum is relayed to them
+            inputs = [[relay] for relay in _relay(b, b.tree(parts, 0, s, 1)[0], R, s)]
+        states = [_update(b, states[r], s, stats, inputs[r], copy=r) for r in range(R)]
     return states
 
 
@@ -413,6 +417,22 @@ def _synced(b: _Builder, states: list[Ref], x: Any, y: Any, shards: list[np.ndar
             news = b.tree(parts, 0, s, until=1, point=point)
             totals.extend(news)
     return [cast(Ref, r) for r in rounds], totals[: spec.norms]
+
+
+def _relay(b: _Builder, total: Ref, R: int, s: int) -> list[Ref]:
+    """Step ``s``'s summed gradient passed on to ``R`` copies along a tree of the gradient
+    tree's fan-in: copy r's relay (an ``aggregate`` of one part, at level -1: the sum as it is,
+    on copy r's worker) reads copy (r - 1) // fan_in's, copy 0's the sum. No worker sends it
+    more than fan_in times, where every copy's update reading the last partial sums would make
+    their workers send them R times. Each update sums one part, the total, which is what it
+    summed from the partial sums: the same additions in the same order, the same bits."""
+    fan_in = b.spec.tree_fan_in
+    relays: list[Ref] = []
+    for r in range(R):
+        relays.append(b.add("aggregate", 0, (s, 0, -1, r), kernels.aggregate, WORKER_BACKEND,
+                            total if r == 0 else relays[(r - 1) // fan_in],
+                            cost=b.costs.aggregate(0, 1), step=s, stage=0, copy=r))
+    return relays
 
 
 def _steps(b: _Builder, init: list[Ref], x: Any, y: Any, M: int) -> list[Ref]:

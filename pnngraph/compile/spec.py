@@ -3,7 +3,10 @@
 Everything that decides the bits a run produces, besides the model and the data, is in the
 spec: the strategy, the number of steps, the batch size and the dataset size (together with the
 seed and ``shuffle`` they fix every batch, :meth:`TrainingSpec.batch`), the optimizer and loss
-objects, the fan-in of the gradient sums and the step fusion. Every public entry point
+objects, the fan-in of the gradient sums and the step fusion. A fan-in of "auto" (the default)
+is fixed before a run compiles: by the planner where a cluster model is there to predict with
+(:func:`pnngraph.run.auto.choose_fan_in`), else :data:`DEFAULT_FAN_IN`; the run's spec and its
+checkpoints record the number. Every public entry point
 (``build``, ``fit``, ``train_serial``, ``train_averaging_serial``) turns its keyword arguments
 into a spec once, with :func:`prepare`, which validates them and the data at the boundary; the
 layers below take the spec as it is. Checkpoints store :meth:`TrainingSpec.to_json`, and a
@@ -38,6 +41,9 @@ from pnngraph.nn.model import Sequential
 from pnngraph.nn.optimizers import Optimizer, check_options, get_optimizer
 from pnngraph.nn.train import batch_indices, steps_per_epoch
 
+DEFAULT_FAN_IN = 8
+"""The gradient tree's fan-in where ``fan_in="auto"`` has nothing to choose with."""
+
 
 @dataclass(frozen=True)
 class TrainingSpec:
@@ -46,7 +52,8 @@ class TrainingSpec:
     ``steps`` counts every step of the run (a resumed run included); ``fuse_steps`` is "auto"
     or the steps per task of a one-shard, one-stage run. ``block_rows`` (the rows of each block
     of chunked data; ``None`` for one block) and ``window`` choose the blocked batch order of
-    :func:`pnngraph.nn.train.epoch_order`.
+    :func:`pnngraph.nn.train.epoch_order`; ``fan_in`` is the gradient tree's fan-in, or "auto"
+    (the planner chooses, see the module docstring).
     """
 
     strategy: Strategy
@@ -57,7 +64,7 @@ class TrainingSpec:
     loss: Loss
     seed: int = 0
     shuffle: bool = True
-    fan_in: int = 8
+    fan_in: int | Literal["auto"] = "auto"
     fuse_steps: int | Literal["auto"] = "auto"
     block_rows: tuple[int, ...] | None = None
     window: int = 2
@@ -71,7 +78,8 @@ class TrainingSpec:
         check_int("seed", self.seed, low=0)
         if not isinstance(self.shuffle, bool):
             raise ConfigError("shuffle", "True or False", self.shuffle)
-        check_int("fan_in", self.fan_in, low=2)
+        if self.fan_in != "auto":
+            check_int("fan_in", self.fan_in, low=2)
         check_int("window", self.window)
         if self.block_rows is not None:
             rows = tuple(check_int("block_rows", n) for n in self.block_rows)
@@ -86,6 +94,11 @@ class TrainingSpec:
             raise ConfigError("optimizer", "an Optimizer", self.optimizer)
         if not isinstance(self.loss, Loss):
             raise ConfigError("loss", "a Loss", self.loss)
+
+    @property
+    def tree_fan_in(self) -> int:
+        """The fan-in the graph is compiled with (:data:`DEFAULT_FAN_IN` while "auto")."""
+        return DEFAULT_FAN_IN if self.fan_in == "auto" else int(self.fan_in)
 
     @property
     def steps_per_epoch(self) -> int:

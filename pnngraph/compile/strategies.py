@@ -329,14 +329,18 @@ class Auto(_LargeBatchSGD):
 
     def candidates(self, workers: int, n_layers: int, large: bool) -> list[Strategy]:
         """What is compared: DataParallel(1) (fused steps where a step is tiny), DataParallel(S)
-        for S = 2..W and with shards sized to the workers, and where the model is ``large``,
-        pipelines of 2..min(W, layers) stages with 4 or 8 micro-batches and a hybrid of two
-        pipelines.
+        for S = 2..8, then the powers of two up to W, and W, and with shards sized to the
+        workers, and where the model is ``large``, pipelines of 2..min(W, layers) stages with 4
+        or 8 micro-batches and a hybrid of W // 2 pipelines of two stages.
 
         >>> [s.weights for s in Auto().candidates(2, 3, False)]
         [(1.0,), (1.0, 1.0), ()]
+        >>> [s.shards for s in Auto().candidates(100, 3, False)[:-1]]
+        [1, 2, 3, 4, 5, 6, 7, 8, 16, 32, 64, 100]
         """
-        out: list[Strategy] = [DataParallel(s) for s in range(1, workers + 1)]
+        sizes = sorted({*range(1, min(workers, 8) + 1), workers,
+                        *(2**k for k in range(4, workers.bit_length()))})
+        out: list[Strategy] = [DataParallel(s) for s in sizes]
         if workers > 1:
             out.append(DataParallel("auto"))
         if large:

@@ -10,6 +10,8 @@ of placement on hardware this machine lacks)::
       task_overhead_seconds    Dask's cost of one task (scheduling, messages)
       hop_latency_seconds      a dependent task starts this long after its input is done
       network_bytes_per_s      worker-to-worker bandwidth
+      shared_links             each worker's link carries one transfer at a time each way (the
+                               prediction serializes them); False: every transfer at once
       graph_seconds            fixed cost of one client.compute(...).result(): submission, the
                                first dispatch, the result coming back
       send_bytes_per_s         data inside a graph, client -> scheduler -> worker
@@ -34,7 +36,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from pnngraph.exceptions import ConfigError
+from pnngraph.exceptions import ConfigError, check_int
 
 DEFAULT_TASK_OVERHEAD_SECONDS = 0.7e-3  # measured here: a pinned independent task
 DEFAULT_HOP_LATENCY_SECONDS = 6e-3  # measured here: one dependent hop on the critical path
@@ -84,6 +86,7 @@ class ClusterModel:
     kernels: Mapping[str, tuple[float, float]] = field(default_factory=dict)
     history: Mapping[str, float] = field(default_factory=dict)
     spread: Mapping[str, float] = field(default_factory=dict)
+    shared_links: bool = False
 
     def __post_init__(self) -> None:
         if not self.workers:
@@ -249,43 +252,111 @@ def refine(
     return cluster.with_history(history)
 
 
+CLUSTER_KEYS = ("workers", "task_overhead_ms", "hop_latency_ms", "network_gb_per_s",
+                "network_gbit_per_s", "shared_links")
+WORKER_KEYS = ("name", "count", "backend", "gflops", "threads", "memory_gb_per_s",
+               "host_device_gb_per_s")
+MAX_FILE_WORKERS = 100_000  # a file describing more is a typo, not a cluster
+
+
 def cluster_from_spec(spec: Mapping[str, Any]) -> ClusterModel:
     """A cluster from a small description (a parsed YAML or JSON file)::
 
-        task_overhead_ms: 0.7        # optional, these three
-        hop_latency_ms: 6
-        network_gb_per_s: 1.5
+        task_overhead_ms: 0.7        # optional, these three: Dask's cost of a task,
+        hop_latency_ms: 6            #   the delay of a dependent task (a per-hop latency)
+        network_gbit_per_s: 10       #   and the network (or network_gb_per_s, in GB/s: 1.5)
+        shared_links: true           # optional: a worker's link moves one transfer at a time
         workers:
-          - {name: cpu-0, gflops: 100}                          # float32 GFLOP/s; float64 half
-          - {name: gpu-0, backend: cupy, gflops: {float32: 2000, float64: 1000},
-             memory_gb_per_s: 1000, host_device_gb_per_s: 12, count: 1}
+          - {name: cpu, gflops: 100, count: 1000}                 # float32 GFLOP/s; float64 half
+          - {name: gpu, backend: cupy, gflops: {float32: 2000, float64: 1000},
+             memory_gb_per_s: 1000, host_device_gb_per_s: 12, count: 24}
 
-    ``count`` repeats a worker (names get ``-0``, ``-1``, ... appended).
+    A worker group with ``count`` N becomes N workers named ``name-0`` ... ``name-(N-1)`` (a
+    group of one keeps its name). Every key and value is checked: a bad one is a
+    :class:`ConfigError` naming it, e.g. ``workers[1].count: expected a positive integer, got
+    0``.
+
+    >>> cluster = cluster_from_spec({"network_gbit_per_s": 10, "hop_latency_ms": 0.05,
+    ...     "workers": [{"name": "cpu", "gflops": 100, "count": 1000},
+    ...                 {"name": "gpu", "backend": "cupy", "gflops": 2000, "count": 24}]})
+    >>> len(cluster.workers), cluster.workers[-1].address, cluster.network_bytes_per_s
+    (1024, 'gpu-23', 1250000000.0)
     """
     if not isinstance(spec, Mapping) or not isinstance(spec.get("workers"), list):
         raise ConfigError("cluster file", "a mapping with a list of 'workers'", spec)
+    _known_keys("cluster file", spec, CLUSTER_KEYS)
+    if "network_gb_per_s" in spec and "network_gbit_per_s" in spec:
+        raise ConfigError("cluster file", "one of network_gb_per_s and network_gbit_per_s",
+                          "both")
+    groups = [_worker_group(i, w) for i, w in enumerate(spec["workers"])]
+    total = sum(count for count, _ in groups)
+    if total > MAX_FILE_WORKERS:
+        raise ConfigError("cluster file", f"at most {MAX_FILE_WORKERS} workers in all", total)
     workers = []
-    for i, w in enumerate(spec["workers"]):
-        if not isinstance(w, Mapping) or "gflops" not in w:
-            raise ConfigError(f"workers[{i}]", "a mapping with at least 'gflops'", w)
-        g = w["gflops"]
-        gflops = dict(g) if isinstance(g, Mapping) else {"float32": g, "float64": g / 2}
-        count = int(w.get("count", 1))
-        backend = str(w.get("backend", "numpy"))
-        name = str(w.get("name", f"worker-{i}"))
-        for j in range(count):
-            workers.append(WorkerModel(
-                name if count == 1 else f"{name}-{j}",
-                int(w.get("threads", 1)),
-                backend,
-                {k: float(v) * 1e9 for k, v in gflops.items()},
-                float(w.get("memory_gb_per_s", 10.0 if backend == "numpy" else 1000.0)) * 1e9,
-                float(w["host_device_gb_per_s"]) * 1e9 if "host_device_gb_per_s" in w else
-                (None if backend == "numpy" else 12e9),
-            ))
+    for count, worker in groups:
+        workers += [worker] if count == 1 else [replace(worker, address=f"{worker.address}-{j}")
+                                                for j in range(count)]
+    if "network_gbit_per_s" in spec:
+        network = _number("network_gbit_per_s", spec["network_gbit_per_s"]) * 1e9 / 8
+    else:
+        network = _number("network_gb_per_s", spec.get("network_gb_per_s", 1.5)) * 1e9
     return ClusterModel(
         tuple(workers),
-        task_overhead_seconds=float(spec.get("task_overhead_ms", 0.7)) * 1e-3,
-        hop_latency_seconds=float(spec.get("hop_latency_ms", 6.0)) * 1e-3,
-        network_bytes_per_s=float(spec.get("network_gb_per_s", 1.5)) * 1e9,
+        task_overhead_seconds=_number("task_overhead_ms", spec.get("task_overhead_ms", 0.7),
+                                      zero=True) * 1e-3,
+        hop_latency_seconds=_number("hop_latency_ms", spec.get("hop_latency_ms", 6.0),
+                                    zero=True) * 1e-3,
+        network_bytes_per_s=network,
+        shared_links=_flag("shared_links", spec.get("shared_links", True)),
     )
+
+
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(name, "true or false", value)
+    return value
+
+
+def _worker_group(i: int, w: Any) -> tuple[int, WorkerModel]:
+    """``workers[i]`` of a cluster file: its count and its worker (the group's name)."""
+    where = f"workers[{i}]"
+    if not isinstance(w, Mapping) or "gflops" not in w:
+        raise ConfigError(where, "a mapping with at least 'gflops'", w)
+    _known_keys(where, w, WORKER_KEYS)
+    g = w["gflops"]
+    if isinstance(g, Mapping):
+        gflops = {str(k): _number(f"{where}.gflops.{k}", v) for k, v in g.items()}
+        if not gflops:
+            raise ConfigError(f"{where}.gflops", "a number or dtype -> number", {})
+    else:
+        g = _number(f"{where}.gflops", g)
+        gflops = {"float32": g, "float64": g / 2}
+    backend = w.get("backend", "numpy")
+    if backend not in ("numpy", "cupy"):
+        raise ConfigError(f"{where}.backend", "'numpy' or 'cupy'", backend)
+    name = w.get("name", f"worker-{i}")
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{where}.name", "a non-empty string", name)
+    count = check_int(f"{where}.count", w.get("count", 1))
+    threads = check_int(f"{where}.threads", w.get("threads", 1))
+    memory = _number(f"{where}.memory_gb_per_s",
+                     w.get("memory_gb_per_s", 10.0 if backend == "numpy" else 1000.0))
+    copy = w.get("host_device_gb_per_s", None if backend == "numpy" else 12.0)
+    return count, WorkerModel(
+        name, threads, backend, {k: v * 1e9 for k, v in gflops.items()}, memory * 1e9,
+        None if copy is None else _number(f"{where}.host_device_gb_per_s", copy) * 1e9,
+    )
+
+
+def _known_keys(where: str, mapping: Mapping[str, Any], known: Sequence[str]) -> None:
+    unknown = sorted(str(k) for k in mapping if k not in known)
+    if unknown:
+        raise ConfigError(where, "keys among " + ", ".join(known), unknown[0])
+
+
+def _number(name: str, value: Any, *, zero: bool = False) -> float:
+    """``value`` as a float when it is a finite number > 0 (>= 0 with ``zero``)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
+            or value < 0 or (value == 0 and not zero):
+        raise ConfigError(name, "a number >= 0" if zero else "a positive number", value)
+    return float(value)

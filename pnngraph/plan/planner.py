@@ -5,10 +5,12 @@ roofline time from its FLOPs and bytes and the worker's measured speeds, the lat
 history correction of its phase on that worker) and every edge between two workers (latency
 plus bytes over the network; a GPU end adds the host <-> device copy). A scheduler from
 :mod:`schedulers` places and orders the nodes; the simulator then replays the placement with
-Dask's dependent-hop latency on every edge, which is the prediction of the run. Data and
-initial-state nodes are left out: the data is on every worker before the run, and initial states
-come with the graph; but a block of chunked data whose worker is known (its ``home``) stays in,
-fixed there at no cost, so that its edges price moving it (its bytes over the network).
+Dask's dependent-hop latency on every edge (and, where the cluster model says its links are
+shared, each worker's link carrying one transfer at a time each way), which is the prediction of
+the run. Data and initial-state nodes are left out: the data is on every worker before the run,
+and initial states come with the graph; but a block of chunked data whose worker is known (its
+``home``) stays in, fixed there at no cost, so that its edges price moving it (its bytes over the
+network).
 
     abstract graph --costs/comm--> scheduling graph --heft/peft/...--> Schedule
                    --simulate(+hop latency)--> predicted timeline  ==>  Plan
@@ -68,6 +70,8 @@ class Plan:
     the schedule was made: ``"periodic"`` (one period planned and tiled,
     :mod:`pnngraph.plan.periodic`), ``"whole"`` (the whole graph planned) or ``"whole
     (tiling refused: <why>)"`` (a tiled plan was made, refused, and the whole graph planned).
+    With ``fan_in="auto"``, ``fan_ins`` holds every fan-in tried and its predicted seconds per
+    step, the chosen one first.
     """
 
     algorithm: str
@@ -80,6 +84,7 @@ class Plan:
     terms: dict[str, float] = field(default_factory=dict)
     alternatives: tuple[tuple[str, float], ...] = ()
     tiling: str = "whole"
+    fan_ins: tuple[tuple[int, float], ...] = ()
 
     @property
     def makespan(self) -> float:
@@ -104,33 +109,32 @@ class Plan:
         terms = ", ".join(f"{k} {v:.4f} s" for k, v in self.terms.items())
         lines = [f"plan: {self.algorithm}, predicted wall time {self.wall_seconds:.4f} s "
                  f"({terms})"]
-        lines += [f"  {w}: {n} tasks" for w, n in sorted(per.items())]
+        if self.fan_ins:
+            tried = ", ".join(f"{f}: {seconds:.4f} s" for f, seconds in self.fan_ins)
+            lines.append(f"fan-in {self.fan_ins[0][0]}, predicted fastest per step ({tried})")
+        if len(per) > 16:  # a large cluster: its busiest workers only
+            top = sorted(per.items(), key=lambda item: (-item[1], item[0]))[:8]
+            lines += [f"  {w}: {n} tasks" for w, n in top]
+            lines.append(f"  ... and {len(per) - 8} more workers")
+        else:
+            lines += [f"  {w}: {n} tasks" for w, n in sorted(per.items())]
         return "\n".join(lines)
 
 
 def machine_for(cluster: ClusterModel, dtype: str) -> schedulers.Machine:
-    """The cluster as a :class:`schedulers.Machine` for arrays of ``dtype``."""
-    processors: dict[Hashable, schedulers.ProcessorSpec] = {
-        w.address: schedulers.ProcessorSpec(
-            "gpu" if w.gpu else "cpu",
-            {"default": w.flops_per_s(dtype)},
-            w.memory_bytes_per_s,
-            cluster.task_overhead_seconds,
-        )
-        for w in cluster.workers
-    }
-    network = schedulers.Link(cluster.network_bytes_per_s, 0.0)
-    links: dict[tuple[Hashable, Hashable], schedulers.Link] = {}
-    for a in cluster.workers:
-        for b in cluster.workers:
-            if a.address == b.address or not (a.gpu or b.gpu):
-                continue
-            seconds_per_byte = 1.0 / cluster.network_bytes_per_s
-            for w in (a, b):
-                if w.gpu and w.host_device_bytes_per_s:
-                    seconds_per_byte += 1.0 / w.host_device_bytes_per_s
-            links[(a.address, b.address)] = schedulers.Link(1.0 / seconds_per_byte, 0.0)
-    return schedulers.Machine(processors, network, links)
+    """The cluster as a :class:`schedulers.Machine` for arrays of ``dtype``: one network, and
+    at a GPU end of a transfer its host <-> device copy."""
+    processors: dict[Hashable, schedulers.ProcessorSpec] = {}
+    kinds: dict[tuple[Any, ...], schedulers.ProcessorSpec] = {}  # one spec per kind of worker
+    for w in cluster.workers:
+        copy = w.host_device_bytes_per_s if w.gpu else None
+        kind = (w.gpu, w.flops_per_s(dtype), w.memory_bytes_per_s, copy)
+        if kind not in kinds:
+            kinds[kind] = schedulers.ProcessorSpec(
+                "gpu" if w.gpu else "cpu", {"default": w.flops_per_s(dtype)},
+                w.memory_bytes_per_s, cluster.task_overhead_seconds, copy or None)
+        processors[w.address] = kinds[kind]
+    return schedulers.Machine(processors, schedulers.Link(cluster.network_bytes_per_s, 0.0))
 
 
 def scheduling_graph(
@@ -154,6 +158,8 @@ def scheduling_graph(
                        if u in keep for v, d in nbrs.items() if v in keep)
     costed = schedulers.annotate_costs(sub, machine_for(cluster, dtype), copy=False)
     overhead = cluster.task_overhead_seconds
+    # workers without measured kernels or history: the roofline as it is (the same float ops)
+    known = {key.rpartition("|")[2] for key in (*cluster.kernels, *cluster.history)}
     priced: dict[tuple[Any, ...], dict[Hashable, float]] = {}
     for key, node in costed.nodes(data=True):
         if node["kind"] in SOURCES:  # a block held by a worker: it stays there
@@ -166,6 +172,9 @@ def scheduling_graph(
             costs = priced[what] = {}
             for proc, seconds in node["costs"].items():
                 if proc not in allowed:
+                    continue
+                if proc not in known:
+                    costs[proc] = overhead + (seconds - overhead)
                     continue
                 measured = None if node["sig"] is None else cluster.kernel_seconds(
                     node["sig"], str(proc), node["rows"], node["count"])
@@ -239,7 +248,8 @@ def make_plan(
     worker): copy r's update and the gradients that read it run there. With ``periodic`` a list
     scheduler plans a window of a few periods and the plan tiles it
     (:func:`pnngraph.plan.periodic.tile`), unless the graph is too short, not periodic, or the
-    tiled plan is refused (``Plan.tiling`` says which).
+    tiled plan is refused (``Plan.tiling`` says which), or the cluster's links are shared (the
+    tiled replay does not model links).
     """
     scheduler_name(scheduler)
     check_devices(devices, [w.gpu for w in cluster.workers])
@@ -256,8 +266,8 @@ def make_plan(
     else:
         fn = schedulers.SCHEDULERS["greedy_start" if scheduler == "dask" else scheduler]
         tiled, refused = tile(costed, abstract, processors, fn, **options,
-                              edge_latency=cluster.hop_latency_seconds) if periodic \
-            else (None, "")
+                              edge_latency=cluster.hop_latency_seconds) \
+            if periodic and not cluster.shared_links else (None, "")
         if tiled is not None:
             tiling, (schedule, predicted) = "periodic", tiled
         else:
@@ -267,7 +277,7 @@ def make_plan(
     if predicted is None:
         predicted = schedulers.simulate(
             costed, placement, schedule.order, edge_latency=cluster.hop_latency_seconds,
-            processors=processors,
+            processors=processors, contention=cluster.shared_links,
         )
     by_start: list[Any] = sorted(predicted.slots, key=lambda k: (predicted.slots[k].start,
                                                       predicted.slots[k].finish))

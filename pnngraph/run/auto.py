@@ -13,6 +13,16 @@ The choice and every alternative with its prediction are kept (``graph.plan.alte
 a user, the command line and the report can say why. Model averaging is never a candidate: it
 computes something else. A model with BatchNorm refuses pipelines and hybrids (their stages never
 see the whole batch): those candidates drop out like any split that does not fit.
+
+``fan_in="auto"`` (asked for; the default is 8) is fixed the same way, once the strategy is:
+each fan-in of :func:`fan_in_candidates` is compiled and planned for one step, and the fastest
+predicted step wins (ties: the earlier candidate, so 8, the fixed default of earlier versions,
+unless another is strictly faster). Planning is deterministic, so the choice is a pure function
+of the model, the spec and the cluster model; ``graph.plan.fan_ins`` lists what was tried, and
+the run's spec (checkpoints, run.json) keeps the number, so a resumed run sums in the same
+order. The cluster model of a calibrated cluster is measured, so two fresh runs may choose
+differently (and their bits differ in the last places): that is why it is not the default. A
+fan-in given by the user is kept as it is: it decides the bits.
 """
 
 from __future__ import annotations
@@ -21,6 +31,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+FAN_INS = (8, 2, 4, 16)  # then the number of shards: one flat sum
+MAX_FLAT_EDGES = 2**16  # a flat sum into every copy's update: copies x shards edges at most
 HORIZON = 4  # steps planned per candidate (a one-shard candidate: up to FUSED_HORIZON)
 FUSED_HORIZON = 1000
 LARGE_STEP_FLOPS = 2e9  # a step of at least this much arithmetic may pay for a pipeline
@@ -62,3 +74,50 @@ def choose(run: Any, fix: Callable[..., Any], plan_chunk: Callable[..., Any],
     alternatives = tuple((name, seconds) for seconds, name, _ in scored)
     return replace(best, cluster=cluster, alternatives=alternatives)
 
+
+def fan_in_candidates(shards: int, copies: int = 1) -> list[int]:
+    """The fan-ins worth trying for ``shards`` gradients summed into ``copies`` updates:
+    :data:`FAN_INS` and ``shards``, one per distinct tree (every fan-in of at least ``shards``
+    sums them all in the update, the same graph: the first such is kept). The flat sum is left
+    out where it would take more than :data:`MAX_FLAT_EDGES` edges (every copy reading every
+    shard's gradient: a graph too large to plan quickly).
+
+    >>> fan_in_candidates(3), fan_in_candidates(64, 64), fan_in_candidates(1024, 1024)
+    ([8, 2], [8, 2, 4, 16, 64], [8, 2, 4, 16])
+    """
+    seen: set[int] = set()
+    out = []
+    flat = (shards,) if shards * copies <= MAX_FLAT_EDGES else ()
+    for f in (*FAN_INS, *flat):
+        tree = min(f, shards)
+        if f >= 2 and tree not in seen:
+            seen.add(tree)
+            out.append(f)
+    return out
+
+
+def choose_fan_in(run: Any, plan_chunk: Callable[..., Any],
+                  initial_states: Callable[..., Any]) -> Any:
+    """``run`` with its spec's ``fan_in`` a number: the one given, else the fastest predicted
+    of :func:`fan_in_candidates` for its shards where there is a cluster model and more than
+    one candidate (``run.fan_ins``: each with its predicted seconds per step, the chosen one
+    first), else :data:`pnngraph.compile.spec.DEFAULT_FAN_IN`."""
+    spec = run.spec
+    if spec.fan_in != "auto":
+        return run
+    shards, _, micro = spec.strategy.layout if spec.strategy.algorithm == "sgd" else (1, 1, 1)
+    candidates = fan_in_candidates(shards * micro, run.copies)  # each stage's tree's leaves
+    if run.cluster is None or len(candidates) < 2:
+        return replace(run, spec=replace(spec, fan_in=spec.tree_fan_in))
+    scored = []
+    cluster = run.cluster
+    for order, fan_in in enumerate(candidates):
+        trial = replace(run, spec=replace(spec, fan_in=fan_in), cluster=cluster)
+        graph = plan_chunk(trial, 0, 1, initial_states(run.model, trial.spec))
+        cluster = graph.cluster  # kernels profiled on a client are kept
+        if graph.plan is None:  # nothing predicted (no list scheduler): keep the default
+            return replace(run, spec=replace(spec, fan_in=spec.tree_fan_in), cluster=cluster)
+        scored.append((graph.plan.terms["steps"], order, fan_in))
+    scored.sort()
+    return replace(run, spec=replace(spec, fan_in=scored[0][2]), cluster=cluster,
+                   fan_ins=tuple((fan_in, seconds) for seconds, _, fan_in in scored))

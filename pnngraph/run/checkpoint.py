@@ -119,8 +119,11 @@ class Checkpoint:
 
     def spec_for(self, spec: TrainingSpec) -> TrainingSpec:
         """``spec`` as it continues from this checkpoint: a strategy the run was to choose
-        (``"auto"``) is the one this checkpoint's run chose, so the resumed steps have the
-        same bits."""
+        (``"auto"``) is the one this checkpoint's run chose, and so is a fan-in the run was to
+        choose, so the resumed steps have the same bits."""
+        fan_in = self.config.get("fan_in")
+        if spec.fan_in == "auto" and fan_in != "auto" and isinstance(fan_in, int):
+            spec = replace(spec, fan_in=fan_in)
         recorded = self.config.get("strategy")
         if not spec.strategy.chooses or not isinstance(recorded, str):
             return spec

@@ -92,7 +92,7 @@ def fit(
     window: int = 2,
     chunk_steps: int | None = None,
     chunk_seconds: float | None = None,
-    fan_in: int = 8,
+    fan_in: int | str = 8,
     fuse_steps: int | str = "auto",
     client: Any = None,
     scheduler: str | None = None,

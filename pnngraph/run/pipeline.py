@@ -94,6 +94,7 @@ class Run:
     keep: tuple[Any, ...] = ()
     copies: int = 1
     alternatives: tuple[tuple[str, float], ...] = ()
+    fan_ins: tuple[tuple[int, float], ...] = ()
     measured: bool = False  # the cluster model was calibrated here: kernel times are cached
 
 
@@ -138,10 +139,12 @@ def start_run(
     data, keep = _place_data(inputs, client)
     run = Run(model, spec, data, options, cluster, None, client, keep, measured=measured)
     if not spec.strategy.chooses:
-        return fix(run, spec.strategy)
-    if cluster is None:  # strategy="auto" with nothing to plan for: one shard, the serial loop
-        return replace(run, spec=replace(spec, strategy=DataParallel(1)))
-    return auto.choose(run, fix, chunk_graph, initial_states)
+        run = fix(run, spec.strategy)
+    elif cluster is None:  # strategy="auto" with nothing to plan for: one shard, the serial loop
+        run = replace(run, spec=replace(spec, strategy=DataParallel(1)))
+    else:
+        run = auto.choose(run, fix, chunk_graph, initial_states)
+    return auto.choose_fan_in(run, chunk_graph, initial_states)
 
 
 def check_cluster(client: Any, cluster: ClusterModel | None, options: PlacementOptions) -> None:
@@ -308,9 +311,9 @@ def chunk_graph(run: Run, start: int, steps: int, states: Sequence[Any]) -> Trai
         workers = list(live_workers(run.client))
     placement = place(abstract, run.options, cluster=cluster, workers=workers,
                       dtype=run.model.dtype, shard_workers=run.shard_workers)
-    if placement.plan is not None and run.alternatives:
-        placement = replace(placement, plan=replace(placement.plan,
-                                                    alternatives=run.alternatives))
+    if placement.plan is not None and (run.alternatives or run.fan_ins):
+        placement = replace(placement, plan=replace(placement.plan, alternatives=run.alternatives,
+                                                    fan_ins=run.fan_ins))
     return TrainingGraph(abstract, run.model, run.spec.strategy, placement, client=run.client,
                          keep=run.keep, cluster=cluster)
 
@@ -328,7 +331,7 @@ def build(
     seed: int = 0,
     shuffle: bool = True,
     window: int = 2,
-    fan_in: int = 8,
+    fan_in: int | str = 8,
     fuse_steps: int | str = "auto",
     start_step: int = 0,
     opt_state: State | None = None,
@@ -362,8 +365,12 @@ def build(
         within each run of ``window`` consecutive blocks (:func:`pnngraph.nn.train.epoch_order`),
         so a step reads about ``window`` blocks. ``train_serial(..., block_rows=X.chunks[0],
         window=window)`` trains on the same batches. Numpy data (and one block) ignores it.
-    fan_in : int
-        Gradients are summed in a fixed tree of this fan-in, in shard order.
+    fan_in : int or "auto"
+        Gradients are summed in a fixed tree of this fan-in, in shard order; the fan-in decides
+        the order of the sums, so a given one (8 by default) gives the same bits every time.
+        "auto": with a cluster model, the fan-in predicted fastest among 8, 2, 4, 16 and the
+        number of shards (:func:`pnngraph.run.auto.choose_fan_in`; ``graph.plan.fan_ins`` and
+        the run's spec record it), else 8.
     fuse_steps : "auto" or int
         Steps per task when the strategy has one shard and one stage ("auto": enough steps
         for about a quarter of a second of work per task, so tiny models are not drowned in
