@@ -78,9 +78,9 @@ def register_layer(cls: L) -> L:
     of the module defining it, in every process that loads such a model.
 
     Its ``config()`` must hold JSON-able arguments that rebuild it (``from_config`` calls
-    ``cls(**config)`` unless the class overrides it), and building a model checks its
-    ``backward`` on a small batch (:func:`pnngraph.testing.check_layer`). Registering a second
-    class under a kind already taken is refused.
+    ``cls(**config)`` unless the class overrides it), and building a model with parameters
+    checks its ``backward`` on a small batch (:func:`pnngraph.testing.check_layer`).
+    Registering a second class under a kind already taken is refused.
     """
     if not (isinstance(cls, type) and issubclass(cls, Layer)) or cls is Layer:
         raise ConfigError("register_layer", "a subclass of pnngraph.nn.Layer", cls)
@@ -228,8 +228,9 @@ class Sequential:
                     err.expected, err.got, layer_index=i, layer_name=layer.name,
                     detail=err.detail,
                 ) from None
-        for layer, at, where in _own_layers(self.layers, shapes):
-            check_layer(layer, at, where=where)
+        if init:  # a skeleton (init=False) is the architecture of a model already built
+            for layer, at, where in _own_layers(self.layers, shapes):
+                check_layer(layer, at, where=where)
         self.input_shape, self.shapes = shape, shapes
         self.params = [
             layer.init_params(shapes[i], np.random.default_rng([self.seed, i]), self.dtype)
