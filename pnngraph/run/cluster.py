@@ -16,6 +16,12 @@ here, see docs/performance.md).
 To join GPU workers to an existing cluster: ``dask worker tcp://SCHEDULER:8786 --nthreads 1
 --resources GPU=1`` on each GPU machine (one per device, with ``CUDA_VISIBLE_DEVICES``), or
 dask-cuda's ``dask cuda worker tcp://SCHEDULER:8786 --resources GPU=1``.
+
+The scheduler of these clusters runs without work stealing: a plan pins every task to a worker
+(loosely, so that a lost worker's tasks run elsewhere), and Dask's stealing would move loosely
+pinned tasks to whichever worker looks idle by its own per-prefix durations, undoing the plan
+and its prediction on a busy machine. On a cluster of your own, set
+``distributed.scheduler.work-stealing: false`` in the scheduler's Dask config for the same.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from typing import Any
 
 from distributed import Nanny, Scheduler, SpecCluster, Worker
 from distributed.diagnostics.plugin import WorkerPlugin
+from distributed.scheduler import DEFAULT_EXTENSIONS
 
 from pnngraph.exceptions import ConfigError, check_int
 
@@ -114,6 +121,8 @@ def local_cluster(
             # the scheduler's HTTP server runs even without a dashboard: give it a free port
             "dashboard_address": dashboard_address or f"{host}:0",
             "dashboard": dashboard_address is not None,
+            # the plan says where tasks run: no work stealing (see the module docstring)
+            "extensions": {k: v for k, v in DEFAULT_EXTENSIONS.items() if k != "stealing"},
         },
     }
     return SpecCluster(workers=workers, scheduler=scheduler, silence_logs=silence_logs, **options)

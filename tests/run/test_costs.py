@@ -144,6 +144,15 @@ def test_embedded_workers_keep_freed_memory(client):
     assert all(KeepFreedMemory.name in p for p in client.run(plugins).values())
 
 
+@pytest.mark.cluster
+def test_the_embedded_scheduler_steals_no_pinned_task(client):
+    def extensions(dask_scheduler):
+        return sorted(dask_scheduler.extensions)
+
+    found = client.run_on_scheduler(extensions)
+    assert "stealing" not in found and "amm" in found  # only stealing is left out
+
+
 def test_fit_submits_each_chunk_before_the_one_before_ends():
     X, y = make_data("mlp")
     calls = []
