@@ -336,13 +336,10 @@ def _short(abstract: nx.DiGraph, entries: Entries, count: int, P: int, price: Pr
         return (*map(node.get, PRICED), inputs[k])
 
     head, tail = [], []
-    signature: dict[Any, tuple[Any, ...]] = {}  # of the twins
+    signature = {twin: priced(twin) for twin in {e[5] for e in entries.values()}}
     for k, (_, _, shift, rel, _, twin) in entries.items():
-        if shift:
-            if twin not in signature:
-                signature[twin] = priced(twin)
-            if priced(k) != signature[twin]:
-                return None
+        if shift and (*map(attrs[k].get, PRICED), inputs[k]) != signature[twin]:
+            return None
         if rel < B:
             head.append(k)
         elif rel >= count - C:
@@ -408,16 +405,13 @@ def _extended(entries: Entries,
     names = list(timeline.slots)
     position = {k: i for i, k in enumerate(names)}
     keys = list(entries)
-    rep = np.empty(len(keys), dtype=np.intp)
-    periods = np.empty(len(keys))
-    for n, (k, (_, _, _, rel, _, _)) in enumerate(entries.items()):
-        if rel < B:
-            rep[n], periods[n] = position[k], 0
-        elif rel >= count - C:
-            rep[n], periods[n] = position[k], delta
-        else:
-            rep[n] = position[(k[0], k[1] - (rel - B + 1) * P, *k[2:])]
-            periods[n] = rel - B + 1
+    # a period in between has the times of the head's last one (found by the twin they share)
+    last = {entries[k][5]: i for k, i in position.items() if entries[k][3] == B - 1}
+    low, high = B, count - C
+    rep = np.array([position[k] if not low <= e[3] < high else last[e[5]]
+                    for k, e in entries.items()], dtype=np.intp)
+    rel = np.array([e[3] for e in entries.values()])
+    periods = np.where(rel < low, 0, np.where(rel >= high, delta, rel - B + 1)).astype(float)
     spans, firsts = [], []
     for schedule, period in zip((timeline, predicted), lengths, strict=True):
         slots = [schedule.slots[k] for k in names]
