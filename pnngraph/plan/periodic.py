@@ -344,6 +344,8 @@ def _short(abstract: nx.DiGraph, entries: Entries, count: int, P: int, price: Pr
             head.append(k)
         elif rel >= count - C:
             tail.append(k)
+    if any(u in entries and entries[u][3] > entries[v][3] for v in head for u in preds[v]):
+        return None  # an input from a later period: the head would not stand alone
     bridges = []  # an input of the tail from before it, and where it comes from in the head
     for v in tail:
         for u in preds[v]:
@@ -353,7 +355,8 @@ def _short(abstract: nx.DiGraph, entries: Entries, count: int, P: int, price: Pr
             if twin not in entries or not WARMUP <= entries[u][3] - delta < B:
                 return None
             bridges.append((u, v, twin))
-    short = price([*head, *{u for u, _, _ in bridges if entries[u][3] >= B}, *tail])
+    short = price([*head, *dict.fromkeys(u for u, _, _ in bridges if entries[u][3] >= B),
+                   *tail])
     for u, v, twin in bridges:
         if short.has_edge(twin, v):
             return None
