@@ -9,6 +9,7 @@ import warnings
 import zipfile
 from pathlib import Path
 
+import networkx as nx
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -21,6 +22,7 @@ from pnngraph.data import load_npz
 from pnngraph.nn import Dense, Dropout, ReLU, Sequential, activation, get_loss, get_optimizer
 from pnngraph.nn.schedules import Cosine, StepDecay, Warmup
 from pnngraph.plan.cluster import cluster_from_spec, simulated_cluster
+from pnngraph.plan.planner import make_plan
 from pnngraph.record import RunRecord
 from tests.npzfiles import npy_bytes, npy_header
 
@@ -381,6 +383,8 @@ API_CASES |= {
     "a worker group key not known": (ex.ConfigError, worker_group(colour="red")),
     "a worker group speed not a positive number": (ex.ConfigError, worker_group(gflops=-1)),
     "a worker group backend not known": (ex.ConfigError, worker_group(backend="tpu")),
+    "unknown check of a tiled plan": (ex.UnknownNameError, api(
+        make_plan, nx.DiGraph(), simulated_cluster(1, 0), verify="none")),
 }
 
 FILE_CASES = {  # built in a temporary folder, named TMP in the messages

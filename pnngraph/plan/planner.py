@@ -39,7 +39,7 @@ from pnngraph.collect import without_gc
 from pnngraph.compile.keys import Key, step_of, step_spans
 from pnngraph.exceptions import ConfigError, UnknownNameError
 from pnngraph.plan.cluster import ClusterModel
-from pnngraph.plan.periodic import tile
+from pnngraph.plan.periodic import VERIFY, tile
 from pnngraph.plan.static import static_placement
 
 SCHEDULERS: tuple[str, ...] = (*schedulers.SCHEDULERS, "static", "dask")
@@ -137,25 +137,38 @@ def machine_for(cluster: ClusterModel, dtype: str) -> schedulers.Machine:
     return schedulers.Machine(processors, schedulers.Link(cluster.network_bytes_per_s, 0.0))
 
 
+def computing_nodes(abstract: nx.DiGraph, cluster: ClusterModel, devices: str = "any"
+                    ) -> list[Any]:
+    """The nodes of ``abstract`` that a plan places: every node but the sources (data and
+    initial states), except blocks of data at home on a usable worker."""
+    allowed = set(cluster.usable(devices))
+    return [k for k, n in abstract.nodes(data=True)
+            if n["kind"] not in SOURCES or n.get("home") in allowed]
+
+
 def scheduling_graph(
-    abstract: nx.DiGraph, cluster: ClusterModel, *, dtype: str = "float64", devices: str = "any"
+    abstract: nx.DiGraph, cluster: ClusterModel, *, dtype: str = "float64", devices: str = "any",
+    nodes: Sequence[Any] | None = None,
 ) -> nx.DiGraph:
-    """The computing nodes of ``abstract`` with ``costs`` per worker and ``comm`` per edge.
+    """The computing nodes of ``abstract`` with ``costs`` per worker and ``comm`` per edge
+    (``nodes``: only those of :func:`computing_nodes` and the edges between them).
 
     A node's compute time is its kernel's measured time on that worker when the cluster model
     has one (:meth:`ClusterModel.kernel_seconds`), else the roofline of its FLOPs and bytes;
     either way times the history correction of its phase there, plus Dask's task overhead.
     """
     allowed = set(cluster.usable(devices))
-    keep = {k: n for k, n in abstract.nodes.items()
-            if n["kind"] not in SOURCES or n.get("home") in allowed}
+    attrs = abstract.nodes
+    keep = {k: attrs[k] for k in (computing_nodes(abstract, cluster, devices)
+                                  if nodes is None else nodes)}
     sub = nx.DiGraph()
     sub.add_nodes_from(
         (k, {"kind": n["kind"], "flops": float(n["flops"]), "bytes": float(n["bytes"]),
              "sig": n.get("sig"), "rows": n.get("rows", 0.0), "count": n.get("count", 1)})
         for k, n in keep.items())
-    sub.add_edges_from((u, v, {"bytes": float(d["bytes"])}) for u, nbrs in abstract.adjacency()
-                       if u in keep for v, d in nbrs.items() if v in keep)
+    succ = abstract.succ
+    sub.add_edges_from((u, v, {"bytes": float(d["bytes"])}) for u in keep
+                       for v, d in succ[u].items() if v in keep)
     costed = schedulers.annotate_costs(sub, machine_for(cluster, dtype), copy=False)
     overhead = cluster.task_overhead_seconds
     # workers without measured kernels or history: the roofline as it is (the same float ops)
@@ -236,6 +249,7 @@ def make_plan(
     devices: Literal["any", "cpu", "gpu"] = "any",
     shard_workers: Sequence[str] | None = None,
     periodic: bool = True,
+    verify: Literal["periodic", "full"] = "periodic",
     **options: Any,
 ) -> Plan:
     """Place and order ``abstract`` on ``cluster`` with ``scheduler`` and predict the run.
@@ -249,15 +263,29 @@ def make_plan(
     scheduler plans a window of a few periods and the plan tiles it
     (:func:`pnngraph.plan.periodic.tile`), unless the graph is too short, not periodic, or the
     tiled plan is refused (``Plan.tiling`` says which), or the cluster's links are shared (the
-    tiled replay does not model links).
+    tiled replay does not model links). ``verify`` says how a tiled plan is checked:
+    ``"periodic"`` prices and simulates a short graph of a few periods and extends its steady
+    state (the plan's slots are simulated when first read), ``"full"`` prices and simulates
+    the whole graph at once.
     """
     scheduler_name(scheduler)
+    if verify not in VERIFY:
+        raise UnknownNameError("verify", verify, VERIFY)
     check_devices(devices, [w.gpu for w in cluster.workers])
-    costed = scheduling_graph(abstract, cluster, dtype=dtype, devices=devices)
     processors = cluster.usable(devices)
-    _tie(costed, abstract, list(shard_workers or processors), bool(shard_workers))
+    homes, sized = list(shard_workers or processors), bool(shard_workers)
+    nodes = computing_nodes(abstract, cluster, devices)
+
+    def price(keys: Sequence[Any] | None) -> nx.DiGraph:
+        costed = scheduling_graph(abstract, cluster, dtype=dtype, devices=devices,
+                                  nodes=nodes if keys is None else keys)
+        _tie(costed, abstract, homes, sized)
+        return costed
+
     tiling, predicted = "whole", None
+    priorities: dict[Key, int] | None = None
     if scheduler == "static":
+        costed = price(None)
         stages = abstract.graph.get("layout", (1, 1, 1))[1]
         placement: Mapping[Any, Hashable] = {
             **{k: abstract.nodes[k]["home"] for k in costed if abstract.nodes[k].get("home")},
@@ -265,23 +293,26 @@ def make_plan(
         schedule = schedulers.simulate(costed, placement, processors=processors)
     else:
         fn = schedulers.SCHEDULERS["greedy_start" if scheduler == "dask" else scheduler]
-        tiled, refused = tile(costed, abstract, processors, fn, **options,
-                              edge_latency=cluster.hop_latency_seconds) \
+        tiled, refused = tile(abstract, nodes, processors, fn, price, **options,
+                              edge_latency=cluster.hop_latency_seconds, verify=verify) \
             if periodic and not cluster.shared_links else (None, "")
         if tiled is not None:
-            tiling, (schedule, predicted) = "periodic", tiled
+            tiling, schedule, predicted = "periodic", tiled.schedule, tiled.predicted
+            placement, priorities = tiled.placement, tiled.priorities
         else:
             tiling = f"whole (tiling refused: {refused})" if refused else "whole"
+            costed = price(None)
             schedule = fn(costed, processors, **options)
-        placement = schedule.placement
+            placement = schedule.placement
     if predicted is None:
         predicted = schedulers.simulate(
             costed, placement, schedule.order, edge_latency=cluster.hop_latency_seconds,
             processors=processors, contention=cluster.shared_links,
         )
-    by_start: list[Any] = sorted(predicted.slots, key=lambda k: (predicted.slots[k].start,
-                                                      predicted.slots[k].finish))
-    priorities: dict[Key, int] = {k: len(by_start) - i for i, k in enumerate(by_start)}
+    if priorities is None:
+        slots = predicted.slots
+        by_start: list[Any] = sorted(slots, key=lambda k: (slots[k].start, slots[k].finish))
+        priorities = {k: len(by_start) - i for i, k in enumerate(by_start)}
     backend_of = {w.address: w.backend for w in cluster.workers}
     return Plan(
         algorithm=schedule.algorithm or scheduler,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import pytest
 
 import pnngraph
@@ -118,3 +120,74 @@ def test_fit_plans_once_while_the_cluster_and_costs_stay(monkeypatch):
     pnngraph.fit(make_mlp(), make_data("mlp"), cluster=simulated_cluster(2, 0, cpu_gflops=50),
                  **options)
     assert len(calls) == 2
+
+
+# verify="periodic": a short graph simulated and its steady state extended to every period.
+# 46 samples in batches of 23: every step costs the same, so the check applies (with a short
+# last batch it falls back to simulating the whole graph, below)
+EVEN = {**KW, "batch_size": 23}
+EXTENDED = [(DataParallel(4), 24, 4), (Pipeline(2, 4), 24, 4),
+            (Hybrid(DataParallel(2), Pipeline(2, 2)), 24, 4), (ModelAveraging(4, 5), 60, 4),
+            (Pipeline(3, 2), 30, 3)]
+
+
+@pytest.mark.parametrize("scheduler", ["heft", "peft", "dask"])
+@pytest.mark.parametrize(("strategy", "steps", "cpus"), EXTENDED)
+def test_the_extended_plan_equals_the_whole_simulation(strategy, steps, cpus, scheduler):
+    cluster = simulated_cluster(cpus=cpus, gpus=1)
+    abstract = pnngraph.build(make_mlp(), make_data("mlp"), strategy=strategy, steps=steps,
+                              **EVEN).to_networkx()
+    plan = make_plan(abstract, cluster, scheduler=scheduler)
+    assert plan.tiling == "periodic" and isinstance(plan.schedule, periodic.TiledSchedule)
+    assert not plan.schedule.slots.ready  # nothing simulated beyond the short graph yet
+    extended, predicted = plan.schedule.makespan, plan.predicted.makespan
+    full = make_plan(abstract, cluster, scheduler=scheduler, verify="full")
+    assert full.tiling == "periodic" and isinstance(full.schedule.slots, dict)
+    assert plan.placement == full.placement and plan.backends == full.backends
+    assert plan.priorities == full.priorities
+    costed = scheduling_graph(abstract, cluster)
+    plan.schedule.validate(costed)  # reads the slots: the whole graph simulated now
+    plan.predicted.validate(costed)
+    assert plan.schedule.slots.ready and plan.schedule.slots == full.schedule.slots
+    assert plan.predicted.slots == full.predicted.slots
+    replay = schedulers.simulate(costed, plan.placement, plan.schedule.order,
+                                 processors=plan.schedule.processors)
+    assert replay.slots == plan.schedule.slots
+    assert replay.makespan == plan.schedule.makespan
+    assert extended == pytest.approx(replay.makespan, rel=1e-9, abs=0)
+    assert predicted == pytest.approx(full.predicted.makespan, rel=1e-9, abs=0)
+    assert plan.wall_seconds == pytest.approx(full.wall_seconds, rel=1e-9, abs=0)
+
+
+def test_an_extended_plan_pickles_with_its_slots():
+    cluster = simulated_cluster(cpus=3, gpus=0)
+    abstract = pnngraph.build(make_mlp(), make_data("mlp"), strategy=DataParallel(3),
+                              steps=20, **EVEN).to_networkx()
+    plan = make_plan(abstract, cluster)
+    again = pickle.loads(pickle.dumps(plan))
+    assert isinstance(again.schedule.slots, dict) and again.schedule.slots == plan.schedule.slots
+    assert again.predicted.makespan == plan.predicted.makespan
+    again.schedule.validate(scheduling_graph(abstract, cluster))
+
+
+def test_steps_that_cost_less_fall_back_to_the_whole_simulation():
+    # batches of 20 from 46 samples: every third step has 6 samples, cheaper than its twin
+    cluster = simulated_cluster(cpus=3, gpus=0)
+    abstract = abstract_of(DataParallel(3), steps=30)
+    plan = make_plan(abstract, cluster)
+    assert plan.tiling == "periodic" and isinstance(plan.schedule.slots, dict)
+    costed = scheduling_graph(abstract, cluster)
+    plan.schedule.validate(costed)
+    replay = schedulers.simulate(costed, plan.placement, plan.schedule.order,
+                                 processors=plan.schedule.processors)
+    assert replay.slots == plan.schedule.slots
+
+
+def test_a_refused_extended_plan_falls_back_to_the_whole_graph(monkeypatch):
+    cluster = simulated_cluster(cpus=3, gpus=0)
+    abstract = pnngraph.build(make_mlp(), make_data("mlp"), strategy=Pipeline(3, 2), steps=20,
+                              **EVEN).to_networkx()
+    monkeypatch.setattr(periodic, "TOLERANCE", -0.5)
+    plan = make_plan(abstract, cluster)
+    assert plan.tiling.startswith("whole (tiling refused: tiled makespan")
+    plan.schedule.validate(scheduling_graph(abstract, cluster))
