@@ -381,6 +381,11 @@ API_CASES |= {
     "a worker group key not known": (ex.ConfigError, worker_group(colour="red")),
     "a worker group speed not a positive number": (ex.ConfigError, worker_group(gflops=-1)),
     "a worker group backend not known": (ex.ConfigError, worker_group(backend="tpu")),
+    "a worker group memory limit not a positive number": (ex.ConfigError, worker_group(
+        memory_gb=0)),
+    "a memory limit too small for any plan": (ex.MemoryPlanError, api(
+        pnngraph.build, mlp(), (X, Y), **ONE, strategy=pnngraph.DataParallel(2),
+        cluster=simulated_cluster(2, 0, memory_gb=0.05))),
 }
 
 FILE_CASES = {  # built in a temporary folder, named TMP in the messages
