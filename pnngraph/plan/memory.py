@@ -11,8 +11,8 @@ worker's events in time order::
                          there until the last one's finish there
     a node's work        while it runs: ``work_bytes`` (activations and caches of a forward and
                          backward pass, an optimizer's temporaries; :mod:`pnngraph.compile.cost`),
-                         and a copy of each input that came inside the graph's message (an
-                         initial state): the kernel aligns what arrives unaligned
+                         and, on the worker an initial state is sent to inside the graph's
+                         message, a copy of it: it arrives unaligned, the kernel aligns it
     the process          ``BASELINE_BYTES`` on every host worker (an idle Dask worker with
                          pnngraph loaded, measured on the machines of this project)
 
@@ -65,37 +65,49 @@ def peak_bytes(abstract: nx.DiGraph, plan: Any, cluster: ClusterModel, *,
     :class:`~pnngraph.plan.planner.Plan` of ``abstract``), as the module docstring counts them."""
     slots = plan.predicted.slots
     end = plan.predicted.makespan
+    nodes, succ, pred = abstract.nodes, abstract.succ, abstract.pred
+    in_graph = {}  # a value that travels in the graph's message -> its worker (pinned there)
+    for k, d in nodes(data=True):
+        if d["kind"] in SOURCES and not d["source"].external:
+            first = min((slots[c] for c in succ[k] if c in slots),
+                        key=lambda s: (s.start, str(s.processor)), default=None)
+            in_graph[k] = None if first is None else first.processor
     events: dict[str, list[tuple[float, float]]] = {}
 
     def hold(worker: str, t0: float, t1: float, nbytes: float) -> None:
         if nbytes > 0 and t1 > t0:
             events.setdefault(worker, []).extend(((t0, nbytes), (t1, -nbytes)))
 
-    for key, node in abstract.nodes(data=True):
+    for key, node in nodes(data=True):
         out = float(node.get("bytes") or 0)
-        here = slots.get(key)
         spans: dict[str, list[float]] = {}  # consumer worker -> [first start, last finish]
-        for c in abstract.successors(key):
+        for c in succ[key]:
             s = slots.get(c)
             if s is None:
                 continue
-            span = spans.setdefault(str(s.processor), [s.start, s.finish])
-            span[0], span[1] = min(span[0], s.start), max(span[1], s.finish)
+            span = spans.get(s.processor)
+            if span is None:
+                spans[s.processor] = [s.start, s.finish]
+            else:
+                span[0], span[1] = min(span[0], s.start), max(span[1], s.finish)
         last = max((span[1] for span in spans.values()), default=end)
+        here = slots.get(key)
         if here is not None:
-            worker = str(here.processor)
+            worker = here.processor
+            # an initial state arrives unaligned on its worker: the kernel copies it there
+            # (kernels._adopt; a copy sent on to another worker arrives aligned)
             work = float(node.get("work_bytes") or 0) + sum(
-                float(abstract.nodes[p].get("bytes") or 0) for p in abstract.predecessors(key)
-                if _arrives(abstract, slots, p, worker))
-            hold(worker, here.start, here.finish, work)
+                float(nodes[p].get("bytes") or 0) for p in pred[key]
+                if p in in_graph and in_graph[p] == worker)
+            hold(str(worker), here.start, here.finish, work)
             if not _shares(abstract, slots, key, worker):
-                hold(worker, here.start, max(last, here.finish), out)
+                hold(str(worker), here.start, max(last, here.finish), out)
             spans.pop(worker, None)
         for worker, (t0, _) in spans.items():  # Dask drops a copy when it drops the value
-            hold(worker, t0, last, out)
+            hold(str(worker), t0, last, out)
     peaks = {}
     for worker, changes in events.items():
-        changes.sort(key=lambda e: (e[0], e[1]))  # at one instant, frees first
+        changes.sort()  # in time order; at one instant, frees first
         level = top = 0.0
         for _, delta in changes:
             level += delta
@@ -105,22 +117,13 @@ def peak_bytes(abstract: nx.DiGraph, plan: Any, cluster: ClusterModel, *,
     return dict(sorted(peaks.items()))
 
 
-def _shares(abstract: nx.DiGraph, slots: Mapping[Any, Any], key: Any, worker: str) -> bool:
+def _shares(abstract: nx.DiGraph, slots: Mapping[Any, Any], key: Any, worker: Any) -> bool:
     """Whether ``key`` is a ``params`` node (a state's parameters, the same arrays) whose state
     is on ``worker``: its output takes no memory there."""
     if abstract.nodes[key]["kind"] != "params":
         return False
-    return all(str(getattr(slots.get(p), "processor", "")) == worker
+    return all(getattr(slots.get(p), "processor", None) == worker
                for p in abstract.predecessors(key))
-
-
-def _arrives(abstract: nx.DiGraph, slots: Mapping[Any, Any], key: Any, worker: str) -> bool:
-    """Whether the output of ``key`` reaches its consumers inside the graph's message (an
-    initial state, host data): its arrays then sit at addresses that are not aligned, and each
-    kernel that reads them copies them (:func:`pnngraph.compile.kernels._adopt`; measured:
-    transfers between workers mostly arrive aligned)."""
-    node = abstract.nodes[key]
-    return node["kind"] in SOURCES and not node["source"].external
 
 
 def usable_bytes(cluster: ClusterModel) -> dict[str, float]:

@@ -40,14 +40,7 @@ from pnngraph.compile.keys import Key
 from pnngraph.compile.strategies import DataParallel, Strategy
 from pnngraph.exceptions import ConfigError, UnknownNameError
 from pnngraph.plan.cluster import ClusterModel
-from pnngraph.plan.planner import (
-    DEVICES,
-    SOURCES,
-    Plan,
-    auto_shares,
-    make_plan,
-    scheduler_name,
-)
+from pnngraph.plan.planner import DEVICES, Plan, auto_shares, make_plan, scheduler_name
 from pnngraph.plan.static import static_placement
 
 DEFAULT_SCHEDULER = "heft"
@@ -132,24 +125,7 @@ def place(
                      devices=options.devices, shard_workers=shard_workers)  # type: ignore[arg-type]
     if not plan.pinned:  # Dask places: every task may land anywhere, so every task is numpy
         return Placement(plan=plan)
-    pins = {**_source_pins(abstract, plan), **plan.placement}
-    return Placement(pins, dict(plan.priorities), dict(plan.backends), plan)
-
-
-def _source_pins(abstract: nx.DiGraph, plan: Plan) -> dict[Key, str]:
-    """Each value that travels inside the graph (an initial state, host data) on the worker of
-    its first consumer in the plan (Dask would put it on any worker, which then sends it on and
-    holds it as long as the consumers there)"""
-    slots = plan.predicted.slots
-    out = {}
-    for key, node in abstract.nodes(data=True):
-        if node["kind"] not in SOURCES or node["source"].external or key in plan.placement:
-            continue
-        first = min((slots[c] for c in abstract.successors(key) if c in slots),
-                    key=lambda s: (s.start, str(s.processor)), default=None)
-        if first is not None:
-            out[key] = str(first.processor)
-    return out
+    return Placement(dict(plan.placement), dict(plan.priorities), dict(plan.backends), plan)
 
 
 def size_shards(

@@ -314,10 +314,11 @@ def chunk_graph(run: Run, start: int, steps: int, states: Sequence[Any]) -> Trai
     placement = place(abstract, run.options, cluster=cluster, workers=workers,
                       dtype=run.model.dtype, shard_workers=run.shard_workers)
     if placement.plan is not None and cluster is not None:
+        limits = usable_bytes(cluster)  # unknown limits: no peak predicted (nor checked)
         placement = replace(placement, plan=replace(
             placement.plan, alternatives=run.alternatives, fan_ins=run.fan_ins,
-            peak_bytes=peak_bytes(abstract, placement.plan, cluster),
-            limit_bytes=usable_bytes(cluster)))
+            peak_bytes=peak_bytes(abstract, placement.plan, cluster) if limits else {},
+            limit_bytes=limits))
     return TrainingGraph(abstract, run.model, run.spec.strategy, placement, client=run.client,
                          keep=run.keep, cluster=cluster)
 

@@ -26,7 +26,7 @@ def wide(width: int = 256, depth: int = 4) -> Sequential:
     return Sequential([*layers, Dense(width, 10)], input_shape=(64,), seed=0)
 
 
-def peaks(strategy, *, batch: int = 256, memory_gb: float | None = None, model=None,
+def peaks(strategy, *, batch: int = 256, memory_gb: float | None = 1000.0, model=None,
           optimizer: str = "adam", workers: int = 2) -> dict[str, float]:
     cluster = simulated_cluster(cpus=workers, gpus=0, memory_gb=memory_gb)
     graph = pnngraph.build(model or wide(), (X, Y), strategy=strategy, steps=2,
@@ -96,11 +96,12 @@ def test_no_plan_fits_a_tiny_limit():
 
 
 def test_unknown_limits_are_not_checked():
-    assert set(peaks(DataParallel(2))) == {"sim-cpu-0", "sim-cpu-1"}
+    assert set(peaks(DataParallel(2), memory_gb=100)) == {"sim-cpu-0", "sim-cpu-1"}
     cluster = simulated_cluster(cpus=2, gpus=0)
     graph = pnngraph.build(wide(), (X, Y), strategy=DataParallel(2), steps=2, batch_size=256,
                            cluster=cluster)
-    assert graph.plan.limit_bytes == {} and graph.strategy == DataParallel(2)
+    assert graph.plan.limit_bytes == {} == graph.plan.peak_bytes
+    assert graph.strategy == DataParallel(2)
 
 
 def test_remedies_stay_within_the_batch_and_the_workers():
