@@ -14,6 +14,13 @@ a user, the command line and the report can say why. Model averaging is never a 
 computes something else. A model with BatchNorm refuses pipelines and hybrids (their stages never
 see the whole batch): those candidates drop out like any split that does not fit.
 
+Memory (:mod:`pnngraph.plan.memory`): where the cluster model knows the workers' limits, each
+candidate is first planned for two steps without the client, and one whose predicted peak does
+not fit is dropped (listed last, with ``inf`` seconds and why); where none fits, pipelines of
+more stages are tried, then :class:`~pnngraph.exceptions.MemoryPlanError`. A strategy given by
+the user goes through :func:`fit_in_memory`: more micro-batches, stages or shards where it does
+not fit.
+
 ``fan_in="auto"`` (asked for; the default is 8) is fixed the same way, once the strategy is:
 each fan-in of :func:`fan_in_candidates` is compiled and planned for one step, and the fastest
 predicted step wins (ties: the earlier candidate, so 8, the fixed default of earlier versions,
