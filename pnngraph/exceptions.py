@@ -145,6 +145,26 @@ class ClusterLostError(TrainingError):
         self.step = steps[0]
 
 
+class MemoryPlanError(PnngraphError, ValueError):
+    """No plan of the run fits in its workers' memory (their limits are in the cluster model).
+
+    Fields: ``worker`` (the one that misses the most, in the plan that missed the least),
+    ``need_bytes`` (its predicted peak), ``has_bytes`` (what it may use), ``tried`` (the
+    strategies planned).
+    """
+
+    def __init__(self, worker: str, need_bytes: float, has_bytes: float,
+                 tried: Iterable[str]) -> None:
+        self.worker = worker
+        self.need_bytes = need_bytes
+        self.has_bytes = has_bytes
+        self.tried = tuple(tried)
+        mib = 2**20
+        super().__init__(
+            f"{worker} memory: expected a plan that needs at most {has_bytes / mib:.0f} MiB, "
+            f"got {need_bytes / mib:.0f} MiB in the best of {len(self.tried)} plans tried "
+            f"({(need_bytes - has_bytes) / mib:.0f} MiB missing)")
+
 def check_name(kind: str, name: Any, choices: Iterable[str]) -> str:
     """The key of ``choices`` that ``name`` spells, in any case; else :class:`UnknownNameError`
     listing the choices. The one name check of the package.

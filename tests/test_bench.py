@@ -106,3 +106,11 @@ def test_scaling_benchmark_prints_its_tables():
               "--gbit", "10")
     assert "predictions only" in out and "ring ms" in out and "digits cpu" in out
     assert "seconds to make one plan" in out and "strategy='auto' at 10 Gbit/s" in out
+
+
+@pytest.mark.slow
+@pytest.mark.cluster
+def test_memory_benchmark_prints_predicted_and_measured_peaks():
+    out = run("memory.py", "--quick", "--steps", "1")
+    assert "predicted / measured" in out and "within 20 %" in out
+    assert "Pipeline(2, 4)" in out and "auto near the limit" in out

@@ -385,6 +385,11 @@ API_CASES |= {
     "a worker group backend not known": (ex.ConfigError, worker_group(backend="tpu")),
     "unknown check of a tiled plan": (ex.UnknownNameError, api(
         make_plan, nx.DiGraph(), simulated_cluster(1, 0), verify="none")),
+    "a worker group memory limit not a positive number": (ex.ConfigError, worker_group(
+        memory_gb=0)),
+    "a memory limit too small for any plan": (ex.MemoryPlanError, api(
+        pnngraph.build, mlp(), (X, Y), **ONE, strategy=pnngraph.DataParallel(2),
+        cluster=simulated_cluster(2, 0, memory_gb=0.05))),
 }
 
 FILE_CASES = {  # built in a temporary folder, named TMP in the messages

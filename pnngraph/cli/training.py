@@ -407,6 +407,10 @@ class _Epochs:
                 why = (f" (predicted {best:.2f} s for the run; runner-up {runner}, "
                        f"{seconds:.2f} s)")
             click.echo(f"strategy: {self.strategy}{why}")
+            if plan is not None and plan.peak_bytes:  # the report shows it with the run's meta
+                top = max(plan.peak_bytes.values()) / 2**20
+                self.record.meta["predicted_peak_mib"] = round(top)
+                click.echo(f"predicted peak memory: {top:.0f} MiB on the busiest worker")
             if plan is not None and plan.fan_ins:  # fan_in="auto": the planner's choice
                 self.record.meta["fan_in"] = plan.fan_ins[0][0]
                 click.echo(f"gradient tree fan-in {plan.fan_ins[0][0]} (predicted fastest of "

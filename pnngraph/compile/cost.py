@@ -17,6 +17,16 @@ stage's parameter bytes and activation shapes, and how many state arrays the opt
                 2 B sync points); output: every activation and cache (the last: a gradient)
     stats       Q / itemsize * fan_in, Q the bytes of a BatchNorm layer's statistics (3 C)
 
+Beside its output, a node may need memory only while it runs (``work_bytes``, for the predicted
+peak of :mod:`pnngraph.plan.memory`): a task that runs a forward pass and its backward (grad,
+the last stage's backward, fused steps) holds every activation and cache of its rows,
+``ACTIVATION_WORK_FACTOR`` x the stage's activation bytes; an update the sum of its parts (one
+parameter-sized array, when there are several) and the optimizer's intermediate arrays,
+``UPDATE_WORK_FACTOR`` x max(1, state arrays) x the stage's parameter bytes (measured: Adam
+makes two parameter-sized temporaries beside its new state, SGD one); fused steps hold
+the activations, the gradient, the update's temporaries and one state more (the state of the
+step in progress, beside the task's input and its output).
+
 >>> from pnngraph.nn import Dense, ReLU, SGD, Sequential
 >>> model = Sequential([Dense(4, 8), ReLU(), Dense(8, 2)], input_shape=(4,))
 >>> costs = stage_costs(model, [(0, 3)], SGD(0.1, momentum=0.9))
@@ -46,6 +56,8 @@ LOSS_BYTES = 8  # a float travels with every gradient
 STEP_TARGET_SECONDS = 0.25  # fused step tasks aim at about this much work (a hop: ~10 ms)
 DEFAULT_FLOPS_PER_S = 1e10  # a rough CPU core, for the fusion decision only
 LAYER_OVERHEAD_SECONDS = 50e-6  # Python per layer and step, for the fusion decision only
+ACTIVATION_WORK_FACTOR = 1.1  # a forward + backward task's working set / its activation bytes
+UPDATE_WORK_FACTOR = 1.0  # an optimizer step's temporaries / (max(1, state arrays) x params)
 
 Cost = dict[str, Any]
 
@@ -79,12 +91,21 @@ class StageCosts:
     stat_bytes: tuple[int, ...] = ()
     """Per stage, the bytes of its widest BatchNorm layer's statistics (0: none)."""
 
+    def _activations(self, k: int, n: float) -> float:
+        """Working set of a forward and backward pass of stage ``k`` on ``n`` samples."""
+        return ACTIVATION_WORK_FACTOR * self.act_bytes[k] * n
+
+    def _temporaries(self, k: int) -> float:
+        """Intermediate arrays of one optimizer step of stage ``k``."""
+        return UPDATE_WORK_FACTOR * max(1, self.state_factor - 1) * self.param_bytes[k]
+
     def _work(self, kernel: str, k: int, rows: float, count: int = 1) -> dict[str, Any]:
         return {"sig": f"{kernel}:{self.sigs[k]}", "rows": float(rows), "count": count}
 
     def grad(self, k: int, n: int) -> Cost:
         return {"flops": (3.0 * self.flops[k] - self.dx_flops[k]) * n,
-                "bytes": self.param_bytes[k] + LOSS_BYTES, **self._work("grad", k, n)}
+                "bytes": self.param_bytes[k] + LOSS_BYTES, "work_bytes": self._activations(k, n),
+                **self._work("grad", k, n)}
 
     def forward(self, k: int, n: int) -> Cost:
         return {"flops": self.flops[k] * n, "bytes": self.act_bytes[k] * n,
@@ -94,6 +115,7 @@ class StageCosts:
         factor = 3.0 if last else 2.0
         return {"flops": (factor * self.flops[k] - self.dx_flops[k]) * n,
                 "bytes": self.in_bytes[k] * n + self.param_bytes[k],
+                "work_bytes": self._activations(k, n) if last else 0.0,
                 **self._work("loss_backward" if last else "backward", k, n)}
 
     def aggregate(self, k: int, fan_in: int) -> Cost:
@@ -103,6 +125,7 @@ class StageCosts:
     def update(self, k: int, parts: int) -> Cost:
         return {"flops": self.param_bytes[k] / self.itemsize * (parts + 2 * self.state_factor),
                 "bytes": self.param_bytes[k] * self.state_factor,
+                "work_bytes": self._temporaries(k) + (self.param_bytes[k] if parts > 1 else 0),
                 **self._work("update", k, parts)}
 
     def norm(self, k: int) -> Cost:
@@ -131,6 +154,8 @@ class StageCosts:
         ``kernel="local_steps"`` for model averaging's)."""
         return {"flops": (3.0 * self.flops[k] - self.dx_flops[k]) * rows,
                 "bytes": self.param_bytes[k] * self.state_factor,
+                "work_bytes": self._activations(k, rows / max(count, 1)) + self._temporaries(k)
+                + self.param_bytes[k] * (1 + (self.state_factor if count > 1 else 0)),
                 **self._work(kernel, k, rows, count)}
 
     def average(self, k: int, replicas: int) -> Cost:

@@ -6,7 +6,7 @@ of placement on hardware this machine lacks)::
 
     ClusterModel
       workers: WorkerModel(address, threads, backend, gemm_flops_per_s{dtype}, memory_bytes_per_s,
-                           host_device_bytes_per_s)
+                           host_device_bytes_per_s, memory_limit_bytes, device_memory_bytes)
       task_overhead_seconds    Dask's cost of one task (scheduling, messages)
       hop_latency_seconds      a dependent task starts this long after its input is done
       network_bytes_per_s      worker-to-worker bandwidth
@@ -52,7 +52,10 @@ class WorkerModel:
 
     ``gemm_flops_per_s`` maps a dtype name ("float32", "float64") to matrix-multiply speed;
     ``memory_bytes_per_s`` is elementwise bandwidth; ``host_device_bytes_per_s`` the host <->
-    device copy speed of a GPU worker (``None`` on CPU workers).
+    device copy speed of a GPU worker (``None`` on CPU workers). ``memory_limit_bytes`` is the
+    worker's memory limit (Dask's ``memory_limit``; ``None``: unknown, plans are not checked
+    against it) and ``device_memory_bytes`` a GPU worker's device memory (``None`` elsewhere):
+    :mod:`pnngraph.plan.memory` keeps every plan's predicted peak below them.
     """
 
     address: str
@@ -61,6 +64,8 @@ class WorkerModel:
     gemm_flops_per_s: Mapping[str, float]
     memory_bytes_per_s: float
     host_device_bytes_per_s: float | None = None
+    memory_limit_bytes: float | None = None
+    device_memory_bytes: float | None = None
 
     @property
     def gpu(self) -> bool:
@@ -99,6 +104,10 @@ class ClusterModel:
             for rate in (*w.gemm_flops_per_s.values(), w.memory_bytes_per_s):
                 if not (math.isfinite(rate) and rate > 0):
                     raise ConfigError(f"worker {w.address} speed", "a positive number", rate)
+            for size in (w.memory_limit_bytes, w.device_memory_bytes):
+                if size is not None and not (math.isfinite(size) and size > 0):
+                    raise ConfigError(f"worker {w.address} memory", "a positive number of bytes",
+                                      size)
         for name in ("task_overhead_seconds", "hop_latency_seconds", "graph_seconds"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 0):
@@ -191,19 +200,26 @@ def simulated_cluster(
     gpu_backend: str = "cupy",
     task_overhead_seconds: float = DEFAULT_TASK_OVERHEAD_SECONDS,
     hop_latency_seconds: float = DEFAULT_HOP_LATENCY_SECONDS,
+    memory_gb: float | None = None,
+    gpu_memory_gb: float | None = None,
 ) -> ClusterModel:
     """A cluster on paper: ``cpus`` one-thread CPU workers and ``gpus`` GPU workers whose GEMM is
     ``gpu_speedup`` times a CPU worker's, behind a PCIe-like host link. Addresses are
-    ``sim-cpu-0``, ..., ``sim-gpu-0``, ...; float64 runs at half the float32 speed."""
+    ``sim-cpu-0``, ..., ``sim-gpu-0``, ...; float64 runs at half the float32 speed.
+    ``memory_gb`` is every worker's memory limit and ``gpu_memory_gb`` a GPU's device memory
+    (``None``: unknown, not checked)."""
     def rates(gflops: float) -> dict[str, float]:
         return {"float32": gflops * 1e9, "float64": gflops * 0.5e9}
 
+    limit = None if memory_gb is None else memory_gb * 1e9
+    device = None if gpu_memory_gb is None else gpu_memory_gb * 1e9
     workers = [
-        WorkerModel(f"sim-cpu-{i}", 1, "numpy", rates(cpu_gflops), cpu_memory_gb_per_s * 1e9)
+        WorkerModel(f"sim-cpu-{i}", 1, "numpy", rates(cpu_gflops), cpu_memory_gb_per_s * 1e9,
+                    memory_limit_bytes=limit)
         for i in range(cpus)
     ] + [
         WorkerModel(f"sim-gpu-{i}", 1, gpu_backend, rates(cpu_gflops * gpu_speedup),
-                    gpu_memory_gb_per_s * 1e9, pcie_gb_per_s * 1e9)
+                    gpu_memory_gb_per_s * 1e9, pcie_gb_per_s * 1e9, limit, device)
         for i in range(gpus)
     ]
     return ClusterModel(
@@ -255,7 +271,7 @@ def refine(
 CLUSTER_KEYS = ("workers", "task_overhead_ms", "hop_latency_ms", "network_gb_per_s",
                 "network_gbit_per_s", "shared_links")
 WORKER_KEYS = ("name", "count", "backend", "gflops", "threads", "memory_gb_per_s",
-               "host_device_gb_per_s")
+               "host_device_gb_per_s", "memory_gb", "device_memory_gb")
 MAX_FILE_WORKERS = 100_000  # a file describing more is a typo, not a cluster
 
 
@@ -267,9 +283,10 @@ def cluster_from_spec(spec: Mapping[str, Any]) -> ClusterModel:
         network_gbit_per_s: 10       #   and the network (or network_gb_per_s, in GB/s: 1.5)
         shared_links: true           # optional: a worker's link moves one transfer at a time
         workers:
-          - {name: cpu, gflops: 100, count: 1000}                 # float32 GFLOP/s; float64 half
+          - {name: cpu, gflops: 100, count: 1000, memory_gb: 4}   # float32 GFLOP/s; float64 half;
+                                                                  #   memory limit (optional)
           - {name: gpu, backend: cupy, gflops: {float32: 2000, float64: 1000},
-             memory_gb_per_s: 1000, host_device_gb_per_s: 12, count: 24}
+             memory_gb_per_s: 1000, host_device_gb_per_s: 12, device_memory_gb: 80, count: 24}
 
     A worker group with ``count`` N becomes N workers named ``name-0`` ... ``name-(N-1)`` (a
     group of one keeps its name). Every key and value is checked: a bad one is a
@@ -342,9 +359,12 @@ def _worker_group(i: int, w: Any) -> tuple[int, WorkerModel]:
     memory = _number(f"{where}.memory_gb_per_s",
                      w.get("memory_gb_per_s", 10.0 if backend == "numpy" else 1000.0))
     copy = w.get("host_device_gb_per_s", None if backend == "numpy" else 12.0)
+    sizes = {key: None if w.get(key) is None else _number(f"{where}.{key}", w[key]) * 1e9
+             for key in ("memory_gb", "device_memory_gb")}
     return count, WorkerModel(
         name, threads, backend, {k: v * 1e9 for k, v in gflops.items()}, memory * 1e9,
         None if copy is None else _number(f"{where}.host_device_gb_per_s", copy) * 1e9,
+        sizes["memory_gb"], sizes["device_memory_gb"],
     )
 
 

@@ -71,7 +71,8 @@ class Plan:
     :mod:`pnngraph.plan.periodic`), ``"whole"`` (the whole graph planned) or ``"whole
     (tiling refused: <why>)"`` (a tiled plan was made, refused, and the whole graph planned).
     With ``fan_in="auto"``, ``fan_ins`` holds every fan-in tried and its predicted seconds per
-    step, the chosen one first.
+    step, the chosen one first. ``peak_bytes`` is each worker's predicted peak memory and
+    ``limit_bytes`` what it may use, where its limit is known (:mod:`pnngraph.plan.memory`).
     """
 
     algorithm: str
@@ -85,6 +86,8 @@ class Plan:
     alternatives: tuple[tuple[str, float], ...] = ()
     tiling: str = "whole"
     fan_ins: tuple[tuple[int, float], ...] = ()
+    peak_bytes: dict[str, float] = field(default_factory=dict)
+    limit_bytes: dict[str, float] = field(default_factory=dict)
 
     @property
     def makespan(self) -> float:
@@ -114,11 +117,19 @@ class Plan:
             lines.append(f"fan-in {self.fan_ins[0][0]}, predicted fastest per step ({tried})")
         if len(per) > 16:  # a large cluster: its busiest workers only
             top = sorted(per.items(), key=lambda item: (-item[1], item[0]))[:8]
-            lines += [f"  {w}: {n} tasks" for w, n in top]
+            lines += [f"  {w}: {n} tasks{self._memory(w)}" for w, n in top]
             lines.append(f"  ... and {len(per) - 8} more workers")
         else:
-            lines += [f"  {w}: {n} tasks" for w, n in sorted(per.items())]
+            lines += [f"  {w}: {n} tasks{self._memory(w)}" for w, n in sorted(per.items())]
         return "\n".join(lines)
+
+    def _memory(self, worker: str) -> str:
+        """``", peak 412 MiB of 800 MiB"`` for ``worker`` (what is known of it)."""
+        if worker not in self.peak_bytes:
+            return ""
+        limit = self.limit_bytes.get(worker)
+        of = f" of {limit / 2**20:.0f} MiB" if limit else ""
+        return f", peak {self.peak_bytes[worker] / 2**20:.0f} MiB{of}"
 
 
 def machine_for(cluster: ClusterModel, dtype: str) -> schedulers.Machine:

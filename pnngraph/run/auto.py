@@ -14,6 +14,13 @@ a user, the command line and the report can say why. Model averaging is never a 
 computes something else. A model with BatchNorm refuses pipelines and hybrids (their stages never
 see the whole batch): those candidates drop out like any split that does not fit.
 
+Memory (:mod:`pnngraph.plan.memory`): where the cluster model knows the workers' limits, each
+candidate is first planned for two steps without the client, and one whose predicted peak does
+not fit is dropped (listed last, with ``inf`` seconds and why); where none fits, pipelines of
+more stages are tried, then :class:`~pnngraph.exceptions.MemoryPlanError`. A strategy given by
+the user goes through :func:`fit_in_memory`: more micro-batches, stages or shards where it does
+not fit.
+
 ``fan_in="auto"`` (asked for; the default is 8) is fixed the same way, once the strategy is:
 each fan-in of :func:`fan_in_candidates` is compiled and planned for one step, and the fastest
 predicted step wins (ties: the earlier candidate, so 8, the fixed default of earlier versions,
@@ -27,15 +34,21 @@ fan-in given by the user is kept as it is: it decides the bits.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
+
+from pnngraph.compile.strategies import Pipeline
+from pnngraph.exceptions import MemoryPlanError
+from pnngraph.plan.memory import Shortfall, remedies, shortfall, usable_bytes
 
 FAN_INS = (8, 2, 4, 16)  # then the number of shards: one flat sum
 MAX_FLAT_EDGES = 2**16  # a flat sum into every copy's update: copies x shards edges at most
 HORIZON = 4  # steps planned per candidate (a one-shard candidate: up to FUSED_HORIZON)
 FUSED_HORIZON = 1000
 LARGE_STEP_FLOPS = 2e9  # a step of at least this much arithmetic may pay for a pipeline
+MEMORY_HORIZON = 2  # steps planned to check a plan's memory: a state and its successor
 
 
 def choose(run: Any, fix: Callable[..., Any], plan_chunk: Callable[..., Any],
@@ -43,36 +56,111 @@ def choose(run: Any, fix: Callable[..., Any], plan_chunk: Callable[..., Any],
     """``run`` (a :class:`pnngraph.run.pipeline.Run` whose strategy is :class:`Auto`) with the
     candidate predicted fastest, its shards and copies fixed, and the predictions of all
     candidates in ``run.alternatives`` (fastest first). ``fix(run, strategy)``,
-    ``plan_chunk`` and ``initial_states`` are the pipeline's own steps."""
+    ``plan_chunk`` and ``initial_states`` are the pipeline's own steps.
+
+    Where the cluster model knows the workers' memory, a candidate whose plan does not fit
+    (:func:`memory_check`) is dropped before its kernels are profiled, and listed last in the
+    alternatives with ``inf`` seconds and why; where no candidate fits, pipelines of 2 and more
+    stages are tried too (a model whose state does not fit one worker), and where none of them
+    fits either, :class:`~pnngraph.exceptions.MemoryPlanError`."""
     model, spec = run.model, run.spec
     workers = len(run.cluster.usable(run.options.devices))
     step_flops = 3.0 * sum(model.layer_flops()) * spec.batch_size
     candidates = spec.strategy.candidates(workers, len(model.layers),
                                           step_flops >= LARGE_STEP_FLOPS)
+    limited = memory_limited(run)
     scored: list[tuple[float, str, Any]] = []
+    dropped: list[tuple[str, float]] = []
+    misses: list[Shortfall] = []
     cluster, failure = run.cluster, None
-    for candidate in candidates:
+
+    def score(candidate: Any) -> None:
+        nonlocal cluster, failure
         try:  # a split may not fit this batch or cluster (more shards than samples, ...)
             trial = fix(replace(run, cluster=cluster), candidate)
+            name = repr(trial.spec.strategy)
+            if candidate.auto:
+                name += " (shards sized to the workers)"
+            miss = memory_check(trial, plan_chunk, initial_states) if limited else None
+            if miss is not None:
+                misses.append(miss)
+                dropped.append((f"{name} (does not fit in memory: {miss.describe()})", math.inf))
+                return
             horizon = min(spec.steps, FUSED_HORIZON if trial.spec.strategy.fusable else HORIZON)
             graph = plan_chunk(trial, 0, horizon, initial_states(model, trial.spec))
         except ValueError as err:
             failure = err
-            continue
+            return
         cluster = graph.cluster
         plan = graph.plan
         seconds = plan.terms["submit"] + plan.terms["gather"] \
             + plan.terms["steps"] * spec.steps / horizon
-        name = repr(trial.spec.strategy)
-        if candidate.auto:
-            name += " (shards sized to the workers)"
         scored.append((seconds, name, trial))
+
+    for candidate in candidates:
+        score(candidate)
+    if not scored and misses:  # nothing fits: the model's state in stages on several workers
+        tried = {repr(c) for c in candidates}
+        for k in range(2, min(workers, len(model.layers)) + 1):
+            for m in (1, 4, 8):
+                if repr(Pipeline(k, m)) not in tried and m <= spec.batch_size:
+                    score(Pipeline(k, m))
+    if not scored and misses:
+        best = min(misses, key=lambda m: m.missing_bytes)
+        raise MemoryPlanError(best.worker, best.need_bytes, best.has_bytes,
+                              [name for name, _ in dropped])
     if not scored:
         raise failure or ValueError("no candidate strategy")
     scored.sort(key=lambda item: (item[0], item[1]))
-    best = scored[0][2]
-    alternatives = tuple((name, seconds) for seconds, name, _ in scored)
-    return replace(best, cluster=cluster, alternatives=alternatives)
+    best_run = scored[0][2]
+    alternatives = tuple((name, seconds) for seconds, name, _ in scored) + tuple(dropped)
+    return replace(best_run, cluster=cluster, alternatives=alternatives)
+
+
+def memory_limited(run: Any) -> bool:
+    """Whether ``run``'s cluster model knows what some worker may use."""
+    return run.cluster is not None and bool(usable_bytes(run.cluster))
+
+
+def memory_check(run: Any, plan_chunk: Callable[..., Any],
+                 initial_states: Callable[..., Any]) -> Shortfall | None:
+    """The worker of ``run``'s plan that misses the most memory (``None``: the plan fits):
+    :data:`MEMORY_HORIZON` steps planned without the client, so no kernel is profiled (a
+    kernel too large for a worker would not survive its profile) and the times are the
+    cluster model's as they are."""
+    steps = min(run.spec.steps, MEMORY_HORIZON)
+    graph = plan_chunk(replace(run, client=None), 0, steps, initial_states(run.model, run.spec))
+    plan = graph.plan
+    return None if plan is None else shortfall(plan.peak_bytes, plan.limit_bytes)
+
+
+def fit_in_memory(run: Any, fix: Callable[..., Any], plan_chunk: Callable[..., Any],
+                  initial_states: Callable[..., Any]) -> Any:
+    """``run`` as it is where its plan fits in the workers' memory (or their limits are not
+    known), else with the first of :func:`pnngraph.plan.memory.remedies` that fits (more
+    micro-batches, stages or shards: the same large-batch SGD, so the result equals the serial
+    trainer's all the same), else :class:`~pnngraph.exceptions.MemoryPlanError` naming the
+    worker that misses the most in the plan that missed the least."""
+    if not memory_limited(run):
+        return run
+    best = memory_check(run, plan_chunk, initial_states)
+    if best is None:
+        return run
+    tried = [repr(run.spec.strategy)]
+    workers = len(run.cluster.usable(run.options.devices))
+    for strategy in remedies(run.spec.strategy, workers=workers, n_layers=len(run.model.layers),
+                             batch=run.spec.batch_size):
+        try:
+            trial = fix(run, strategy)
+            miss = memory_check(trial, plan_chunk, initial_states)
+        except ValueError:  # a split that does not fit this batch or model
+            continue
+        tried.append(repr(strategy))
+        if miss is None:
+            return trial
+        if miss.missing_bytes < best.missing_bytes:
+            best = miss
+    raise MemoryPlanError(best.worker, best.need_bytes, best.has_bytes, tried)
 
 
 def fan_in_candidates(shards: int, copies: int = 1) -> list[int]:

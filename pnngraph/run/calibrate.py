@@ -3,7 +3,8 @@
 What is measured, each in a bounded time (the whole call stays under ``budget_seconds``):
 
 - per worker, inside the worker: GEMM FLOP/s for float32 and float64 and elementwise bandwidth
-  (numpy; CuPy on GPU workers, with the host <-> device copy speed);
+  (numpy; CuPy on GPU workers, with the host <-> device copy speed and the device's memory);
+  the worker's memory limit is Dask's own (``memory_limit``, as the scheduler knows it);
 - Dask's costs: seconds per pinned independent task, per dependent hop, and worker-to-worker
   bandwidth (an 8 MB array produced on one worker and consumed on another).
 
@@ -86,7 +87,8 @@ def measure_cupy(n: int = 2048, repeats: int = 3) -> dict[str, Any]:
     host = np.ones(16_000_000)
     copy = host.nbytes / timed(lambda: cp.asarray(host))
     return {"gemm_flops_per_s": gemm, "memory_bytes_per_s": memory,
-            "host_device_bytes_per_s": copy}
+            "host_device_bytes_per_s": copy,
+            "device_memory_bytes": float(cp.cuda.Device().mem_info[1])}
 
 
 def _noop(*args: Any) -> int:
@@ -98,7 +100,7 @@ def _make_bytes(n: int, salt: int) -> np.ndarray:
 
 
 CACHE_FILES = 16  # calibrations kept; the least recently used go first
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3  # 3: workers' memory limits and device memory
 SPEED_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
              "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES")
 
@@ -262,7 +264,9 @@ def calibrate(
             }
             figures["memory_bytes_per_s"] *= emulated_speedup
             figures["host_device_bytes_per_s"] = 12e9
-        workers.append(WorkerModel(address, int(info[address]["nthreads"]), backend, **figures))
+        limit = info[address].get("memory_limit")  # 0 or None: no limit
+        workers.append(WorkerModel(address, int(info[address]["nthreads"]), backend, **figures,
+                                   memory_limit_bytes=float(limit) if limit else None))
     model = ClusterModel(tuple(workers), **_measure_dask(client, addresses, deadline))
     if cache:
         _write_cache(path, identity, model)

@@ -52,6 +52,7 @@ from pnngraph.nn.losses import Loss, check_finite, get_loss
 from pnngraph.nn.model import Sequential
 from pnngraph.nn.optimizers import Optimizer, State, split_state
 from pnngraph.plan.cluster import ClusterModel
+from pnngraph.plan.memory import peak_bytes, usable_bytes
 from pnngraph.plan.placement import (
     PlacementOptions,
     model_sizes,
@@ -126,7 +127,8 @@ def start_run(
     cluster model (measured on ``client`` when the placement needs one and none is given), the
     data given a place (two tasks on the cluster with a client, else inside the graph), the
     strategy (chosen among the candidates with ``"auto"``), its shards and copies
-    (:func:`fix`)."""
+    (:func:`fix`), and more micro-batches, stages or shards where its plan would not fit in
+    the workers' memory (:func:`pnngraph.run.auto.fit_in_memory`)."""
     model, spec = inputs.model, inputs.spec
     options = (options or PlacementOptions()).resolved(planned=client is not None or
                                                        cluster is not None)
@@ -139,7 +141,7 @@ def start_run(
     data, keep = _place_data(inputs, client)
     run = Run(model, spec, data, options, cluster, None, client, keep, measured=measured)
     if not spec.strategy.chooses:
-        run = fix(run, spec.strategy)
+        run = auto.fit_in_memory(fix(run, spec.strategy), fix, chunk_graph, initial_states)
     elif cluster is None:  # strategy="auto" with nothing to plan for: one shard, the serial loop
         run = replace(run, spec=replace(spec, strategy=DataParallel(1)))
     else:
@@ -311,9 +313,12 @@ def chunk_graph(run: Run, start: int, steps: int, states: Sequence[Any]) -> Trai
         workers = list(live_workers(run.client))
     placement = place(abstract, run.options, cluster=cluster, workers=workers,
                       dtype=run.model.dtype, shard_workers=run.shard_workers)
-    if placement.plan is not None and (run.alternatives or run.fan_ins):
-        placement = replace(placement, plan=replace(placement.plan, alternatives=run.alternatives,
-                                                    fan_ins=run.fan_ins))
+    if placement.plan is not None and cluster is not None:
+        limits = usable_bytes(cluster)  # unknown limits: no peak predicted (nor checked)
+        placement = replace(placement, plan=replace(
+            placement.plan, alternatives=run.alternatives, fan_ins=run.fan_ins,
+            peak_bytes=peak_bytes(abstract, placement.plan, cluster) if limits else {},
+            limit_bytes=limits))
     return TrainingGraph(abstract, run.model, run.spec.strategy, placement, client=run.client,
                          keep=run.keep, cluster=cluster)
 
