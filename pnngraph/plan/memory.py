@@ -43,7 +43,7 @@ parallelism).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,6 +115,33 @@ def peak_bytes(abstract: nx.DiGraph, plan: Any, cluster: ClusterModel, *,
         device = cluster.worker(worker).backend == "cupy"
         peaks[worker] = top + (0.0 if device else baseline)
     return dict(sorted(peaks.items()))
+
+
+class LazyPeaks(Mapping[str, float]):
+    """:func:`peak_bytes` of a plan, computed when first read: the walk reads the plan's whole
+    timeline, which a tiled plan simulates only when asked (:mod:`pnngraph.plan.periodic`), so a
+    chunk whose peaks nobody reads costs nothing more. A pickle holds them as a plain dict."""
+
+    def __init__(self, abstract: nx.DiGraph, plan: Any, cluster: ClusterModel) -> None:
+        self._args: tuple[Any, ...] | None = (abstract, plan, cluster)
+        self._peaks: dict[str, float] = {}
+
+    def _get(self) -> dict[str, float]:
+        if self._args is not None:
+            self._peaks, self._args = peak_bytes(*self._args), None
+        return self._peaks
+
+    def __getitem__(self, worker: str) -> float:
+        return self._get()[worker]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._get())
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return dict, (self._get(),)
 
 
 def _shares(abstract: nx.DiGraph, slots: Mapping[Any, Any], key: Any, worker: Any) -> bool:

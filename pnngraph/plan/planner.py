@@ -71,8 +71,9 @@ class Plan:
     :mod:`pnngraph.plan.periodic`), ``"whole"`` (the whole graph planned) or ``"whole
     (tiling refused: <why>)"`` (a tiled plan was made, refused, and the whole graph planned).
     With ``fan_in="auto"``, ``fan_ins`` holds every fan-in tried and its predicted seconds per
-    step, the chosen one first. ``peak_bytes`` is each worker's predicted peak memory and
-    ``limit_bytes`` what it may use, where its limit is known (:mod:`pnngraph.plan.memory`).
+    step, the chosen one first. ``peak_bytes`` is each worker's predicted peak memory (computed
+    when first read) and ``limit_bytes`` what it may use, where its limit is known
+    (:mod:`pnngraph.plan.memory`).
     """
 
     algorithm: str
@@ -86,7 +87,7 @@ class Plan:
     alternatives: tuple[tuple[str, float], ...] = ()
     tiling: str = "whole"
     fan_ins: tuple[tuple[int, float], ...] = ()
-    peak_bytes: dict[str, float] = field(default_factory=dict)
+    peak_bytes: Mapping[str, float] = field(default_factory=dict)
     limit_bytes: dict[str, float] = field(default_factory=dict)
 
     @property

@@ -52,7 +52,7 @@ from pnngraph.nn.losses import Loss, check_finite, get_loss
 from pnngraph.nn.model import Sequential
 from pnngraph.nn.optimizers import Optimizer, State, split_state
 from pnngraph.plan.cluster import ClusterModel
-from pnngraph.plan.memory import peak_bytes, usable_bytes
+from pnngraph.plan.memory import LazyPeaks, usable_bytes
 from pnngraph.plan.placement import (
     PlacementOptions,
     model_sizes,
@@ -317,7 +317,7 @@ def chunk_graph(run: Run, start: int, steps: int, states: Sequence[Any]) -> Trai
         limits = usable_bytes(cluster)  # unknown limits: no peak predicted (nor checked)
         placement = replace(placement, plan=replace(
             placement.plan, alternatives=run.alternatives, fan_ins=run.fan_ins,
-            peak_bytes=peak_bytes(abstract, placement.plan, cluster) if limits else {},
+            peak_bytes=LazyPeaks(abstract, placement.plan, cluster) if limits else {},
             limit_bytes=limits))
     return TrainingGraph(abstract, run.model, run.spec.strategy, placement, client=run.client,
                          keep=run.keep, cluster=cluster)

@@ -125,3 +125,19 @@ def test_memory_figures_in_files_and_json():
     from pnngraph.plan.memory import usable_bytes
 
     assert usable_bytes(sim) == {"sim-cpu-0": 1.6e9, "sim-gpu-0": 0.9 * 24e9}
+
+
+def test_a_long_chunks_peaks_are_computed_when_read_and_pickle_as_a_dict():
+    import pickle
+
+    from pnngraph.plan.memory import LazyPeaks, peak_bytes
+
+    cluster = simulated_cluster(cpus=2, gpus=0, memory_gb=4.0)
+    graph = pnngraph.build(wide(64, depth=2), (X, Y), strategy=DataParallel(2), steps=40,
+                           batch_size=64, optimizer="sgd", cluster=cluster)
+    lazy = graph.plan.peak_bytes
+    assert isinstance(lazy, LazyPeaks) and graph.plan.tiling == "periodic"
+    assert not graph.plan.predicted.slots.ready  # nothing read the whole timeline yet
+    expected = peak_bytes(graph.to_networkx(), graph.plan, cluster)
+    assert dict(lazy) == expected and set(expected) == set(cluster.addresses)
+    assert pickle.loads(pickle.dumps(lazy)) == expected
