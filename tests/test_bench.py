@@ -106,3 +106,11 @@ def test_scaling_benchmark_prints_its_tables():
               "--gbit", "10")
     assert "predictions only" in out and "ring ms" in out and "digits cpu" in out
     assert "seconds to make one plan" in out and "strategy='auto' at 10 Gbit/s" in out
+
+
+@pytest.mark.slow
+@pytest.mark.cluster
+def test_stragglers_benchmark_prints_its_tables():
+    out = run("stragglers.py", "--quick")
+    assert "| equal split, DataParallel(3) |" in out and "adaptive / best split" in out
+    assert "scenario 2" in out and "samples per worker per chunk" in out
