@@ -11,13 +11,13 @@ alternating in each round:
     split s     (offline search) DataParallel with the slow worker's shard of s samples and the
                 rest shared by the other two, static; the grid's best is "best split"
 
-Per-step time: the median over a run's chunks after its first (each chunk's wall time since the
-chunk before ended, per step), then the median over rounds. A second scenario starts with no
+Per-step time: the median over the chunks of a run's second half (each chunk's wall time since
+the chunk before ended, per step), then the median over rounds. A second scenario starts with no
 straggler and slows a worker once half the steps are done (an ``on_chunk`` hook): the per-step
 times of the chunks before and after, for the equal split and the adaptive run, when the
 adaptive run re-sized, and its shard sizes per chunk (``--svg`` draws them).
 
-    python bench/stragglers.py                       # 3 rounds
+    python bench/stragglers.py                       # 2 rounds, 40 steps
     python bench/stragglers.py --quick               # a smoke run (tiny sizes, one round)
     python bench/stragglers.py --svg docs/adaptive-shards.svg
 
@@ -76,10 +76,11 @@ def note(what: str, t0: float) -> None:
 
 
 def per_step(result: Any, chunk: int) -> float:
-    """Median seconds per step over the chunks after the first."""
+    """Median seconds per step over the chunks of the run's second half (its steady state: an
+    adaptive run's re-sizes land two chunks after the chunk that showed the drift)."""
     seconds = list(result.step_seconds)
-    per_chunk = [seconds[i] for i in range(chunk, len(seconds), chunk)]
-    return statistics.median(per_chunk or seconds)
+    per_chunk = [seconds[i] for i in range(0, len(seconds), chunk)]
+    return statistics.median(per_chunk[len(per_chunk) // 2:] or per_chunk)
 
 
 def svg_of(chunks: list[dict[str, Any]], slow: str, title: str) -> str:
@@ -114,11 +115,11 @@ def svg_of(chunks: list[dict[str, Any]], slow: str, title: str) -> str:
 
 
 def main() -> None:
-    args = _setup.arguments(__doc__ or "", steps=24, rounds=3, more=more)
+    args = _setup.arguments(__doc__ or "", steps=40, rounds=2, more=more)
     blas = _setup.settle(args)
     os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="pnngraph-bench-")
     if args.quick:
-        args.rounds, args.steps, args.hidden, args.batch, args.chunk = 1, 8, 64, 120, 2
+        args.rounds, args.steps, args.hidden, args.batch, args.chunk = 1, 12, 64, 120, 2
     elif args.batch == 8192 and args.hidden == 2048:  # the defaults of every benchmark
         args.batch, args.hidden = 600, 1024
     import dask
@@ -170,23 +171,26 @@ def main() -> None:
         # ---------------------------------------------- scenario 1: slow from the start
         slow_down(client, slow, args.factor)
         equal(), adaptive()  # warm-up: kernels profiled, code paths compiled
-        times: dict[str, list[float]] = {"equal": [], "adaptive": []}
+        grid = sorted({max(3, round(B * f)) for f in (0.08, 0.11, 0.14, 0.18, 0.25)})
+        times: dict[Any, list[float]] = {"equal": [], "adaptive": [], **{g: [] for g in grid}}
         sizes: list[dict[str, Any]] = []
-        for _ in range(args.rounds):
+        for _ in range(args.rounds):  # alternating: equal, adaptive, every split of the grid
             times["equal"].append(per_step(equal(), args.chunk))
             result = adaptive()
             times["adaptive"].append(per_step(result, args.chunk))
             sizes = result.shards
-        grid = sorted({max(3, round(B * f)) for f in (0.08, 0.11, 0.14, 0.17, 0.2, 0.25, 1 / 3)})
-        searched = {s: statistics.median(per_step(split(s), args.chunk)
-                                         for _ in range(args.rounds)) for s in grid}
+            for g in grid:
+                times[g].append(per_step(split(g), args.chunk))
+        searched = {g: statistics.median(times[g]) for g in grid}
         best = min(searched, key=searched.__getitem__)
         eq, ad = statistics.median(times["equal"]), statistics.median(times["adaptive"])
         print("\n| run | slow worker's samples | s per step (median) | vs equal split |")
         print("|---|---|---|---|")
         print(f"| equal split, DataParallel(3) | {B // 3} | {eq:.3f} | 1.00 |")
-        slow_share = statistics.median(c["sizes"].get(slow, 0) for c in sizes[1:] or sizes)
-        print(f"| adaptive, DataParallel('auto') | {slow_share:.0f} (median) | {ad:.3f} | "
+        steady = sizes[len(sizes) // 2:] or sizes
+        slow_share = statistics.median(c["sizes"].get(slow, 0) for c in steady)
+        print(f"| adaptive, DataParallel('auto') | {slow_share:.0f} (median, 2nd half) | "
+              f"{ad:.3f} | "
               f"{eq / ad:.2f} |")
         for s in grid:
             mark = " (best)" if s == best else ""
@@ -198,6 +202,7 @@ def main() -> None:
 
         # ---------------------------------------------- scenario 2: slow from mid-run
         slow_down(client, slow, 1.0)
+        os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="pnngraph-bench-")  # unslowed
         half = args.steps // 2
 
         def hook(report: Any) -> None:
@@ -205,7 +210,8 @@ def main() -> None:
                 slow_down(client, slow, args.factor)
 
         print(f"\nscenario 2: worker {slow} slowed x{args.factor} after step {half} "
-              "(s per step: median over the chunks before / after)")
+              "(s per step: median over the chunks before, and over those from three chunks "
+              "after on)")
         print("\n| run | before | after | after / before |")
         print("|---|---|---|---|")
         for name, make in (("equal split", equal), ("adaptive", adaptive)):
@@ -215,8 +221,9 @@ def main() -> None:
             result = make(on_chunk=hook)
             wall = time.perf_counter() - t0
             s = list(result.step_seconds)
-            before = statistics.median(s[args.chunk:half] or s[:half])
-            after = statistics.median(s[half + args.chunk:] or s[half:])
+            c = args.chunk
+            before = statistics.median(s[c:half:c] or s[:half])
+            after = statistics.median(s[half + 3 * c::c] or s[half:])  # once re-sized
             print(f"| {name} | {before:.3f} | {after:.3f} | {after / before:.2f} |"
                   f" <!-- wall {wall:.1f} s -->")
             if name == "adaptive":

@@ -7,14 +7,15 @@ is built from::
                  worker that left is dropped from the model, one that joined is added
                  (calibrate.extend: figures of a twin worker, or measured)
     drift        each worker's measured task seconds in the chunk over the model's prediction
-                 (history.drift); the model learns every chunk, per kernel signature and worker
-                 (the node's shape, history.learn(by_shape=True)), and a worker off by more
-                 than ``threshold`` (0.25: 25 %) makes that chunk's lesson count in full
+                 (history.drift), over the median of all workers' (a machine busier for
+                 everyone is no straggler); the model learns every chunk, per kernel signature
+                 and worker (the node's shape, history.learn(by_shape=True)), and a worker off
+                 by more than ``threshold`` (0.25: 25 %) re-plans the run
 
-When either changed something, the strategy is fixed again from the refined model: shards
-sized to the workers' speeds for ``DataParallel("auto")``, ``S`` shards re-weighted for a
-given ``DataParallel(S)`` (shard j on live worker j mod W, weighted by that worker's speed over
-the shards it holds); the other strategies keep their layout and are re-placed (stages
+When either changed something, the strategy is fixed again from the refined model
+(:func:`refit`): one shard per worker for ``DataParallel("auto")``, ``S`` shards for a given
+``DataParallel(S)`` (shard j on live worker j mod W), each weighted by its worker's speed over
+the shards that worker holds; the other strategies keep their layout and are re-placed (stages
 included) by the next chunk's plan of the refined model. Each such change is one line on the
 ``pnngraph`` logger (INFO). The math stays that of the large batch: only the shard sizes, so
 the order of the gradient sums, change between chunks (results equal the serial reference to
@@ -27,6 +28,7 @@ chunk k ends shapes the first chunk built after that: chunk k + 2.
 from __future__ import annotations
 
 import logging
+import statistics
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -98,11 +100,15 @@ class Adapter:
         samples = [s for s in history.duration_samples(chunk.graph, run.cluster, stream)
                    if s[1] in kept]
         drifts = history.drift(samples)
+        if len(drifts) > 1:  # against the others: a machine busier for all is no straggler
+            common = statistics.median(drifts.values())
+            drifts = {w: r / common for w, r in drifts.items()}
         off = {w: r for w, r in drifts.items() if abs(r - 1.0) > self.threshold}
         if samples:
             cluster = history.learn(cluster, chunk.graph, stream, samples=samples,
                                     weight=0.5, by_shape=True)
-        why += [f"worker {w} took {r:.2f}x its prediction" for w, r in off.items()]
+        why += [f"worker {w} took {r:.2f}x its prediction (relative to the others)"
+                for w, r in off.items()]
         if not why:
             return replace(run, cluster=cluster)
         fixed = refit(replace(run, cluster=cluster), self.asked)
@@ -118,26 +124,38 @@ class Adapter:
 
 
 def refit(run: Any, asked: Strategy) -> Any:
-    """``run`` fixed again for its (refined) cluster model: ``DataParallel("auto")`` sized
-    anew, ``DataParallel(S)`` re-weighted (:func:`reweigh`), any other strategy as it is (the
-    next chunk's plan re-places it)."""
+    """``run`` fixed again for its (refined) cluster model: ``DataParallel("auto")`` as one
+    shard per worker its sizing finds worth one (``planner.auto_shares``: all of them, unless
+    transfers outweigh a worker's share) and ``DataParallel(S)`` as S shards, each
+    re-weighted by its worker's speed (:func:`reweigh`), any other strategy as it is (the
+    next chunk's plan re-places it).
+
+    The weights follow the speeds alone: each worker keeps a copy of the state and every copy
+    receives every shard's gradient, so the transfers cost every worker alike (the first
+    chunk's ``auto_shares`` sizing, which prices a home worker's saved transfers, is only the
+    starting point)."""
     from pnngraph.run.pipeline import _copies, fix
 
     if not isinstance(asked, DataParallel) or run.options.scheduler == "dask":
         return run
-    if asked.auto:
-        return fix(run, asked)
-    strategy, owners = reweigh(asked, run.cluster, run.model, run.spec, run.options.devices)
+    workers = None
+    if asked.auto:  # the workers worth a shard, as the first chunk's sizing chooses them
+        workers = fix(run, asked).shard_workers
+    shards = asked.shards if not asked.auto else len(workers or ())
+    strategy, owners = reweigh(DataParallel(shards), run.cluster, run.model, run.spec,
+                               run.options.devices, workers)
     return replace(run, spec=replace(run.spec, strategy=strategy), shard_workers=owners,
                    copies=_copies(strategy, run.options, run.cluster, run.client))
 
 
 def reweigh(strategy: DataParallel, cluster: ClusterModel, model: Any, spec: Any,
-            devices: str) -> tuple[DataParallel, tuple[str, ...]]:
-    """``strategy``'s S shards on the live workers (shard j on worker j mod W), each weighted
-    by its worker's speed (the gradient kernel's measured seconds per sample with its learned
-    correction, else the worker's GEMM speed) over the shards that worker holds."""
-    workers = cluster.usable(devices)
+            devices: str, workers: Sequence[str] | None = None
+            ) -> tuple[DataParallel, tuple[str, ...]]:
+    """``strategy``'s S shards on ``workers`` (default: every usable one; shard j on worker
+    j mod W), each weighted by its worker's speed (the gradient kernel's measured seconds per
+    sample with its learned correction, else the worker's GEMM speed) over the shards that
+    worker holds."""
+    workers = list(workers or cluster.usable(devices))
     owners = tuple(workers[j % len(workers)] for j in range(strategy.shards))
     sizes = model_sizes(model, spec)
     sig = sizes["grad_sig"]
