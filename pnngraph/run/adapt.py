@@ -152,18 +152,20 @@ def reweigh(strategy: DataParallel, cluster: ClusterModel, model: Any, spec: Any
             devices: str, workers: Sequence[str] | None = None
             ) -> tuple[DataParallel, tuple[str, ...]]:
     """``strategy``'s S shards on ``workers`` (default: every usable one; shard j on worker
-    j mod W), each weighted by its worker's speed (the gradient kernel's measured seconds per
-    sample with its learned correction, else the worker's GEMM speed) over the shards that
-    worker holds."""
+    j mod W), each weighted by its worker's speed (the gradient kernel's measured seconds for
+    a shard of about batch / S rows, per sample, with its learned correction; else the
+    worker's GEMM speed) over the shards that worker holds."""
     workers = list(workers or cluster.usable(devices))
     owners = tuple(workers[j % len(workers)] for j in range(strategy.shards))
     sizes = model_sizes(model, spec)
     sig = sizes["grad_sig"]
+    rows = spec.batch_size / len(owners)  # about a shard's size: where the line is read
     speed = {}
     for a in set(owners):
         line = cluster.kernels.get(f"{sig}|{a}")
-        if line is not None and line[1] > 0:
-            speed[a] = 1.0 / (line[1] * cluster.correction("grad", a, sig))
+        if line is not None and line[0] + line[1] * rows > 0:  # the whole call, not the slope
+            per_sample = (line[0] + line[1] * rows) / rows  # alone: two noisy sizes' difference
+            speed[a] = 1.0 / (per_sample * cluster.correction("grad", a, sig))
         else:
             speed[a] = cluster.worker(a).flops_per_s(sizes["dtype"]) / sizes["flops_per_sample"]
     held = Counter(owners)
