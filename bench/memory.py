@@ -7,7 +7,7 @@ peak RSS counter is reset (``/proc/self/clear_refs``), the graph runs, and its p
 (``VmHWM``) is read back. The table prints both per worker and their ratio (target: within
 20 %), and the idle RSS beside the model's ``BASELINE_BYTES``.
 
-    python bench/memory.py            # the configurations of docs/adaptive-memory.md
+    python bench/memory.py            # the configurations of docs/adaptive.md
     python bench/memory.py --quick    # tiny sizes: a smoke run
 
 The OPENBLAS variables are left as set (``--unset-openblas`` removes them for this process

@@ -194,6 +194,34 @@ def _chunk_section(chunks: Sequence[Mapping[str, Any]]) -> list[Any]:
     return [_heading("Prediction per chunk"), Div(text=text, sizing_mode=STRETCH), p]
 
 
+def _shard_section(chunks: Sequence[Mapping[str, Any]]) -> list[Any]:
+    """Samples of the batch per worker in each chunk of a data-parallel run (the shard sizes an
+    adaptive run changed), stacked bars and a table; nothing when no chunk has them."""
+    rows = [(int(c["step"]), {str(w): int(n) for w, n in c["shards"].items()})
+            for c in chunks if isinstance(c.get("shards"), Mapping) and c["shards"]]
+    if not rows:
+        return []
+    workers = sorted({w for _, sizes in rows for w in sizes})
+    palette = list(PHASE_COLORS.values())
+    data: dict[str, list[Any]] = {"step": [str(step) for step, _ in rows]}
+    for i, w in enumerate(workers):
+        data[f"w{i}"] = [sizes.get(w, 0) for _, sizes in rows]
+    p = figure(sizing_mode=STRETCH, height=300, x_range=FactorRange(factors=data["step"]),
+               x_axis_label="step reached", y_axis_label="samples of the batch",
+               title="Shard size per worker per chunk", tools="save")
+    p.vbar_stack([f"w{i}" for i in range(len(workers))], x="step", width=0.8,
+                 color=[palette[i % len(palette)] for i in range(len(workers))],
+                 source=ColumnDataSource(data), legend_label=workers)
+    _legend_above(p)
+    head = "".join(f"<th>{html.escape(w)}</th>" for w in workers)
+    body = "".join("<tr><td>" + str(step) + "</td>"
+                   + "".join(f"<td>{sizes.get(w, 0)}</td>" for w in workers) + "</tr>"
+                   for step, sizes in rows)
+    table = Div(text=f"<table style='border-collapse:collapse'><tr><th>step</th>{head}</tr>"
+                     f"{body}</table>", sizing_mode=STRETCH)
+    return [_heading("Shard size per worker per chunk"), p, table]
+
+
 def _curve(title: str, x: list[int], y: list[float], x_label: str, y_label: str) -> Any:
     p = figure(title=title, sizing_mode=STRETCH, height=280, x_axis_label=x_label,
                y_axis_label=y_label, tools="pan,wheel_zoom,box_zoom,reset,save")
@@ -376,7 +404,9 @@ def render_report(
         learning rate, momentum, seed, wall seconds, final losses and accuracy), numbers
         formatted by `format_value`, a nested mapping (``time``: phase -> seconds) as a table.
     chunks : sequence of mappings
-        Per chunk: ``step`` reached, ``predicted`` and ``measured`` wall seconds.
+        Per chunk: ``step`` reached, ``predicted`` and ``measured`` wall seconds, and for a
+        data-parallel run ``shards``: worker -> samples of the batch (drawn as "Shard size
+        per worker per chunk").
 
     Returns
     -------
@@ -408,6 +438,7 @@ def render_report(
                 parts.append(_gantt(f"{name} schedule", recs, x_range))
         parts += _makespan_section(plan, meas)
     parts += _chunk_section(_sequence("chunks", chunks) if chunks is not None else [])
+    parts += _shard_section(_sequence("chunks", chunks) if chunks is not None else [])
     if loss or acc:
         parts.append(_heading("Training"))
     if loss:

@@ -1,5 +1,7 @@
 """Checks for layers of your own: the shapes backward returns, and its gradients against finite
-differences (the check every built-in layer passes in pnngraph's own tests).
+differences (the check every built-in layer passes in pnngraph's own tests); and
+:func:`slow_down`, an emulated slow worker (a straggler) for tests and benchmarks of adaptive
+runs.
 
 >>> from pnngraph.nn import Dense
 >>> errors = check_gradients(Dense(3, 2), (3,))
@@ -18,7 +20,66 @@ from pnngraph.exceptions import ConfigError, ShapeError
 from pnngraph.nn.backend import get_backend
 from pnngraph.nn.layers import Context, Layer
 
-__all__ = ["check_gradients", "check_layer", "numeric_gradient", "relative_error"]
+__all__ = ["check_gradients", "check_layer", "numeric_gradient", "relative_error", "slow_down",
+           "slowed_calls"]
+
+SLOWED = ("grad", "forward", "backward", "loss_backward", "train_steps", "local_steps", "update",
+          "aggregate", "average")
+"""The kernels :func:`slow_down` slows: every one that computes."""
+
+_slow: dict[str, Any] = {"factor": 1.0, "calls": 0, "originals": {}}  # in each worker process
+
+
+def slow_down(client: Any, worker: str, factor: float) -> None:
+    """Make the worker at ``worker`` (an address of ``client``'s cluster) an emulated device
+    ``factor`` times slower: in that worker's process each pnngraph kernel call (:data:`SLOWED`)
+    computes, then sleeps ``factor - 1`` times what it computed (the sleep leaves the cores to
+    the other workers, as a slower device would). ``factor=1`` puts the kernels back. Tasks
+    name their kernels by module and name, so each task unpickled on that worker from now on
+    runs the slowed one.
+    """
+    factor = float(factor)
+    if not factor >= 1.0:
+        raise ConfigError("factor", "a slow-down factor >= 1", factor)
+    if worker not in client.run(lambda: None):
+        raise ConfigError("worker", "the address of a worker of the client's cluster", worker)
+    client.run(_install, factor, workers=[worker])
+
+
+def slowed_calls(client: Any, worker: str) -> int:
+    """How many kernel calls :func:`slow_down` has slowed in the worker at ``worker``."""
+    return int(client.run(_calls, workers=[worker])[worker])
+
+
+def _calls() -> int:
+    return int(_slow["calls"])
+
+
+def _install(factor: float) -> None:
+    """In a worker: wrap (``factor`` > 1) or unwrap (1) the kernels of :data:`SLOWED`."""
+    import functools
+    import time
+
+    from pnngraph.compile import kernels
+
+    originals: dict[str, Any] = _slow["originals"]
+    for name in SLOWED:
+        originals.setdefault(name, getattr(kernels, name))
+    _slow["factor"] = factor
+    for name, fn in originals.items():
+        if factor == 1.0:
+            setattr(kernels, name, fn)
+            continue
+
+        def slowed(*args: Any, _fn: Any = fn, **kw: Any) -> Any:
+            t0 = time.perf_counter()
+            out = _fn(*args, **kw)
+            time.sleep((_slow["factor"] - 1.0) * (time.perf_counter() - t0))
+            _slow["calls"] += 1
+            return out
+
+        setattr(kernels, name, functools.wraps(fn)(slowed))
+
 
 
 def _shape(a: Any) -> tuple[int, ...]:

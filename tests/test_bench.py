@@ -114,3 +114,9 @@ def test_memory_benchmark_prints_predicted_and_measured_peaks():
     out = run("memory.py", "--quick", "--steps", "1")
     assert "predicted / measured" in out and "within 20 %" in out
     assert "Pipeline(2, 4)" in out and "auto near the limit" in out
+
+
+def test_stragglers_benchmark_prints_its_tables():
+    out = run("stragglers.py", "--quick")
+    assert "| equal split, DataParallel(3) |" in out and "adaptive / best split" in out
+    assert "scenario 2" in out and "samples per worker per chunk" in out

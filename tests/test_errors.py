@@ -24,6 +24,7 @@ from pnngraph.nn.schedules import Cosine, StepDecay, Warmup
 from pnngraph.plan.cluster import cluster_from_spec, simulated_cluster
 from pnngraph.plan.planner import make_plan
 from pnngraph.record import RunRecord
+from pnngraph.testing import slow_down
 from tests.npzfiles import npy_bytes, npy_header
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "errors.md"
@@ -188,6 +189,13 @@ def data_file(tmp: Path, **arrays) -> Path:
 
 
 API_CASES = {
+    "an adaptive run without a client": (ex.ConfigError, api(
+        pnngraph.fit, mlp(), (X, Y), **ONE, adapt=True, progress=False)),
+    "adapt not a bool": (ex.ConfigError, api(pnngraph.fit, mlp(), (X, Y), **ONE, adapt="yes",
+                                             progress=False)),
+    "a drift threshold not above 0": (ex.ConfigError, api(
+        pnngraph.fit, mlp(), (X, Y), **ONE, adapt_threshold=0, progress=False)),
+    "an emulated slow-down below 1": (ex.ConfigError, lambda: slow_down(None, "w", 0.5)),
     "layer size not positive": (ex.ConfigError, api(Dense, 0, 3)),
     "layer shapes do not chain": (ex.ShapeError, api(Sequential, [Dense(4, 8), Dense(7, 2)],
                                                       input_shape=(4,))),

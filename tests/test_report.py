@@ -600,3 +600,16 @@ def test_a_run_json_nested_too_deep_is_a_config_error(tmp_path):
     path.write_text("[" * 100_000 + "]" * 100_000)
     with pytest.raises(ConfigError, match="run.json: expected a file written by pnngraph train"):
         RunRecord.load(path)
+
+
+def test_the_report_shows_shard_sizes_per_worker_per_chunk(tmp_path):
+    chunks = [{"step": 4, "measured": 1.0, "predicted": 1.0,
+               "shards": {"tcp://127.0.0.1:1": 200, "tcp://127.0.0.1:2": 200}},
+              {"step": 8, "measured": 1.0, "predicted": 1.0,
+               "shards": {"tcp://127.0.0.1:1": 300, "tcp://127.0.0.1:2": 100}}]
+    page = page_texts(render_report(tmp_path / "s.html", chunks=chunks).read_text())
+    assert "Shard size per worker per chunk" in page
+    assert "<td>8</td><td>300</td><td>100</td>" in page
+    plain = render_report(tmp_path / "p.html", chunks=[{k: v for k, v in c.items()
+                                                        if k != "shards"} for c in chunks])
+    assert "Shard size per worker" not in page_texts(plain.read_text())

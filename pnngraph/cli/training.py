@@ -55,6 +55,11 @@ RESUMED_UNLESS_GIVEN = ("epochs", "scheduler")
               help="Continue the run in --output-dir (default: the newest run in runs/) from "
                    "its newest checkpoint, with the options recorded in its run.json.")
 @click.option("--no-report", is_flag=True, help="Do not write report.html.")
+@click.option("--adapt", is_flag=True,
+              help="Re-plan every chunk from the live cluster: workers that join or leave, "
+                   "shards re-sized for a worker that drifts from its predicted speed.")
+@click.option("--adapt-threshold", default=0.25, show_default=True, type=float,
+              help="With --adapt: how far (a fraction) a worker may drift before a re-size.")
 @cluster_options
 @fail_cleanly
 def train(**opts: Any) -> None:
@@ -62,6 +67,8 @@ def train(**opts: Any) -> None:
     from pnngraph.nn.train import steps_per_epoch
 
     run_dir = _run_dir(opts)
+    if opts["adapt"]:  # each re-plan of the run is a line on standard error
+        _log_changes()
     if opts["resume"]:
         _resumed_options(opts, run_dir)
     opts.setdefault("schedule_epochs", opts["epochs"])  # a cosine spans the first run's epochs
@@ -81,6 +88,19 @@ def train(**opts: Any) -> None:
     else:
         _train_cluster(opts, model, train_set, test_set, optimizer, per_epoch, run_dir,
                        start // per_epoch)
+
+
+def _log_changes() -> None:
+    """The ``pnngraph`` logger's INFO lines (an adaptive run's changes) on standard error."""
+    import logging
+
+    log = logging.getLogger("pnngraph")
+    if not any(getattr(h, "pnngraph_cli", False) for h in log.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("pnngraph: %(message)s"))
+        handler.pnngraph_cli = True  # type: ignore[attr-defined]
+        log.addHandler(handler)
+    log.setLevel(logging.INFO)
 
 
 def _run_dir(opts: dict[str, Any]) -> Path:
@@ -163,7 +183,7 @@ def _check_run(opts: dict[str, Any], model: Any, train_set: Any, optimizer: Any,
         policy = CheckpointPolicy(checkpoints, resume=True,
                                   fingerprint=data_fingerprint(inputs.X, inputs.y))
         with flags():
-            ckpt = policy.resume_point(model, inputs.spec)
+            ckpt = policy.resume_point(model, inputs.spec, opts.get("adapt", False))
     if ckpt is None:
         raise ConfigError("--resume", f"a checkpoint in {checkpoints}", "none")
     click.echo(f"resuming from {ckpt.path} (epoch {ckpt.step // per_epoch})")
@@ -291,6 +311,7 @@ def _train_cluster(opts: dict[str, Any], model: Any, train_set: Any, test_set: A
                     checkpoint_every=per_epoch, resume=opts["resume"],
                     on_graph=epochs.on_graph, on_chunk=epochs.on_chunk,
                     on_steps=epochs.bars.update, learn=cluster is not None,
+                    adapt=opts["adapt"], adapt_threshold=opts["adapt_threshold"],
                 )
             clock.lap("training", minus=epochs.evaluation)
             clock.laps["evaluation"] = epochs.evaluation
@@ -431,8 +452,11 @@ class _Epochs:
                 TaskRecord(r.key, r.phase, r.worker, r.start + shift, r.stop + shift, r.step)
                 for r in records_from_slots(plan.predicted.slots)]
             self.predicted += plan.wall_seconds
-        self.record.chunks.append({"step": report.step, "measured": measured,
-                                   "predicted": None if plan is None else plan.wall_seconds})
+        entry = {"step": report.step, "measured": measured,
+                 "predicted": None if plan is None else plan.wall_seconds}
+        if report.result.shards and report.result.shards[-1]["sizes"]:  # samples per worker
+            entry["shards"] = dict(report.result.shards[-1]["sizes"])
+        self.record.chunks.append(entry)
         self.stream.extend(report.stream)
         self.cluster = report.cluster  # refined by this epoch: cached at the end of the run
         if hi % self.per_epoch and hi < self.opts["epochs"] * self.per_epoch:

@@ -234,8 +234,10 @@ class TrainingResult:
     ``model`` holds the trained parameters (host arrays), ``opt_state`` the optimizer state
     (for model averaging, the first replica's), ``losses`` the global mean loss of every step,
     ``step_seconds`` the wall time of each step where it was measured (else empty),
-    ``states`` the raw final stage or replica states a parallel run can continue from, and
-    ``history`` the per-epoch records of a :func:`pnngraph.fit` run (else empty).
+    ``states`` the raw final stage or replica states a parallel run can continue from,
+    ``history`` the per-epoch records of a :func:`pnngraph.fit` run (else empty), and
+    ``shards`` each chunk of a ``fit`` run of data parallelism as ``{"steps": [lo, hi],
+    "sizes": {worker: samples of a full batch}}`` (else empty).
     """
 
     model: Sequential
@@ -244,6 +246,7 @@ class TrainingResult:
     step_seconds: np.ndarray = field(default_factory=lambda: np.zeros(0))
     states: Any = None
     history: History = field(default_factory=History)
+    shards: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def params(self) -> ParamList:

@@ -18,7 +18,9 @@ of placement on hardware this machine lacks)::
       result_bytes_per_s       a result, worker -> client
       kernels                  measured kernel times per (kernel and stage, worker): seconds =
                                a * calls + b * rows (:func:`pnngraph.run.calibrate.profile`)
-      history                  measured/predicted correction per (phase, worker), refined per run
+      history                  measured/predicted correction per (phase, worker), refined per run,
+                               and per (kernel signature, worker): the shape of a node, which
+                               wins over its phase's where both are known
 
 >>> cluster = simulated_cluster(cpus=2, gpus=1, gpu_speedup=20.0)
 >>> [w.backend for w in cluster.workers]
@@ -131,8 +133,18 @@ class ClusterModel:
                 return w
         raise ConfigError("worker", "one of " + ", ".join(self.addresses), address)
 
-    def correction(self, phase: str, address: str) -> float:
-        """Measured/predicted duration factor for ``phase`` tasks on ``address`` (1 if unknown)."""
+    def correction(self, phase: str, address: str, sig: str | None = None) -> float:
+        """Measured/predicted duration factor for ``phase`` tasks on ``address`` (1 if unknown);
+        with ``sig`` (a kernel signature: the node's shape), that kernel's own factor there
+        where one was learned.
+
+        >>> c = simulated_cluster(cpus=1, gpus=0).with_history({"grad|sim-cpu-0": 2.0,
+        ...                                                     "grad:ab|sim-cpu-0": 3.0})
+        >>> c.correction("grad", "sim-cpu-0"), c.correction("grad", "sim-cpu-0", "grad:ab")
+        (2.0, 3.0)
+        """
+        if sig is not None and f"{sig}|{address}" in self.history:
+            return float(self.history[f"{sig}|{address}"])
         return float(self.history.get(f"{phase}|{address}", 1.0))
 
     def with_history(self, history: Mapping[str, float]) -> ClusterModel:
@@ -146,6 +158,22 @@ class ClusterModel:
 
     def with_kernels(self, kernels: Mapping[str, tuple[float, float]]) -> ClusterModel:
         return replace(self, kernels={**self.kernels, **kernels})
+
+    def without(self, gone: Iterable[str]) -> ClusterModel:
+        """The cluster less the workers at ``gone`` (with their kernel times and history).
+
+        >>> c = simulated_cluster(cpus=2, gpus=0).without(["sim-cpu-0"])
+        >>> c.addresses
+        ['sim-cpu-1']
+        """
+        drop = set(gone)
+
+        def kept(key: str) -> bool:
+            return key.rpartition("|")[2] not in drop
+
+        return replace(self, workers=tuple(w for w in self.workers if w.address not in drop),
+                       kernels={k: v for k, v in self.kernels.items() if kept(k)},
+                       history={k: v for k, v in self.history.items() if kept(k)})
 
     def readdressed(self, mapping: Mapping[str, str]) -> ClusterModel:
         """The same cluster with workers renamed (``mapping``: old address -> new), their
@@ -247,21 +275,28 @@ def robust_factor(ratios: Iterable[float]) -> float | None:
 
 
 def refine(
-    cluster: ClusterModel, samples: Sequence[tuple[str, str, float, float]], *, weight: float = 0.5
+    cluster: ClusterModel, samples: Sequence[tuple[Any, ...]], *, weight: float = 0.5,
+    by_shape: bool = False,
 ) -> ClusterModel:
     """Fold measured task durations into the history (StarPU-style, per phase and worker).
 
-    ``samples`` holds ``(phase, address, predicted_seconds, measured_seconds)``; each
-    (phase, worker) factor moves ``weight`` of the way to the robust ratio of this run.
+    ``samples`` holds ``(phase, address, predicted_seconds, measured_seconds)``, optionally
+    with the node's kernel signature fifth; each (phase, worker) factor moves ``weight`` of the
+    way to the robust ratio of this run. With ``by_shape``, a sample with a signature refines
+    that kernel's factor on its worker instead (:meth:`ClusterModel.correction`).
     """
     groups: dict[str, list[float]] = {}
-    for phase, address, predicted, measured in samples:
+    for phase, address, predicted, measured, *rest in samples:
+        sig = rest[0] if rest and by_shape else None
         if predicted > 0:
-            base = cluster.correction(phase, address)
-            groups.setdefault(f"{phase}|{address}", []).append(measured / (predicted / base))
+            base = cluster.correction(phase, address, sig)
+            key = f"{sig or phase}|{address}"
+            groups.setdefault(key, []).append(measured / (predicted / base))
     history: dict[str, Any] = dict(cluster.history)
     for key, ratios in groups.items():
         factor = robust_factor(ratios)
+        if factor is None and by_shape and "|" in key and ":" in key.partition("|")[0]:
+            factor = statistics.median(ratios)  # a kernel's own few runs there: all there is
         if factor is not None:
             old = float(history.get(key, factor))
             history[key] = (1 - weight) * old + weight * factor

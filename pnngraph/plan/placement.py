@@ -134,7 +134,8 @@ def size_shards(
     grad_sig: str | None = None,
 ) -> tuple[Strategy, tuple[str, ...] | None]:
     """``DataParallel("auto")`` -> one shard per usable worker, sized so that all gradients
-    reach the update together (speed and transfers priced, :func:`planner.auto_shares`), and
+    reach the update together (speed and transfers priced, :func:`planner.auto_shares`; a
+    worker's speed is its measured gradient kernel's with the corrections runs learned), and
     the worker of each shard. Any other strategy comes back as it is, with no shard workers."""
     if not strategy.auto:
         return strategy, None
@@ -144,10 +145,10 @@ def size_shards(
     if not workers:
         raise ConfigError("devices", f"workers of kind {devices!r} in the cluster", "none")
     per_sample = {}  # the gradient kernel's measured seconds per sample, where it was measured
-    for a in workers:
+    for a in workers:  # times what runs learned of that kernel there (1 until then)
         line = cluster.kernels.get(f"{grad_sig}|{a}") if grad_sig else None
         if line is not None and line[1] > 0:
-            per_sample[a] = line[1]
+            per_sample[a] = line[1] * cluster.correction("grad", a, grad_sig)
     shares = auto_shares(cluster, workers, flops_per_sample=flops_per_sample, batch=batch_size,
                          param_bytes=param_bytes, dtype=dtype,
                          seconds_per_sample=per_sample if len(per_sample) == len(workers)

@@ -167,7 +167,8 @@ def scheduling_graph(
 
     A node's compute time is its kernel's measured time on that worker when the cluster model
     has one (:meth:`ClusterModel.kernel_seconds`), else the roofline of its FLOPs and bytes;
-    either way times the history correction of its phase there, plus Dask's task overhead.
+    either way times the history correction of its kernel (else its phase) there, plus Dask's
+    task overhead.
     """
     allowed = set(cluster.usable(devices))
     attrs = abstract.nodes
@@ -204,7 +205,8 @@ def scheduling_graph(
                 measured = None if node["sig"] is None else cluster.kernel_seconds(
                     node["sig"], str(proc), node["rows"], node["count"])
                 compute = seconds - overhead if measured is None else measured
-                costs[proc] = overhead + compute * cluster.correction(node["kind"], proc)
+                costs[proc] = overhead + compute * cluster.correction(node["kind"], proc,
+                                                                      node["sig"])
         node["costs"] = dict(costs)
     return costed
 

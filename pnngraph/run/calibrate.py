@@ -27,6 +27,7 @@ import os
 import statistics
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -271,6 +272,35 @@ def calibrate(
     if cache:
         _write_cache(path, identity, model)
     return model
+
+
+def extend(client: Any, cluster: ClusterModel, addresses: list[str]) -> ClusterModel:
+    """``cluster`` with the workers at ``addresses`` (which joined it) added: a worker with the
+    fingerprint of one the model knows (:func:`worker_fingerprint`: same host, CPU, threads,
+    memory limit, libraries) takes that one's figures and kernel times, measuring nothing;
+    any other is measured as :func:`calibrate` measures a worker. Dask's own costs stay."""
+    if not addresses:
+        return cluster
+    info = live_workers(client)
+    prints = {a: _digest(fp) for a, fp in client.run(
+        worker_fingerprint, workers=[*cluster.addresses, *addresses]).items()}
+    known = {prints[a]: a for a in reversed(cluster.addresses) if a in prints}
+    workers, kernels = list(cluster.workers), dict(cluster.kernels)
+    for address in addresses:
+        twin = known.get(prints.get(address, ""))
+        if twin is not None:
+            workers.append(replace(cluster.worker(twin), address=address))
+            kernels.update({f"{k.rpartition('|')[0]}|{address}": v
+                            for k, v in cluster.kernels.items() if k.rpartition("|")[2] == twin})
+            continue
+        gpu = "GPU" in (info.get(address, {}).get("resources") or {})
+        if gpu:
+            figures = client.run(measure_cupy, workers=[address])[address]
+        else:
+            figures = client.run(measure_host, 384, workers=[address])[address]
+        threads = int(info.get(address, {}).get("nthreads", 1))
+        workers.append(WorkerModel(address, threads, "cupy" if gpu else "numpy", **figures))
+    return replace(cluster, workers=tuple(workers), kernels=kernels)
 
 
 def remember(

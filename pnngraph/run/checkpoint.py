@@ -63,7 +63,7 @@ from dask.base import is_dask_collection, tokenize
 
 from pnngraph.compile.kernels import StageState
 from pnngraph.compile.spec import TrainingSpec
-from pnngraph.compile.strategies import strategy_from_repr
+from pnngraph.compile.strategies import DataParallel, strategy_from_repr
 from pnngraph.exceptions import ConfigError, ModelFileError, check_int
 from pnngraph.nn.backend import to_numpy
 from pnngraph.nn.model import FORMAT as MODEL_FORMAT
@@ -117,17 +117,27 @@ class Checkpoint:
     history: History = field(default_factory=History)
     fingerprint: str | None = None
 
-    def spec_for(self, spec: TrainingSpec) -> TrainingSpec:
+    def spec_for(self, spec: TrainingSpec, adapt: bool = False) -> TrainingSpec:
         """``spec`` as it continues from this checkpoint: a strategy the run was to choose
-        (``"auto"``) is the one this checkpoint's run chose, and so is a fan-in the run was to
-        choose, so the resumed steps have the same bits."""
+        (``"auto"``, or shards sized to the workers, ``DataParallel("auto")``) is the one this
+        checkpoint's run chose, and so is a fan-in the run was to choose, so the resumed steps
+        have the same bits. An adaptive run (``adapt``) of ``DataParallel(S)`` goes on with the
+        weights its S shards had at the checkpoint."""
         fan_in = self.config.get("fan_in")
         if spec.fan_in == "auto" and fan_in != "auto" and isinstance(fan_in, int):
             spec = replace(spec, fan_in=fan_in)
         recorded = self.config.get("strategy")
-        if not spec.strategy.chooses or not isinstance(recorded, str):
+        if not isinstance(recorded, str):
             return spec
-        return replace(spec, strategy=strategy_from_repr(recorded))
+        if spec.strategy.chooses:
+            return replace(spec, strategy=strategy_from_repr(recorded))
+        asked = spec.strategy
+        if isinstance(asked, DataParallel) and recorded.startswith("DataParallel("):
+            chosen = strategy_from_repr(recorded)
+            if isinstance(chosen, DataParallel) and not chosen.auto and (
+                    asked.auto or (adapt and chosen.shards == asked.shards)):
+                return replace(spec, strategy=chosen)
+        return spec
 
 
 def checkpoint_name(step: int) -> str:
@@ -489,7 +499,8 @@ class CheckpointPolicy:
         return self.directory is not None and (
             step >= total or self.every is None or step % self.every == 0)
 
-    def resume_point(self, model: Sequential, spec: TrainingSpec) -> Checkpoint | None:
+    def resume_point(self, model: Sequential, spec: TrainingSpec,
+                     adapt: bool = False) -> Checkpoint | None:
         """The checkpoint to continue from (``None``: start at step 0), checked against the run:
         the same architecture, the same bits (:meth:`TrainingSpec.differences`), the same
         training data (where both the checkpoint and this policy have its fingerprint), no more
@@ -510,7 +521,7 @@ class CheckpointPolicy:
         if _architecture(ckpt.model.config()) != _architecture(model.config()):
             raise ConfigError("model", f"the architecture {_describe(ckpt.model)} {where}",
                               _describe(model))
-        spec = ckpt.spec_for(spec)
+        spec = ckpt.spec_for(spec, adapt)
         differ = spec.differences(ckpt.config)
         if differ:
             mine = spec.to_json()

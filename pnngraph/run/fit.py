@@ -44,6 +44,7 @@ import os
 import sys
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -55,7 +56,13 @@ import numpy as np
 
 from pnngraph.compile.graph import Copies
 from pnngraph.compile.strategies import Strategy
-from pnngraph.exceptions import ClusterLostError, PnngraphError, check_int, check_number
+from pnngraph.exceptions import (
+    ClusterLostError,
+    ConfigError,
+    PnngraphError,
+    check_int,
+    check_number,
+)
 from pnngraph.nn.losses import Loss
 from pnngraph.nn.model import Sequential
 from pnngraph.nn.optimizers import Optimizer
@@ -63,6 +70,7 @@ from pnngraph.nn.train import TrainingResult, batch_samples
 from pnngraph.plan.cluster import ClusterModel
 from pnngraph.plan.placement import PlacementOptions
 from pnngraph.run import dashboard, history
+from pnngraph.run.adapt import DEFAULT_THRESHOLD, Adapter, check_threshold, shard_sizes
 from pnngraph.run.callbacks import (
     Callback,
     Epochs,
@@ -71,7 +79,13 @@ from pnngraph.run.callbacks import (
     logged_metrics,
 )
 from pnngraph.run.checkpoint import CheckpointPolicy, data_fingerprint, latest_checkpoint
-from pnngraph.run.collection import TrainingGraph, finalize, loss_state, losses_of
+from pnngraph.run.collection import (
+    PlacementWarning,
+    TrainingGraph,
+    finalize,
+    loss_state,
+    losses_of,
+)
 from pnngraph.run.pipeline import chunk_graph, initial_states, prepare_inputs, start_run
 
 MAX_CHUNK_STEPS = 1000  # a chunk is one epoch by default, at most this many steps
@@ -106,6 +120,8 @@ def fit(
     on_chunk: Callable[[ChunkReport], Any] | None = None,
     on_steps: Callable[[int], Any] | None = None,
     learn: bool = False,
+    adapt: bool = False,
+    adapt_threshold: float = DEFAULT_THRESHOLD,
     validation_data: Any = None,
     callbacks: Sequence[Callback] | None = None,
     **optimizer_options: Any,
@@ -156,6 +172,15 @@ def fit(
     plan, its task stream on a client), which gathers the state at every chunk end. With
     ``learn`` (and a cost-model plan) each chunk's measured task durations refine the cluster
     model that prices the next chunk (:func:`pnngraph.run.history.learn`).
+
+    Adaptive runs: with ``adapt`` (a client and a cluster-model plan), every chunk is planned
+    from the live cluster (:mod:`pnngraph.run.adapt`): a worker that joined gets work from the
+    next chunk built, one that left is dropped (the chunk in flight is recomputed by Dask), the
+    model learns each chunk's task times per kernel and worker, and a worker more than
+    ``adapt_threshold`` (a fraction, 0.25) off its prediction re-sizes the shards of a
+    data-parallel run (``DataParallel("auto")``: one per worker; ``DataParallel(S)``: S shards
+    re-weighted) and re-places every strategy's tasks. Each change is a line on the
+    ``pnngraph`` logger. ``TrainingResult.shards`` holds every chunk's samples per worker.
     """
     options = PlacementOptions(scheduler, devices)
     inputs = prepare_inputs(
@@ -164,6 +189,8 @@ def fit(
         fuse_steps=fuse_steps, caller="fit", **optimizer_options,
     )
     spec = inputs.spec
+    asked = spec.strategy  # before a checkpoint's: what an adaptive run sizes again
+    adapter = _adapter(adapt, adapt_threshold, client, asked)
     validation = check_validation(model, spec, validation_data)
     hooks = check_callbacks(callbacks, logged_metrics(spec, validation is not None))
     chunk = check_int("chunk_steps", min(spec.steps_per_epoch, MAX_CHUNK_STEPS)
@@ -175,11 +202,14 @@ def fit(
     folder = None if checkpoint_dir is None else Path(checkpoint_dir)
     policy = CheckpointPolicy(folder, checkpoint_every, resume,
                               None if folder is None else data_fingerprint(inputs.X, inputs.y))
-    ckpt = policy.resume_point(model, spec)
+    ckpt = policy.resume_point(model, spec, adapter is not None)
     if ckpt is not None:  # an "auto" run goes on with the strategy it chose
-        spec = ckpt.spec_for(spec)
+        spec = ckpt.spec_for(spec, adapter is not None)
         inputs = replace(inputs, spec=spec)
     run = start_run(inputs, client=client, cluster=cluster, options=options)
+    if adapter is not None and run.cluster is None:
+        raise ConfigError("adapt", "a run planned from a cluster model (a list scheduler such "
+                          "as 'heft', or DataParallel('auto'))", run.options.scheduler)
     start = 0 if ckpt is None else ckpt.step
     states: list[Any] = (
         initial_states(model, run.spec) if ckpt is None else initial_states(
@@ -187,7 +217,7 @@ def fit(
     )
     epochs_ = Epochs(spec, hooks, validation, start, None if ckpt is None else ckpt.history,
                      None if ckpt is None else ckpt.losses)
-    watch = on_chunk is not None or (learn and run.cluster is not None)
+    watch = on_chunk is not None or ((learn or adapter is not None) and run.cluster is not None)
     if client is not None and watch:
         client.get_task_stream(count=0)  # the scheduler records from now on
     # the threaded scheduler computes a chunk as it is made: with callbacks that may stop the
@@ -199,7 +229,7 @@ def fit(
     tick = display.tick if display.counts else None
     with display, ThreadPoolExecutor(1, thread_name_prefix="pnngraph-checkpoint") as writer:
         loop = _Loop(run, model, np.zeros(spec.steps), policy, on_chunk, learn, watch, tick,
-                     writer, epochs_, display, pace, page)
+                     writer, epochs_, display, pace, page, adapter)
         pending: ChunkRun | None = None
         last: ChunkRun | None = None
         cut = spec.steps_per_epoch if epochs_.live or display.shown else None
@@ -217,6 +247,8 @@ def fit(
                     hi = chunk_end(lo, spec.steps, pace.steps(), policy.every, cut)
                     graph = chunk_graph(loop.run, lo, hi - lo, states)
                 loop.run = replace(loop.run, cluster=graph.cluster)  # with the kernel times
+                loop.shards.append({"steps": [lo, hi],
+                                    "sizes": shard_sizes(graph, spec.batch_size)})
                 if on_graph is not None:
                     on_graph(graph)
                 if pending is not None and pending.rebase:  # start from its host states
@@ -229,8 +261,11 @@ def fit(
                         or on_chunk is not None
                         or (epochs_.live and epochs_.is_end(hi, spec.steps)))
                 # the next chunk is submitted before this one ends: no gap between them
-                current = ChunkRun(client, graph, lo, hi, host=host, on_steps=tick,
-                                   losses_from=wanted.since(hi), rebase=rebase)
+                with warnings.catch_warnings():
+                    if adapter is not None:  # workers come and go: pins to a gone one drop
+                        warnings.simplefilter("ignore", PlacementWarning)
+                    current = ChunkRun(client, graph, lo, hi, host=host, on_steps=tick,
+                                       losses_from=wanted.since(hi), rebase=rebase)
                 page.chunk(graph, lo, hi)
                 states = current.carry
                 if pending is not None:
@@ -255,6 +290,7 @@ def fit(
     end = spec.steps if last is None else last.hi
     result = finalize(states if last is None else last.states, model, loop.run.spec.strategy)
     result.step_seconds = loop.seconds[:end]
+    result.shards = [c for c in loop.shards if c["steps"][1] <= end]
     result.history = epochs_.history(result.losses, loop.seconds, end, end)
     epochs_.end(result)
     return result
@@ -268,11 +304,13 @@ class _Loop:
     def __init__(self, run: Any, model: Sequential, seconds: np.ndarray,
                  policy: CheckpointPolicy, on_chunk: Any, learn: bool, watch: bool,
                  tick: Callable[[int], Any] | None, writer: ThreadPoolExecutor,
-                 epochs: Epochs, display: _Display, pace: _Pace, page: Any) -> None:
+                 epochs: Epochs, display: _Display, pace: _Pace, page: Any,
+                 adapter: Adapter | None = None) -> None:
         self.run, self.model, self.seconds, self.policy = run, model, seconds, policy
         self.on_chunk, self.learn, self.watch, self.tick = on_chunk, learn, watch, tick
         self.writer, self.epochs, self.display, self.pace = writer, epochs, display, pace
-        self.page = page
+        self.page, self.adapter = page, adapter
+        self.shards: list[dict[str, Any]] = []  # each chunk's samples per worker
         self.writes: list[Future[Any]] = []  # checkpoints are written off the critical path
         self.clock = time.perf_counter()
         self.per_step = 0.0  # seconds per step of the newest chunk
@@ -292,7 +330,9 @@ class _Loop:
         if chunk.losses is not None and chunk.losses_from is not None:
             self.page.losses(chunk.losses_from, chunk.losses)
         run = self.run
-        if self.learn and run.cluster is not None and stream:
+        if self.adapter is not None and run.cluster is not None:  # it learns, and re-plans
+            run = self.run = self.adapter.after(run, chunk, stream)
+        elif self.learn and run.cluster is not None and stream:
             run = self.run = replace(run, cluster=history.learn(run.cluster, chunk.graph, stream))
         total = len(self.seconds)
         epoch_end = self.epochs.live and self.epochs.is_end(chunk.hi, total)
@@ -309,6 +349,7 @@ class _Loop:
                 self.writes.append(self.writer.submit(self.policy.save, so_far, run.spec,
                                                       chunk.hi))
             if self.on_chunk is not None:
+                so_far.shards = [c for c in self.shards if c["steps"][1] <= chunk.hi]
                 self.on_chunk(ChunkReport(chunk.hi, so_far, chunk.graph, stream, run.cluster))
         return stop
 
@@ -324,6 +365,19 @@ class ChunkReport:
     graph: Any
     stream: list[dict[str, Any]] = field(default_factory=list)
     cluster: ClusterModel | None = None
+
+
+def _adapter(adapt: Any, threshold: Any, client: Any, asked: Any) -> Adapter | None:
+    """The :class:`~pnngraph.run.adapt.Adapter` of an adaptive run (``None``: not one)."""
+    if not isinstance(adapt, bool):
+        raise ConfigError("adapt", "True or False", adapt)
+    check_threshold(threshold)
+    if not adapt:
+        return None
+    if client is None:
+        raise ConfigError("adapt", "a client (adaptive runs re-plan from the live cluster)",
+                          None)
+    return Adapter(asked, threshold)
 
 
 def chunk_bounds(

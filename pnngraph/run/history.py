@@ -37,16 +37,17 @@ def measured_seconds(stream: Sequence[Mapping[str, Any]]) -> dict[Any, tuple[str
 
 def duration_samples(
     graph: Any, cluster: ClusterModel, stream: Sequence[Mapping[str, Any]]
-) -> list[tuple[str, str, float, float]]:
-    """(phase, worker, predicted seconds, measured seconds) for every node that ran on a worker
-    of ``cluster`` (prediction without Dask's per-task overhead, which the stream does not
-    include)."""
+) -> list[tuple[str, str, float, float, str | None]]:
+    """(phase, worker, predicted seconds, measured seconds, kernel signature) for every node
+    that ran on a worker of ``cluster`` (prediction without Dask's per-task overhead, which the
+    stream does not include)."""
     costed = scheduling_graph(graph.to_networkx(), cluster, dtype=graph.model.dtype)
     samples = []
     for key, (worker, seconds) in measured_seconds(stream).items():
         if key in costed and worker in costed.nodes[key]["costs"]:
             predicted = costed.nodes[key]["costs"][worker] - cluster.task_overhead_seconds
-            samples.append((costed.nodes[key]["kind"], worker, max(predicted, 1e-9), seconds))
+            node = costed.nodes[key]
+            samples.append((node["kind"], worker, max(predicted, 1e-9), seconds, node["sig"]))
     return samples
 
 
@@ -81,12 +82,34 @@ def hop_samples(graph: Any, stream: Sequence[Mapping[str, Any]]) -> list[float]:
     return gaps
 
 
+def drift(samples: Sequence[tuple[Any, ...]]) -> dict[str, float]:
+    """Worker -> measured over predicted seconds of all its tasks in ``samples``
+    (:func:`duration_samples`): 1 where the cluster model was right, 3 for a worker three times
+    slower than it predicted.
+
+    >>> drift([("grad", "w0", 0.1, 0.3, None), ("update", "w0", 0.01, 0.01, None),
+    ...        ("grad", "w1", 0.1, 0.1, None)])
+    {'w0': 2.818181818181818, 'w1': 1.0}
+    """
+    predicted: dict[str, float] = {}
+    measured: dict[str, float] = {}
+    for _, worker, p, m, *_ in samples:
+        predicted[worker] = predicted.get(worker, 0.0) + p
+        measured[worker] = measured.get(worker, 0.0) + m
+    return {w: measured[w] / predicted[w] for w in sorted(predicted) if predicted[w] > 0}
+
+
 def learn(
-    cluster: ClusterModel, graph: Any, stream: Sequence[Mapping[str, Any]], *, weight: float = 0.5
+    cluster: ClusterModel, graph: Any, stream: Sequence[Mapping[str, Any]], *, weight: float = 0.5,
+    by_shape: bool = False, samples: Sequence[tuple[Any, ...]] | None = None,
 ) -> ClusterModel:
-    """``cluster`` with its corrections moved towards this run's measured durations, and its
-    hop latency towards the median hop of the run (:func:`hop_samples`)."""
-    refined = refine(cluster, duration_samples(graph, cluster, stream), weight=weight)
+    """``cluster`` with its corrections moved towards this run's measured durations (per
+    kernel signature and worker with ``by_shape``, else per phase and worker), and its hop
+    latency towards the median hop of the run (:func:`hop_samples`). ``samples``: the
+    :func:`duration_samples` of the stream, where the caller has them already."""
+    if samples is None:
+        samples = duration_samples(graph, cluster, stream)
+    refined = refine(cluster, samples, weight=weight, by_shape=by_shape)
     gaps = hop_samples(graph, stream)
     if len(gaps) >= 3:
         hop = (1 - weight) * refined.hop_latency_seconds + weight * statistics.median(gaps)

@@ -59,15 +59,17 @@ def wanted(abstract: nx.DiGraph, cluster: ClusterModel) -> dict[str, dict[str, A
 def profile(client: Any, cluster: ClusterModel, abstract: nx.DiGraph,
             model: Sequential) -> ClusterModel:
     """``cluster`` with the kernel times of ``abstract`` (an abstract training graph of
-    ``model``) measured on every worker that lacks them."""
+    ``model``) measured on every worker that lacks them (each kernel a worker lacks is measured
+    on every worker lacking one, the others keep theirs)."""
     todo = wanted(abstract, cluster)
     if not todo:
         return cluster
     specs = _stage_specs(abstract)
     jobs = {sig: (specs[entry["stage"]], entry) for sig, entry in todo.items()}
     backends = {w.address: w.backend for w in cluster.workers}
-    results = client.run(_measure, model.config(), jobs, backends,
-                         workers=list(cluster.addresses))
+    lacking = [a for a in cluster.addresses  # a worker that joined a run, say: only it
+               if any(f"{sig}|{a}" not in cluster.kernels for sig in todo)]
+    results = client.run(_measure, model.config(), jobs, backends, workers=lacking)
     lines = {f"{sig}|{address}": ab for address, found in results.items()
              for sig, ab in found.items()}
     return cluster.with_kernels(lines)

@@ -1,0 +1,191 @@
+"""Adaptive runs: ``fit(..., adapt=True)`` re-plans between chunks from the live cluster.
+
+After each chunk, :meth:`Adapter.after` looks at two things and returns the run the next chunk
+is built from::
+
+    membership   the workers running now (live_workers) against the run's cluster model: a
+                 worker that left is dropped from the model, one that joined is added
+                 (calibrate.extend: figures of a twin worker, or measured)
+    drift        each worker's measured task seconds in the chunk over the model's prediction
+                 (history.drift), over the median of all workers' (a machine busier for
+                 everyone is no straggler); the model learns every chunk, per kernel signature
+                 and worker (the node's shape, history.learn(by_shape=True)), and a worker off
+                 by more than ``threshold`` (0.25: 25 %) re-plans the run
+
+When either changed something, the strategy is fixed again from the refined model
+(:func:`refit`): one shard per worker for ``DataParallel("auto")``, ``S`` shards for a given
+``DataParallel(S)`` (shard j on live worker j mod W), each weighted by its worker's speed over
+the shards that worker holds; the other strategies keep their layout and are re-placed (stages
+included) by the next chunk's plan of the refined model. Each such change is one line on the
+``pnngraph`` logger (INFO). The math stays that of the large batch: only the shard sizes, so
+the order of the gradient sums, change between chunks (results equal the serial reference to
+rounding); within a chunk nothing changes.
+
+Chunks overlap (the next is submitted before the one before ends), so what is decided after
+chunk k ends shapes the first chunk built after that: chunk k + 2.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+from pnngraph.compile.strategies import DataParallel, Strategy
+from pnngraph.exceptions import check_number
+from pnngraph.plan.cluster import ClusterModel
+from pnngraph.plan.placement import model_sizes
+from pnngraph.run import history
+
+log = logging.getLogger("pnngraph")
+
+DEFAULT_THRESHOLD = 0.25
+
+
+def check_threshold(value: Any) -> float:
+    """``adapt_threshold``: a fraction > 0 (0.25: a worker 25 % off its prediction)."""
+    return check_number("adapt_threshold", value, "a fraction > 0 (0.25: 25 % off)",
+                        lambda t: t > 0)
+
+
+def shard_sizes(graph: Any, batch: int) -> dict[str, int]:
+    """Worker -> samples of a full batch its shards hold in ``graph`` (its first step's
+    gradient tasks; ``"?"`` for a shard the plan left to Dask)."""
+    strategy = graph.strategy
+    if not isinstance(strategy, DataParallel) or strategy.auto:
+        return {}
+    sizes = strategy.split(batch)
+    where: dict[int, str] = {}
+    workers = graph.placement_value.workers
+    for key, node in graph.abstract.nodes(data=True):
+        if node.get("kind") in ("grad", "train_steps"):  # one shard's steps may be fused
+            where.setdefault(int(node.get("shard") or 0), workers.get(key, "?"))
+    out: dict[str, int] = {}
+    for j, n in enumerate(sizes):
+        w = where.get(j, "?")
+        out[w] = out.get(w, 0) + n
+    return dict(sorted(out.items()))
+
+
+class Adapter:
+    """What an adaptive ``fit`` keeps between chunks: the strategy asked for (a resumed run's
+    spec holds the one its checkpoint had), the threshold, and the changes made
+    (:attr:`changes`: the step after which, and the log line)."""
+
+    def __init__(self, asked: Strategy, threshold: float) -> None:
+        self.asked, self.threshold = asked, check_threshold(threshold)
+        self.changes: list[dict[str, Any]] = []
+
+    def after(self, run: Any, chunk: Any, stream: Sequence[Mapping[str, Any]]) -> Any:
+        """The run the next chunk is built from, after ``chunk`` (its task stream
+        ``stream``)."""
+        from pnngraph.run.calibrate import extend
+        from pnngraph.run.session import live_workers
+
+        cluster: ClusterModel = run.cluster
+        live = set(live_workers(run.client))
+        gone = sorted(set(cluster.addresses) - live)
+        joined = sorted(live - set(cluster.addresses))
+        why = []
+        if gone and len(gone) < len(cluster.addresses):
+            cluster = cluster.without(gone)
+            why.append(f"{_workers(gone)} left")
+        if joined:
+            cluster = extend(run.client, cluster, joined)
+            why.append(f"{_workers(joined)} joined")
+        kept = set(cluster.addresses)
+        samples = [s for s in history.duration_samples(chunk.graph, run.cluster, stream)
+                   if s[1] in kept]
+        drifts = history.drift(samples)
+        if len(drifts) > 1:  # against the others: a machine busier for all is no straggler
+            common = statistics.median(drifts.values())
+            drifts = {w: r / common for w, r in drifts.items()}
+        off = {w: r for w, r in drifts.items() if abs(r - 1.0) > self.threshold}
+        if samples:
+            cluster = history.learn(cluster, chunk.graph, stream, samples=samples,
+                                    weight=0.5, by_shape=True)
+        why += [f"worker {w} took {r:.2f}x its prediction (relative to the others)"
+                for w, r in off.items()]
+        if not why:
+            return replace(run, cluster=cluster)
+        fixed = refit(replace(run, cluster=cluster), self.asked)
+        before, after = shard_sizes(chunk.graph, run.spec.batch_size), _planned(fixed)
+        what = f"chunk (steps {chunk.lo}-{chunk.hi}): " + "; ".join(why)
+        if after and sorted(after.values()) != sorted(before.values()):
+            what += f"; shards re-sized {_sizes(before)} -> {_sizes(after)}"
+        else:
+            what += "; re-placed from the refined cluster model"
+        log.info(what)
+        self.changes.append({"step": chunk.hi, "message": what})
+        return fixed
+
+
+def refit(run: Any, asked: Strategy) -> Any:
+    """``run`` fixed again for its (refined) cluster model: ``DataParallel("auto")`` as one
+    shard per worker its sizing finds worth one (``planner.auto_shares``: all of them, unless
+    transfers outweigh a worker's share) and ``DataParallel(S)`` as S shards, each
+    re-weighted by its worker's speed (:func:`reweigh`), any other strategy as it is (the
+    next chunk's plan re-places it).
+
+    The weights follow the speeds alone: each worker keeps a copy of the state and every copy
+    receives every shard's gradient, so the transfers cost every worker alike (the first
+    chunk's ``auto_shares`` sizing, which prices a home worker's saved transfers, is only the
+    starting point)."""
+    from pnngraph.run.pipeline import _copies, fix
+
+    if not isinstance(asked, DataParallel) or run.options.scheduler == "dask":
+        return run
+    workers = None
+    if asked.auto:  # the workers worth a shard, as the first chunk's sizing chooses them
+        workers = fix(run, asked).shard_workers
+    shards = asked.shards if not asked.auto else len(workers or ())
+    strategy, owners = reweigh(DataParallel(shards), run.cluster, run.model, run.spec,
+                               run.options.devices, workers)
+    return replace(run, spec=replace(run.spec, strategy=strategy), shard_workers=owners,
+                   copies=_copies(strategy, run.options, run.cluster, run.client))
+
+
+def reweigh(strategy: DataParallel, cluster: ClusterModel, model: Any, spec: Any,
+            devices: str, workers: Sequence[str] | None = None
+            ) -> tuple[DataParallel, tuple[str, ...]]:
+    """``strategy``'s S shards on ``workers`` (default: every usable one; shard j on worker
+    j mod W), each weighted by its worker's speed (the gradient kernel's measured seconds for
+    a shard of about batch / S rows, per sample, with its learned correction; else the
+    worker's GEMM speed) over the shards that worker holds."""
+    workers = list(workers or cluster.usable(devices))
+    owners = tuple(workers[j % len(workers)] for j in range(strategy.shards))
+    sizes = model_sizes(model, spec)
+    sig = sizes["grad_sig"]
+    rows = spec.batch_size / len(owners)  # about a shard's size: where the line is read
+    speed = {}
+    for a in set(owners):
+        line = cluster.kernels.get(f"{sig}|{a}")
+        if line is not None and line[0] + line[1] * rows > 0:  # the whole call, not the slope
+            per_sample = (line[0] + line[1] * rows) / rows  # alone: two noisy sizes' difference
+            speed[a] = 1.0 / (per_sample * cluster.correction("grad", a, sig))
+        else:
+            speed[a] = cluster.worker(a).flops_per_s(sizes["dtype"]) / sizes["flops_per_sample"]
+    held = Counter(owners)
+    return DataParallel([speed[a] / held[a] for a in owners]), owners
+
+
+def _sizes(sizes: Mapping[str, int]) -> str:
+    return "/".join(str(n) for n in sizes.values()) if sizes else "?"
+
+
+def _planned(run: Any) -> dict[str, int]:
+    """Worker -> samples per batch of the run's strategy as fixed (its shard workers)."""
+    strategy, workers = run.spec.strategy, run.shard_workers
+    if not isinstance(strategy, DataParallel) or strategy.auto or workers is None:
+        return {}
+    out: dict[str, int] = {}
+    for w, n in zip(workers, strategy.split(run.spec.batch_size), strict=True):
+        out[w] = out.get(w, 0) + n
+    return dict(sorted(out.items()))
+
+
+def _workers(addresses: Sequence[str]) -> str:
+    return ("worker " if len(addresses) == 1 else "workers ") + ", ".join(addresses)

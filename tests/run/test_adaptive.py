@@ -1,0 +1,162 @@
+"""Adaptive runs (``fit(adapt=True)``) on real local clusters: a straggler re-sizes the shards,
+workers that join get work, workers that leave or die cost no restart; every result equals the
+serial reference to 1e-12 whatever the shard sizes were. Nothing here reads a clock: the
+straggler is an emulated slow device (:func:`pnngraph.testing.slow_down`, five times slower),
+and the test checks that its sleeps ran (a counter in the worker) and what the run did."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+
+import dask
+import numpy as np
+import pytest
+
+from pnngraph import DataParallel, fit, train_serial
+from pnngraph.exceptions import ConfigError
+from pnngraph.nn import Dense, ReLU, Sequential
+from pnngraph.plan.cluster import refine, simulated_cluster
+from pnngraph.run.adapt import check_threshold
+from pnngraph.run.session import live_workers
+from pnngraph.testing import slow_down, slowed_calls
+
+RUN = {"batch_size": 600, "lr": 0.05, "progress": False}
+
+
+def make_model():
+    return Sequential([Dense(32, 512), ReLU(), Dense(512, 512), ReLU(), Dense(512, 4)],
+                      input_shape=(32,), seed=0)
+
+
+def make_data():
+    X = np.random.default_rng(0).standard_normal((1800, 32))
+    return X, (X[:, 0] > 0).astype(int) + (X[:, 1] > 0).astype(int)
+
+
+def assert_serial(result, steps):
+    X, y = make_data()
+    ref = train_serial(make_model(), X, y, steps=steps, batch_size=RUN["batch_size"],
+                       lr=RUN["lr"])
+    for a, b in zip(result.params, ref.params, strict=True):
+        for k in a:
+            scale = max(float(np.max(np.abs(b[k]))), 1e-30)
+            assert float(np.max(np.abs(a[k] - b[k]))) / scale < 1e-12
+    np.testing.assert_allclose(result.losses, ref.losses, rtol=1e-12)
+
+
+def cluster(n):
+    import distributed
+
+    return distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                                    dashboard_address=None, host="127.0.0.1",
+                                    scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
+
+
+@pytest.fixture
+def no_stealing():
+    with dask.config.set({"distributed.scheduler.work-stealing": False}):
+        yield
+
+
+# ------------------------------------------------------------------------ without a cluster
+def test_a_threshold_is_a_positive_fraction():
+    assert check_threshold(0.25) == 0.25
+    with pytest.raises(ConfigError, match="adapt_threshold"):
+        check_threshold(-1)
+
+
+def test_corrections_by_kernel_shape_win_over_the_phase():
+    c = simulated_cluster(cpus=2, gpus=0)
+    samples = [("grad", "sim-cpu-0", 1.0, 3.0, "grad:abc")] * 2 + \
+        [("update", "sim-cpu-0", 1.0, 1.0, "update:abc")] * 3
+    refined = refine(c, samples, weight=1.0, by_shape=True)
+    assert refined.correction("grad", "sim-cpu-0", "grad:abc") == pytest.approx(3.0)
+    assert refined.correction("grad", "sim-cpu-0") == 1.0  # the phase learned nothing
+    assert refined.correction("grad", "sim-cpu-1", "grad:abc") == 1.0
+    assert refine(c, samples, weight=1.0).correction("grad", "sim-cpu-0") == 1.0  # < 3 samples
+    assert refined.without(["sim-cpu-0"]).history == {}
+
+
+# ------------------------------------------------------------------------------ on clusters
+@pytest.mark.slow
+@pytest.mark.cluster
+def test_a_straggler_gets_smaller_shards_and_the_result_stays_serial(no_stealing, tmp_path,
+                                                                     caplog):
+    import distributed
+
+    with cluster(3) as lc, distributed.Client(lc) as client:
+        slow = list(live_workers(client))[-1]
+
+        def hook(report):
+            if report.step == 2:
+                slow_down(client, slow, 5.0)
+
+        with caplog.at_level(logging.INFO, logger="pnngraph"):
+            # S shards kept, on the live workers (j mod W), weighted by their speeds
+            result = fit(make_model(), make_data(), strategy=DataParallel(3), steps=12,
+                         chunk_steps=2, client=client, adapt=True, on_chunk=hook,
+                         checkpoint_dir=tmp_path, **RUN)
+        assert slowed_calls(client, slow) > 0  # the slow device's sleeps ran
+        last = result.shards[-1]["sizes"]
+        assert sum(last.values()) == 600 and set(last) == set(live_workers(client))
+        assert last[slow] < min(n for w, n in last.items() if w != slow)
+        assert any(slow in r.getMessage() and "re-sized" in r.getMessage()
+                   for r in caplog.records)
+        assert_serial(result, 12)
+        # the checkpoint holds the adapted strategy; a resumed adaptive run takes it
+        more = fit(make_model(), make_data(), strategy=DataParallel(3), steps=14,
+                   chunk_steps=2, client=client, adapt=True, checkpoint_dir=tmp_path,
+                   resume=True, **RUN)
+        slow_down(client, slow, 1.0)
+        assert_serial(more, 14)
+
+
+@pytest.mark.slow
+@pytest.mark.cluster
+def test_a_worker_that_joins_gets_work_from_a_later_chunk(no_stealing):
+    import distributed
+
+    with cluster(2) as lc, distributed.Client(lc) as client:
+        before = set(live_workers(client))
+
+        def hook(report):
+            if report.step == 2:
+                lc.scale(3)
+                client.wait_for_workers(3, timeout=60)
+
+        # S shards kept, on the live workers (j mod W), weighted by their speeds
+        result = fit(make_model(), make_data(), strategy=DataParallel(3), steps=10,
+                     chunk_steps=2, client=client, adapt=True, on_chunk=hook, **RUN)
+        joined = set(live_workers(client)) - before
+        assert len(joined) == 1
+        assert not joined & set(result.shards[0]["sizes"])
+        assert joined <= set(result.shards[-1]["sizes"])
+        assert_serial(result, 10)
+
+
+@pytest.mark.slow
+@pytest.mark.cluster
+def test_workers_that_leave_or_die_cost_no_restart(no_stealing):
+    import distributed
+
+    with cluster(3) as lc, distributed.Client(lc) as client:
+        workers = list(live_workers(client))
+        pids = client.run(os.getpid)
+        gone: list[str] = []
+
+        def hook(report):
+            if report.step == 2:  # one retired
+                client.retire_workers([workers[0]])
+                gone.append(workers[0])
+            if report.step == 6:  # one killed (its nanny starts another, at a new address)
+                os.kill(pids[workers[1]], signal.SIGKILL)
+                gone.append(workers[1])
+
+        result = fit(make_model(), make_data(), strategy=DataParallel("auto"), steps=12,
+                     chunk_steps=2, client=client, adapt=True, on_chunk=hook, **RUN)
+        assert len(gone) == 2
+        assert not set(gone) & set(result.shards[-1]["sizes"])
+        assert len(result.losses) == 12
+        assert_serial(result, 12)
