@@ -145,15 +145,29 @@ def size_shards(
     if not workers:
         raise ConfigError("devices", f"workers of kind {devices!r} in the cluster", "none")
     per_sample = {}  # the gradient kernel's measured seconds per sample, where it was measured
-    for a in workers:  # times what runs learned of that kernel there (1 until then)
-        line = cluster.kernels.get(f"{grad_sig}|{a}") if grad_sig else None
-        if line is not None and line[1] > 0:
-            per_sample[a] = line[1] * cluster.correction("grad", a, grad_sig)
+    for a in workers:
+        seconds = grad_seconds_per_sample(cluster, a, grad_sig, batch_size / len(workers))
+        if seconds is not None:
+            per_sample[a] = seconds
     shares = auto_shares(cluster, workers, flops_per_sample=flops_per_sample, batch=batch_size,
                          param_bytes=param_bytes, dtype=dtype,
                          seconds_per_sample=per_sample if len(per_sample) == len(workers)
                          else None)
     return DataParallel(list(shares.values())), tuple(shares)
+
+
+def grad_seconds_per_sample(cluster: ClusterModel | None, worker: str, grad_sig: str | None,
+                            rows: float) -> float | None:
+    """Seconds per sample of the gradient kernel ``grad_sig`` on ``worker`` for a shard of about
+    ``rows`` rows: its measured line read there, ``(a + b * rows) / rows`` (the whole call, not
+    the slope alone, which is the difference of two noisy sizes), times what runs learned of
+    that kernel there (:meth:`ClusterModel.correction`); ``None`` where it was not measured."""
+    line = cluster.kernels.get(f"{grad_sig}|{worker}") if cluster and grad_sig else None
+    rows = max(rows, 1.0)
+    if line is None or line[0] + line[1] * rows <= 0:
+        return None
+    assert cluster is not None and grad_sig is not None
+    return (line[0] + line[1] * rows) / rows * cluster.correction("grad", worker, grad_sig)
 
 
 def model_sizes(model: Any, spec: Any = None) -> dict[str, Any]:

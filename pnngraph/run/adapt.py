@@ -37,7 +37,7 @@ from typing import Any
 from pnngraph.compile.strategies import DataParallel, Strategy
 from pnngraph.exceptions import check_number
 from pnngraph.plan.cluster import ClusterModel
-from pnngraph.plan.placement import model_sizes
+from pnngraph.plan.placement import grad_seconds_per_sample, model_sizes
 from pnngraph.run import history
 
 log = logging.getLogger("pnngraph")
@@ -162,12 +162,9 @@ def reweigh(strategy: DataParallel, cluster: ClusterModel, model: Any, spec: Any
     rows = spec.batch_size / len(owners)  # about a shard's size: where the line is read
     speed = {}
     for a in set(owners):
-        line = cluster.kernels.get(f"{sig}|{a}")
-        if line is not None and line[0] + line[1] * rows > 0:  # the whole call, not the slope
-            per_sample = (line[0] + line[1] * rows) / rows  # alone: two noisy sizes' difference
-            speed[a] = 1.0 / (per_sample * cluster.correction("grad", a, sig))
-        else:
-            speed[a] = cluster.worker(a).flops_per_s(sizes["dtype"]) / sizes["flops_per_sample"]
+        per_sample = grad_seconds_per_sample(cluster, a, sig, rows)
+        speed[a] = 1.0 / per_sample if per_sample is not None else \
+            cluster.worker(a).flops_per_s(sizes["dtype"]) / sizes["flops_per_sample"]
     held = Counter(owners)
     return DataParallel([speed[a] / held[a] for a in owners]), owners
 
