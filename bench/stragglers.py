@@ -9,7 +9,8 @@ alternating in each round:
     adaptive    DataParallel("auto"), adapt=True: shards sized from the measured cluster model,
                 re-sized between chunks where a worker drifts from its prediction
     split s     (offline search) DataParallel with the slow worker's shard of s samples and the
-                rest shared by the other two, static; the grid's best is "best split"
+                rest shared by the other two, static (s = 0: DataParallel(2) on the other two,
+                the slow worker left out); the grid's best is "best split"
 
 Per-step time: the median over the chunks of a run's second half (each chunk's wall time since
 the chunk before ended, per step), then the median over rounds. A second scenario starts with no
@@ -163,18 +164,20 @@ def main() -> None:
         def split(s: int) -> Any:
             rest = B - s
             t0 = time.perf_counter()
+            weights = [rest - rest // 2, rest // 2] + ([s] if s else [])  # 0: left out
             out = fit(make_model(args.hidden), (X, y), scheduler="static", client=client,
-                      strategy=DataParallel([rest - rest // 2, rest // 2, s]), **kw)
+                      strategy=DataParallel(weights), **kw)
             note(f"split {s}", t0)
             return out
 
         # ---------------------------------------------- scenario 1: slow from the start
         slow_down(client, slow, args.factor)
         equal(), adaptive()  # warm-up: kernels profiled, code paths compiled
-        # the slow worker's share of the batch: down to 2 % (its own update and sums take
-        # a fixed time whatever its shard, so the best split may give it almost nothing)
+        # the slow worker's share of the batch: none (DataParallel on the two others) and
+        # from 2 % up (its own update and sums take a fixed time whatever its shard, so the
+        # best split may give it little or nothing)
         fractions = (0.02, 0.04, 0.06, 0.08, 0.11, 0.14, 0.18, 0.25)
-        grid = sorted({max(3, round(B * f)) for f in fractions})
+        grid = [0, *sorted({max(3, round(B * f)) for f in fractions})]
         times: dict[Any, list[float]] = {"equal": [], "adaptive": [], **{g: [] for g in grid}}
         sizes: list[dict[str, Any]] = []
         for _ in range(args.rounds):  # alternating: equal, adaptive, every split of the grid

@@ -34,13 +34,20 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import networkx as nx
-import numpy as np
 
 from pnngraph.compile.keys import Key
 from pnngraph.compile.strategies import DataParallel, Strategy
 from pnngraph.exceptions import ConfigError, UnknownNameError
 from pnngraph.plan.cluster import ClusterModel
-from pnngraph.plan.planner import DEVICES, Plan, auto_shares, make_plan, scheduler_name
+from pnngraph.plan.planner import (
+    DEVICES,
+    Plan,
+    auto_shares,
+    machine_for,
+    make_plan,
+    scheduler_name,
+    scheduling_graph,
+)
 from pnngraph.plan.static import static_placement
 
 DEFAULT_SCHEDULER = "heft"
@@ -129,14 +136,13 @@ def place(
 
 
 def size_shards(
-    strategy: Strategy, cluster: ClusterModel | None, *, flops_per_sample: float,
-    param_bytes: float, batch_size: int, dtype: str, devices: str = "any",
-    grad_sig: str | None = None,
+    strategy: Strategy, cluster: ClusterModel | None, model: Any, spec: Any, *,
+    devices: str = "any",
 ) -> tuple[Strategy, tuple[str, ...] | None]:
-    """``DataParallel("auto")`` -> one shard per usable worker, sized so that all gradients
-    reach the update together (speed and transfers priced, :func:`planner.auto_shares`; a
-    worker's speed is its measured gradient kernel's with the corrections runs learned), and
-    the worker of each shard. Any other strategy comes back as it is, with no shard workers."""
+    """``DataParallel("auto")`` -> one shard per worker worth one, sized so that every worker
+    ends its step at the same time (:func:`planner.auto_shares`, from the planner's price of a
+    shard's gradient and of an update on each worker: :func:`step_terms`), and the worker of
+    each shard. Any other strategy comes back as it is, with no shard workers."""
     if not strategy.auto:
         return strategy, None
     if cluster is None:
@@ -144,41 +150,34 @@ def size_shards(
     workers = cluster.usable(devices)
     if not workers:
         raise ConfigError("devices", f"workers of kind {devices!r} in the cluster", "none")
-    per_sample = {}  # the gradient kernel's measured seconds per sample, where it was measured
-    for a in workers:
-        seconds = grad_seconds_per_sample(cluster, a, grad_sig, batch_size / len(workers))
-        if seconds is not None:
-            per_sample[a] = seconds
-    shares = auto_shares(cluster, workers, flops_per_sample=flops_per_sample, batch=batch_size,
-                         param_bytes=param_bytes, dtype=dtype,
-                         seconds_per_sample=per_sample if len(per_sample) == len(workers)
-                         else None)
+    rows = max(1, round(spec.batch_size / len(workers)))
+    per_sample, fixed = step_terms(cluster, model, spec, workers, rows=rows,
+                                   parts=len(workers))
+    param_bytes = sum(int(a.nbytes) for layer in model.params for a in layer.values())
+    machine = machine_for(cluster, model.dtype)
+    exchange = cluster.hop_latency_seconds + max(
+        (machine.link(a, b).transfer_seconds(param_bytes) for a in workers for b in workers
+         if a != b), default=0.0)
+    shares = auto_shares(per_sample, fixed, batch=spec.batch_size, exchange=exchange)
     return DataParallel(list(shares.values())), tuple(shares)
 
 
-def grad_seconds_per_sample(cluster: ClusterModel | None, worker: str, grad_sig: str | None,
-                            rows: float) -> float | None:
-    """Seconds per sample of the gradient kernel ``grad_sig`` on ``worker`` for a shard of about
-    ``rows`` rows: its measured line read there, ``(a + b * rows) / rows`` (the whole call, not
-    the slope alone, which is the difference of two noisy sizes), times what runs learned of
-    that kernel there (:meth:`ClusterModel.correction`); ``None`` where it was not measured."""
-    line = cluster.kernels.get(f"{grad_sig}|{worker}") if cluster and grad_sig else None
-    rows = max(rows, 1.0)
-    if line is None or line[0] + line[1] * rows <= 0:
-        return None
-    assert cluster is not None and grad_sig is not None
-    return (line[0] + line[1] * rows) / rows * cluster.correction("grad", worker, grad_sig)
-
-
-def model_sizes(model: Any, spec: Any = None) -> dict[str, Any]:
-    """What :func:`size_shards` needs to know of a model: FLOPs per sample of a training step,
-    parameter bytes, dtype and (given the run's spec) the signature of its gradient kernel."""
+def step_terms(cluster: ClusterModel, model: Any, spec: Any, workers: Sequence[str], *,
+               rows: int, parts: int) -> tuple[dict[str, float], dict[str, float]]:
+    """A data-parallel step's time on each of ``workers`` as :func:`planner.auto_shares`
+    reads it: seconds per sample of a shard's gradient (the kernel's time for a shard of
+    ``rows`` samples, over ``rows``) and the seconds each step costs there whatever its
+    shard (an update summing ``parts`` gradients, and Dask's overhead of both tasks). Both
+    kernels are priced as the planner prices them (their measured line where the cluster
+    model has one, else the roofline, times what runs learned of that kernel there:
+    :func:`planner.scheduling_graph`)."""
     from pnngraph.compile.cost import stage_costs
 
-    itemsize = np.dtype(model.dtype).itemsize
-    out = {"flops_per_sample": 3.0 * sum(model.layer_flops()),
-           "param_bytes": float(model.n_params * itemsize), "dtype": model.dtype}
-    if spec is not None:
-        sig = stage_costs(model, [(0, len(model.layers))], spec.optimizer, spec.loss).sigs[0]
-        out["grad_sig"] = f"grad:{sig}"
-    return out
+    costs = stage_costs(model, [(0, len(model.layers))], spec.optimizer, spec.loss)
+    step = nx.DiGraph()
+    step.add_node("grad", kind="grad", **costs.grad(0, rows))
+    step.add_node("update", kind="update", **costs.update(0, parts))
+    priced = scheduling_graph(step, cluster, dtype=model.dtype).nodes
+    overhead = cluster.task_overhead_seconds
+    return ({a: (priced["grad"]["costs"][a] - overhead) / rows for a in workers},
+            {a: priced["update"]["costs"][a] + overhead for a in workers})

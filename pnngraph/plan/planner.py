@@ -358,51 +358,54 @@ def _tie(costed: nx.DiGraph, abstract: nx.DiGraph, homes: list[str], sized: bool
 
 
 def auto_shares(
-    cluster: ClusterModel,
-    workers: Sequence[str],
-    *,
-    flops_per_sample: float,
-    batch: int,
-    param_bytes: float,
-    dtype: str = "float64",
-    seconds_per_sample: Mapping[str, float] | None = None,
+    per_sample: Mapping[str, float], update: Mapping[str, float], *, batch: int,
+    exchange: float = 0.0,
 ) -> dict[str, float]:
-    """Samples per worker so that every shard's gradient reaches the update at the same time.
+    """Samples of ``batch`` per worker for ``DataParallel("auto")``: the workers, and their
+    shares, that end a step soonest (workers left out take no share).
 
-    A worker's speed is its GEMM speed over ``flops_per_sample``, or, where the cluster model
-    has measured the gradient kernel there, ``1 / seconds_per_sample[worker]``.
+    Each worker keeps its own copy of the state, so a step on worker ``i`` is its shard's
+    gradient, ``n_i p_i`` seconds (``per_sample[i]``), then, once every gradient reached it,
+    its own update, ``u_i`` seconds (``update[i]``: the sum of the gradients and the optimizer
+    step, whatever its shard). All ending together at ``T``: ``n_i = (T - u_i) / p_i``, and
+    ``sum n_i = batch`` gives ``T``. More than one worker costs ``exchange`` seconds more (a
+    gradient reaching the other workers: a transfer and a hop). The workers are taken fastest
+    first (an equal share's gradient and an update); of the first 1, 2, ... of them, the set
+    with the shortest ``T`` (plus the exchange) wins, where a worker whose share would be
+    under one sample is left out.
 
-    The update runs on the fastest worker; any other worker ``i`` first receives the parameters
-    and finally sends its gradient, ``c_i`` seconds of transfers and hops. With speeds ``s_i``
-    every worker finishes at ``T`` when it takes ``n_i = (T - c_i) s_i / f`` samples, and
-    ``sum n_i = batch`` gives ``T``. Workers whose share would be below one sample are left out.
-
-    >>> from pnngraph.plan.cluster import simulated_cluster
-    >>> c = simulated_cluster(cpus=2, gpus=1, gpu_speedup=10.0)
-    >>> shares = auto_shares(c, c.addresses, flops_per_sample=1e8, batch=1200, param_bytes=0)
-    >>> {a: round(n) for a, n in shares.items()}  # CPUs lose 2 hops (12 ms) of their share
-    {'sim-cpu-0': 95, 'sim-cpu-1': 95, 'sim-gpu-0': 1010}
-    >>> auto_shares(c, c.addresses, flops_per_sample=1e6, batch=1200, param_bytes=0)
-    {'sim-gpu-0': 1200.0}
+    >>> shares = auto_shares({"a": 1e-3, "b": 1e-3, "c": 3e-3},
+    ...                      {"a": 0.01, "b": 0.01, "c": 0.03}, batch=600, exchange=0.005)
+    >>> {w: round(n) for w, n in shares.items()}  # c: 3x slower at both, and 0.02 s lost
+    {'a': 260, 'b': 260, 'c': 80}
+    >>> shares = auto_shares({"a": 1e-5, "b": 1e-5}, {"a": 1e-3, "b": 1e-3}, batch=24,
+    ...                      exchange=0.006)  # a hop costs more than half the gradient saves
+    >>> {w: round(n) for w, n in shares.items()}
+    {'a': 24}
     """
-    measured = seconds_per_sample or {}
-    speed = {a: flops_per_sample / measured[a] if measured.get(a) else
-             cluster.worker(a).flops_per_s(dtype) for a in workers}
-    home = max(workers, key=lambda a: (speed[a], -list(workers).index(a)))
-    machine = machine_for(cluster, dtype)
-    comm = {
-        a: 0.0 if a == home else
-        machine.link(home, a).transfer_seconds(param_bytes)
-        + machine.link(a, home).transfer_seconds(param_bytes)
-        + 2 * cluster.hop_latency_seconds
-        for a in workers
-    }
-    active = list(workers)
+    workers = list(per_sample)
+    order = sorted(workers, key=lambda a: (batch / len(workers) * per_sample[a] + update[a],
+                                           workers.index(a)))
+    best: tuple[float, dict[str, float]] | None = None
+    for k in range(1, len(order) + 1):
+        T, shares = balanced_shares(per_sample, update, batch, order[:k])
+        total = T + (exchange if len(shares) > 1 else 0.0)
+        if best is None or total < best[0]:
+            best = (total, shares)
+    assert best is not None
+    return {a: best[1][a] for a in workers if a in best[1]}
+
+
+def balanced_shares(per_sample: Mapping[str, float], update: Mapping[str, float], batch: float,
+                    active: Sequence[str]) -> tuple[float, dict[str, float]]:
+    """``T`` and the shares of :func:`auto_shares` on the workers ``active``, less those whose
+    share would be under one sample."""
+    active = list(active)
     while True:
-        total_speed = sum(speed[a] for a in active)
-        T = (batch * flops_per_sample + sum(comm[a] * speed[a] for a in active)) / total_speed
-        shares = {a: (T - comm[a]) * speed[a] / flops_per_sample for a in active}
-        low = [a for a in active if shares[a] < 1.0 and a != home]
-        if not low:
-            return shares
+        rate = sum(1.0 / per_sample[a] for a in active)
+        T = (batch + sum(update[a] / per_sample[a] for a in active)) / rate
+        shares = {a: (T - update[a]) / per_sample[a] for a in active}
+        low = [a for a in active if shares[a] < 1.0]
+        if not low or len(low) == len(active):
+            return T, shares
         active = [a for a in active if a not in low]

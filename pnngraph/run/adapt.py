@@ -35,9 +35,10 @@ from dataclasses import replace
 from typing import Any
 
 from pnngraph.compile.strategies import DataParallel, Strategy
-from pnngraph.exceptions import check_number
+from pnngraph.exceptions import MemoryPlanError, check_number
 from pnngraph.plan.cluster import ClusterModel
-from pnngraph.plan.placement import grad_seconds_per_sample, model_sizes
+from pnngraph.plan.placement import step_terms
+from pnngraph.plan.planner import balanced_shares
 from pnngraph.run import history
 
 log = logging.getLogger("pnngraph")
@@ -112,8 +113,18 @@ class Adapter:
         if not why:
             return replace(run, cluster=cluster)
         fixed = refit(replace(run, cluster=cluster), self.asked)
-        before, after = shard_sizes(chunk.graph, run.spec.batch_size), _planned(fixed)
         what = f"chunk (steps {chunk.lo}-{chunk.hi}): " + "; ".join(why)
+        miss = _memory_miss(fixed)
+        if miss is not None:
+            if gone or joined:  # the old layout names workers that are gone or misses some
+                raise MemoryPlanError(miss.worker, miss.need_bytes, miss.has_bytes,
+                                      [repr(fixed.spec.strategy)])
+            what += f"; shards kept as they are (re-sized, they would not fit: " \
+                    f"{miss.describe()})"
+            log.info(what)
+            self.changes.append({"step": chunk.hi, "message": what})
+            return replace(run, cluster=cluster)
+        before, after = shard_sizes(chunk.graph, run.spec.batch_size), _planned(fixed)
         if after and sorted(after.values()) != sorted(before.values()):
             what += f"; shards re-sized {_sizes(before)} -> {_sizes(after)}"
         else:
@@ -123,50 +134,49 @@ class Adapter:
         return fixed
 
 
-def refit(run: Any, asked: Strategy) -> Any:
-    """``run`` fixed again for its (refined) cluster model: ``DataParallel("auto")`` as one
-    shard per worker its sizing finds worth one (``planner.auto_shares``: all of them, unless
-    transfers outweigh a worker's share) and ``DataParallel(S)`` as S shards, each
-    re-weighted by its worker's speed (:func:`reweigh`), any other strategy as it is (the
-    next chunk's plan re-places it).
+def _memory_miss(run: Any) -> Any:
+    """Where ``run``'s plan would not fit in the workers' memory (the worker that misses the
+    most: :func:`pnngraph.run.auto.memory_check`); ``None`` where it fits or no limit is
+    known."""
+    from pnngraph.run import auto
+    from pnngraph.run.pipeline import chunk_graph, initial_states
 
-    The weights follow the speeds alone: each worker keeps a copy of the state and every copy
-    receives every shard's gradient, so the transfers cost every worker alike (the first
-    chunk's ``auto_shares`` sizing, which prices a home worker's saved transfers, is only the
-    starting point)."""
+    if not auto.memory_limited(run):
+        return None
+    return auto.memory_check(run, chunk_graph, initial_states)
+
+
+def refit(run: Any, asked: Strategy) -> Any:
+    """``run`` fixed again for its (refined) cluster model: ``DataParallel("auto")`` sized
+    anew (:func:`pnngraph.run.pipeline.fix`: one shard per worker worth one), ``DataParallel(S)``
+    as S shards re-weighted to the workers (:func:`reweigh`), any other strategy as it is (the
+    next chunk's plan re-places it)."""
     from pnngraph.run.pipeline import _copies, fix
 
     if not isinstance(asked, DataParallel) or run.options.scheduler == "dask":
         return run
-    workers = None
-    if asked.auto:  # the workers worth a shard, as the first chunk's sizing chooses them
-        workers = fix(run, asked).shard_workers
-    shards = asked.shards if not asked.auto else len(workers or ())
-    strategy, owners = reweigh(DataParallel(shards), run.cluster, run.model, run.spec,
-                               run.options.devices, workers)
+    if asked.auto:
+        return fix(run, asked)
+    strategy, owners = reweigh(asked, run.cluster, run.model, run.spec, run.options.devices)
     return replace(run, spec=replace(run.spec, strategy=strategy), shard_workers=owners,
                    copies=_copies(strategy, run.options, run.cluster, run.client))
 
 
 def reweigh(strategy: DataParallel, cluster: ClusterModel, model: Any, spec: Any,
-            devices: str, workers: Sequence[str] | None = None
-            ) -> tuple[DataParallel, tuple[str, ...]]:
-    """``strategy``'s S shards on ``workers`` (default: every usable one; shard j on worker
-    j mod W), each weighted by its worker's speed (the gradient kernel's measured seconds for
-    a shard of about batch / S rows, per sample, with its learned correction; else the
-    worker's GEMM speed) over the shards that worker holds."""
-    workers = list(workers or cluster.usable(devices))
+            devices: str) -> tuple[DataParallel, tuple[str, ...]]:
+    """``strategy``'s S shards on the usable workers (shard j on worker j mod W), weighted so
+    that every worker ends its step at the same time, as ``DataParallel("auto")`` sizes them
+    (:func:`pnngraph.plan.planner.balanced_shares`: a shard's gradient and an update priced
+    on each worker), a worker's share split evenly between the shards it holds; every shard
+    keeps one sample at least."""
+    workers = cluster.usable(devices)
     owners = tuple(workers[j % len(workers)] for j in range(strategy.shards))
-    sizes = model_sizes(model, spec)
-    sig = sizes["grad_sig"]
-    rows = spec.batch_size / len(owners)  # about a shard's size: where the line is read
-    speed = {}
-    for a in set(owners):
-        per_sample = grad_seconds_per_sample(cluster, a, sig, rows)
-        speed[a] = 1.0 / per_sample if per_sample is not None else \
-            cluster.worker(a).flops_per_s(sizes["dtype"]) / sizes["flops_per_sample"]
     held = Counter(owners)
-    return DataParallel([speed[a] / held[a] for a in owners]), owners
+    rows = max(1, round(spec.batch_size / len(owners)))
+    per_sample, fixed = step_terms(cluster, model, spec, list(held), rows=rows,
+                                   parts=len(held))
+    _, shares = balanced_shares(per_sample, fixed, spec.batch_size, list(held))
+    return DataParallel([max(shares.get(a, 0.0) / held[a], 1.0) for a in owners]), owners
 
 
 def _sizes(sizes: Mapping[str, int]) -> str:

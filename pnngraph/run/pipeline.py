@@ -55,7 +55,6 @@ from pnngraph.plan.cluster import ClusterModel
 from pnngraph.plan.memory import LazyPeaks, usable_bytes
 from pnngraph.plan.placement import (
     PlacementOptions,
-    model_sizes,
     needs_cluster_model,
     place,
     size_shards,
@@ -235,12 +234,24 @@ def _check_targets(loss: Loss, output_shape: tuple[int, ...], y: np.ndarray, wha
 def fix(run: Run, strategy: Strategy) -> Run:
     """``run`` with ``strategy`` as its own: shards sized to the workers where asked
     (``DataParallel("auto")``), the state kept in one copy per worker the shards use."""
-    concrete, shard_workers = size_shards(
-        strategy, run.cluster, batch_size=run.spec.batch_size, devices=run.options.devices,
-        **model_sizes(run.model, run.spec),
-    )
+    if strategy.auto:
+        run = _profiled(run)
+    concrete, shard_workers = size_shards(strategy, run.cluster, run.model, run.spec,
+                                          devices=run.options.devices)
     return replace(run, spec=replace(run.spec, strategy=concrete), shard_workers=shard_workers,
                    copies=_copies(concrete, run.options, run.cluster, run.client))
+
+
+def _profiled(run: Run) -> Run:
+    """``run`` with the kernels of an equal data-parallel step measured on every worker
+    that lacks them, where it has a client to measure on (the shard sizing reads them)."""
+    if run.client is None or run.cluster is None or run.options.scheduler == "dask":
+        return run
+    equal = DataParallel(min(len(run.cluster.usable(run.options.devices)), run.spec.batch_size))
+    trial = replace(run, spec=replace(run.spec, strategy=equal), shard_workers=None,
+                    copies=_copies(equal, run.options, run.cluster, run.client))
+    graph = chunk_graph(trial, 0, 1, initial_states(run.model, trial.spec))
+    return replace(run, cluster=graph.cluster)
 
 
 def _copies(strategy: Strategy, options: PlacementOptions, cluster: ClusterModel | None,

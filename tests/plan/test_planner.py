@@ -9,7 +9,9 @@ from pnngraph import DataParallel, Hybrid, ModelAveraging, Pipeline
 from pnngraph.exceptions import ConfigError, UnknownNameError
 from pnngraph.nn.presets import mlp
 from pnngraph.plan.cluster import ClusterModel, WorkerModel, refine, simulated_cluster
+from pnngraph.plan.placement import step_terms
 from pnngraph.plan.planner import make_plan, scheduling_graph
+from pnngraph.run.pipeline import prepare_inputs
 from tests.graph.conftest import make_data, make_mlp
 
 KW = {"steps": 3, "batch_size": 20, "optimizer": "adam", "lr": 0.01}
@@ -101,16 +103,34 @@ def test_devices_restrict_the_plan():
     assert "sim-gpu-0" not in set(cpu_only.placement.values())
 
 
-def test_auto_shards_follow_worker_speed():
-    # free transfers and no Dask hop cost: shares follow speed alone
+def test_auto_shards_end_every_worker_s_step_together():
+    # free transfers, no Dask hop or task cost: a worker's step is its shard's gradient and
+    # its own copy's update (3 gradients summed), and every worker ends it at the same time
     cluster = simulated_cluster(cpus=2, gpus=1, gpu_speedup=10.0, hop_latency_seconds=0.0,
-                                network_gb_per_s=1e9, pcie_gb_per_s=1e9)
-    graph = graph_of(DataParallel("auto"), cluster=cluster, batch_size=24)
+                                task_overhead_seconds=0.0, network_gb_per_s=1e9,
+                                pcie_gb_per_s=1e9)
+    kw = {**KW, "batch_size": 2400}
+    data = make_data("mlp", n=2400)
+    graph = pnngraph.build(make_mlp(), data, strategy=DataParallel("auto"), cluster=cluster,
+                           **kw)
     sizes = {}
     for key, node in graph.to_networkx().nodes(data=True):
         if node["kind"] == "grad" and node["step"] == 0:
             sizes[graph.plan.placement[key]] = len(node["args"][4])
-    assert sizes == {"sim-cpu-0": 2, "sim-cpu-1": 2, "sim-gpu-0": 20}
+    assert sum(sizes.values()) == 2400 and set(sizes) == set(cluster.addresses)
+    spec = prepare_inputs(make_mlp(), data, **kw).spec
+    per_sample, fixed = step_terms(cluster, make_mlp(), spec, cluster.addresses, rows=800,
+                                   parts=3)
+    ends = [per_sample[a] * n + fixed[a] for a, n in sizes.items()]
+    assert max(ends) - min(ends) <= max(per_sample.values())  # one sample of the slowest
+    # the GPU is 10x faster at gradients, and a CPU's update also costs it samples
+    assert sizes["sim-gpu-0"] > 10 * sizes["sim-cpu-0"]
+    equal = pnngraph.build(make_mlp(), data, strategy=DataParallel(3), cluster=cluster, **kw)
+    assert graph.plan.makespan < equal.plan.makespan
+    # a tiny batch: every worker's update costs more than its share of the gradients saves,
+    # so the sizing keeps one worker, the fastest
+    tiny = graph_of(DataParallel("auto"), cluster=cluster, batch_size=24)
+    assert tiny.strategy.shards == 1 and set(tiny.plan.placement.values()) == {"sim-gpu-0"}
     # with Dask's 6 ms per hop, a shard of this tiny model is not worth sending anywhere
     slow_hops = graph_of(DataParallel("auto"), cluster=simulated_cluster(cpus=2, gpus=1),
                          batch_size=24)
