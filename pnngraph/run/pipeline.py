@@ -250,6 +250,9 @@ def _profiled(run: Run) -> Run:
     equal = DataParallel(min(len(run.cluster.usable(run.options.devices)), run.spec.batch_size))
     trial = replace(run, spec=replace(run.spec, strategy=equal), shard_workers=None,
                     copies=_copies(equal, run.options, run.cluster, run.client))
+    if auto.memory_limited(trial) and \
+            auto.memory_check(trial, chunk_graph, initial_states) is not None:
+        return run  # a kernel too large for a worker would not survive its profile
     graph = chunk_graph(trial, 0, 1, initial_states(run.model, trial.spec))
     return replace(run, cluster=graph.cluster)
 
