@@ -68,7 +68,6 @@ def choose(run: Any, fix: Callable[..., Any], plan_chunk: Callable[..., Any],
     step_flops = 3.0 * sum(model.layer_flops()) * spec.batch_size
     candidates = spec.strategy.candidates(workers, len(model.layers),
                                           step_flops >= LARGE_STEP_FLOPS)
-    limited = memory_limited(run)
     scored: list[tuple[float, str, Any]] = []
     dropped: list[tuple[str, float]] = []
     misses: list[Shortfall] = []
@@ -81,7 +80,7 @@ def choose(run: Any, fix: Callable[..., Any], plan_chunk: Callable[..., Any],
             name = repr(trial.spec.strategy)
             if candidate.auto:
                 name += " (shards sized to the workers)"
-            miss = memory_check(trial, plan_chunk, initial_states) if limited else None
+            miss = memory_check(trial, plan_chunk, initial_states)
             if miss is not None:
                 misses.append(miss)
                 dropped.append((f"{name} (does not fit in memory: {miss.describe()})", math.inf))
@@ -117,17 +116,14 @@ def choose(run: Any, fix: Callable[..., Any], plan_chunk: Callable[..., Any],
     return replace(best_run, cluster=cluster, alternatives=alternatives)
 
 
-def memory_limited(run: Any) -> bool:
-    """Whether ``run``'s cluster model knows what some worker may use."""
-    return run.cluster is not None and bool(usable_bytes(run.cluster))
-
-
 def memory_check(run: Any, plan_chunk: Callable[..., Any],
                  initial_states: Callable[..., Any]) -> Shortfall | None:
-    """The worker of ``run``'s plan that misses the most memory (``None``: the plan fits):
-    :data:`MEMORY_HORIZON` steps planned without the client, so no kernel is profiled (a
-    kernel too large for a worker would not survive its profile) and the times are the
-    cluster model's as they are."""
+    """The worker of ``run``'s plan that misses the most memory (``None``: the plan fits, or
+    the cluster model knows no worker's limit): :data:`MEMORY_HORIZON` steps planned without
+    the client, so no kernel is profiled (a kernel too large for a worker would not survive
+    its profile) and the times are the cluster model's as they are."""
+    if run.cluster is None or not usable_bytes(run.cluster):
+        return None
     steps = min(run.spec.steps, MEMORY_HORIZON)
     graph = plan_chunk(replace(run, client=None), 0, steps, initial_states(run.model, run.spec))
     plan = graph.plan
@@ -141,8 +137,6 @@ def fit_in_memory(run: Any, fix: Callable[..., Any], plan_chunk: Callable[..., A
     micro-batches, stages or shards: the same large-batch SGD, so the result equals the serial
     trainer's all the same), else :class:`~pnngraph.exceptions.MemoryPlanError` naming the
     worker that misses the most in the plan that missed the least."""
-    if not memory_limited(run):
-        return run
     best = memory_check(run, plan_chunk, initial_states)
     if best is None:
         return run

@@ -42,6 +42,7 @@ import numpy as np
 from dask.base import tokenize
 from dask.task_spec import TaskRef
 
+from pnngraph.compile.cost import stage_costs
 from pnngraph.compile.graph import Blocks, Copies, Source, compile_training
 from pnngraph.compile.kernels import StageState
 from pnngraph.compile.spec import TrainingSpec, prepare
@@ -247,11 +248,16 @@ def _profiled(run: Run) -> Run:
     that lacks them, where it has a client to measure on (the shard sizing reads them)."""
     if run.client is None or run.cluster is None or run.options.scheduler == "dask":
         return run
-    equal = DataParallel(min(len(run.cluster.usable(run.options.devices)), run.spec.batch_size))
+    workers = run.cluster.usable(run.options.devices)
+    sig = stage_costs(run.model, [(0, len(run.model.layers))], run.spec.optimizer,
+                      run.spec.loss).sigs[0]
+    if all(f"{kernel}:{sig}|{a}" in run.cluster.kernels for kernel in ("grad", "update")
+           for a in workers):
+        return run  # measured already (an earlier chunk of an adaptive run, say)
+    equal = DataParallel(min(len(workers), run.spec.batch_size))
     trial = replace(run, spec=replace(run.spec, strategy=equal), shard_workers=None,
                     copies=_copies(equal, run.options, run.cluster, run.client))
-    if auto.memory_limited(trial) and \
-            auto.memory_check(trial, chunk_graph, initial_states) is not None:
+    if auto.memory_check(trial, chunk_graph, initial_states) is not None:
         return run  # a kernel too large for a worker would not survive its profile
     graph = chunk_graph(trial, 0, 1, initial_states(run.model, trial.spec))
     return replace(run, cluster=graph.cluster)

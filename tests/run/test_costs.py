@@ -3,6 +3,8 @@ strategy="auto", copies of a data-parallel state, hops learned from a run."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 import pnngraph
@@ -132,6 +134,39 @@ def test_profiles_are_measured_once_and_copies_have_homes(client, tmp_path, monk
     result = client.compute(graph).result()
     reference = pnngraph.train_serial(make_mlp(), X, y, steps=3, **KW)
     assert max_rel_diff(result.params, reference.params) <= 1e-12
+
+
+@pytest.mark.cluster
+def test_the_first_auto_sizing_reads_kernels_measured_on_the_workers(client, tmp_path,
+                                                                     monkeypatch):
+    """A fresh cache: the shards of DataParallel("auto") are sized after the gradient and
+    update kernels were measured on every worker (an equal split profiled first), so the
+    sizes are those the measured cluster model gives, not the roofline's."""
+    import numpy as np
+
+    from pnngraph.compile.spec import prepare
+    from pnngraph.nn import Dense, ReLU, Sequential
+    from pnngraph.plan.placement import size_shards
+
+    def model():
+        return Sequential([Dense(32, 512), ReLU(), Dense(512, 512), ReLU(), Dense(512, 4)],
+                          input_shape=(32,), seed=0)
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    X = np.random.default_rng(0).standard_normal((600, 32))
+    y = (X[:, 0] > 0).astype(int)
+    kw = {"batch_size": 600, "steps": 2, "lr": 0.05}
+    graph = build(model(), (X, y), strategy=DataParallel("auto"), client=client, **kw)
+    measured = graph.cluster
+    for kernel in ("grad", "update"):
+        for w in measured.addresses:
+            assert any(k.startswith(kernel + ":") and k.endswith("|" + w)
+                       for k in measured.kernels), (kernel, w)
+    spec, _, _ = prepare(model(), X, y, strategy=DataParallel("auto"), **kw)
+    sized, _ = size_shards(DataParallel("auto"), measured, model(), spec)
+    unmeasured = replace(measured, kernels={})  # the same cluster, no kernel times
+    roofline, _ = size_shards(DataParallel("auto"), unmeasured, model(), spec)
+    assert graph.strategy == sized != roofline
 
 
 @pytest.mark.cluster
