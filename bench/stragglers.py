@@ -182,7 +182,9 @@ def main() -> None:
         sizes: list[dict[str, Any]] = []
         for _ in range(args.rounds):  # alternating: equal, adaptive, every split of the grid
             times["equal"].append(per_step(equal(), args.chunk))
+            del changes.lines[:]
             result = adaptive()
+            first_log = list(changes.lines)
             times["adaptive"].append(per_step(result, args.chunk))
             sizes = result.shards
             for g in grid:
@@ -203,6 +205,9 @@ def main() -> None:
             print(f"| split {s}{mark} | {s} | {searched[s]:.3f} | {eq / searched[s]:.2f} |")
         print(f"\nequal / adaptive: {eq / ad:.2f}x; adaptive / best split: "
               f"{ad / searched[best]:.2f}")
+        print("\nadaptive run's log (last round):")
+        for line in first_log:
+            print("  " + line)
         print("\nadaptive run, samples per worker per chunk:")
         print(chunk_table(sizes, workers, slow))
 

@@ -59,7 +59,8 @@ RESUMED_UNLESS_GIVEN = ("epochs", "scheduler")
               help="Re-plan every chunk from the live cluster: workers that join or leave, "
                    "shards re-sized for a worker that drifts from its predicted speed.")
 @click.option("--adapt-threshold", default=0.25, show_default=True, type=float,
-              help="With --adapt: how far (a fraction) a worker may drift before a re-size.")
+              help="With --adapt: how far (a fraction) a worker may drift before a re-size, "
+                   "and what of a step a re-size must be predicted to save where none drifted.")
 @cluster_options
 @fail_cleanly
 def train(**opts: Any) -> None:

@@ -153,13 +153,37 @@ def size_shards(
     rows = max(1, round(spec.batch_size / len(workers)))
     per_sample, fixed = step_terms(cluster, model, spec, workers, rows=rows,
                                    parts=len(workers))
+    shares = auto_shares(per_sample, fixed, batch=spec.batch_size,
+                         exchange=exchange_seconds(cluster, model, workers))
+    return DataParallel(list(shares.values())), tuple(shares)
+
+
+def exchange_seconds(cluster: ClusterModel, model: Any, workers: Sequence[str]) -> float:
+    """What more than one worker adds to a data-parallel step: a gradient (the size of the
+    parameters) reaching the other workers over the slowest link between two of ``workers``,
+    and a hop."""
     param_bytes = sum(int(a.nbytes) for layer in model.params for a in layer.values())
     machine = machine_for(cluster, model.dtype)
-    exchange = cluster.hop_latency_seconds + max(
+    return cluster.hop_latency_seconds + max(
         (machine.link(a, b).transfer_seconds(param_bytes) for a in workers for b in workers
          if a != b), default=0.0)
-    shares = auto_shares(per_sample, fixed, batch=spec.batch_size, exchange=exchange)
-    return DataParallel(list(shares.values())), tuple(shares)
+
+
+def predicted_step(cluster: ClusterModel, model: Any, spec: Any,
+                   sizes: Mapping[str, float]) -> float:
+    """Seconds of a data-parallel step whose shards hold ``sizes`` (worker -> samples of the
+    batch, each worker with its own copy of the state), priced as :func:`size_shards` prices
+    one: the longest of every worker's gradient (at its own rows) and update, plus the
+    exchange where there is more than one worker."""
+    workers = [a for a, n in sizes.items() if n > 0]
+    ends = []
+    for a in workers:
+        rows = max(1, round(sizes[a]))
+        per_sample, fixed = step_terms(cluster, model, spec, [a], rows=rows,
+                                       parts=len(workers))
+        ends.append(per_sample[a] * rows + fixed[a])
+    extra = exchange_seconds(cluster, model, workers) if len(workers) > 1 else 0.0
+    return max(ends, default=0.0) + extra
 
 
 def step_terms(cluster: ClusterModel, model: Any, spec: Any, workers: Sequence[str], *,

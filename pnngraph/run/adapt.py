@@ -1,7 +1,7 @@
 """Adaptive runs: ``fit(..., adapt=True)`` re-plans between chunks from the live cluster.
 
-After each chunk, :meth:`Adapter.after` looks at two things and returns the run the next chunk
-is built from::
+After each chunk, :meth:`Adapter.after` looks at three things and returns the run the next
+chunk is built from::
 
     membership   the workers running now (live_workers) against the run's cluster model: a
                  worker that left is dropped from the model, one that joined is added
@@ -11,8 +11,13 @@ is built from::
                  everyone is no straggler); the model learns every chunk, per kernel signature
                  and worker (the node's shape, history.learn(by_shape=True)), and a worker off
                  by more than ``threshold`` (0.25: 25 %) re-plans the run
+    gain         no drift, but the refined model prices a data-parallel step with the shards
+                 re-sized shorter than with the shards as they are (placement.predicted_step)
+                 by more than ``threshold`` of a step: the shards are re-sized (what the run
+                 learned changed the best split while every worker kept to its prediction: a
+                 worker with a few samples whose own update is slow, say)
 
-When either changed something, the strategy is fixed again from the refined model
+When any of them changed something, the strategy is fixed again from the refined model
 (:func:`refit`): one shard per worker for ``DataParallel("auto")``, ``S`` shards for a given
 ``DataParallel(S)`` (shard j on live worker j mod W), each weighted by its worker's speed over
 the shards that worker holds; the other strategies keep their layout and are re-placed (stages
@@ -37,7 +42,7 @@ from typing import Any
 from pnngraph.compile.strategies import DataParallel, Strategy
 from pnngraph.exceptions import MemoryPlanError, check_number
 from pnngraph.plan.cluster import ClusterModel
-from pnngraph.plan.placement import step_terms
+from pnngraph.plan.placement import predicted_step, step_terms
 from pnngraph.plan.planner import balanced_shares
 from pnngraph.run import history
 
@@ -110,10 +115,21 @@ class Adapter:
                                     weight=0.5, by_shape=True)
         why += [f"worker {w} took {r:.2f}x its prediction (relative to the others)"
                 for w, r in off.items()]
+        learned = replace(run, cluster=cluster)
+        fixed = refit(learned, self.asked)
+        what = f"chunk (steps {chunk.lo}-{chunk.hi}): "
         if not why:
-            return replace(run, cluster=cluster)
-        fixed = refit(replace(run, cluster=cluster), self.asked)
-        what = f"chunk (steps {chunk.lo}-{chunk.hi}): " + "; ".join(why)
+            gain = _gain(learned, fixed, chunk, self.threshold)
+            if gain is None or _memory_miss(fixed) is not None:
+                return learned  # nothing changes
+            (now, before), (then, after) = gain
+            what += f"the refined model predicts {now:.3f} s per step for shards " \
+                    f"{_sizes(before)}, {then:.3f} s re-sized; shards re-sized " \
+                    f"{_sizes(before)} -> {_sizes(after)}"
+            log.info(what)
+            self.changes.append({"step": chunk.hi, "message": what})
+            return fixed
+        what += "; ".join(why)
         miss = _memory_miss(fixed)
         if miss is not None:
             if gone or joined:  # the old layout names workers that are gone or misses some
@@ -123,7 +139,7 @@ class Adapter:
                     f"{miss.describe()})"
             log.info(what)
             self.changes.append({"step": chunk.hi, "message": what})
-            return replace(run, cluster=cluster)
+            return learned
         before, after = shard_sizes(chunk.graph, run.spec.batch_size), _planned(fixed)
         if after and sorted(after.values()) != sorted(before.values()):
             what += f"; shards re-sized {_sizes(before)} -> {_sizes(after)}"
@@ -134,6 +150,25 @@ class Adapter:
         return fixed
 
 
+def _gain(run: Any, fixed: Any, chunk: Any, threshold: float) -> Any:
+    """``((now, sizes now), (then, sizes then))``, the predicted seconds per step of ``run``'s
+    data-parallel shards as they are and as ``fixed`` re-sized them (both on the refined model
+    of ``run``: :func:`pnngraph.plan.placement.predicted_step`), where the re-size saves more
+    than ``threshold`` of a step; else ``None``."""
+    if fixed is run:
+        return None
+    before = _planned(run) or shard_sizes(chunk.graph, run.spec.batch_size)
+    after = _planned(fixed)
+    if not before or not after or "?" in before or sorted(before.items()) == \
+            sorted(after.items()):
+        return None
+    now = predicted_step(run.cluster, run.model, run.spec, before)
+    then = predicted_step(run.cluster, run.model, run.spec, after)
+    if then >= (1.0 - threshold) * now:
+        return None
+    return (now, before), (then, after)
+
+
 def _memory_miss(run: Any) -> Any:
     """Where ``run``'s plan would not fit in the workers' memory (the worker that misses the
     most: :func:`pnngraph.run.auto.memory_check`); ``None`` where it fits or no limit is
@@ -141,8 +176,6 @@ def _memory_miss(run: Any) -> Any:
     from pnngraph.run import auto
     from pnngraph.run.pipeline import chunk_graph, initial_states
 
-    if not auto.memory_limited(run):
-        return None
     return auto.memory_check(run, chunk_graph, initial_states)
 
 

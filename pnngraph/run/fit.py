@@ -179,8 +179,10 @@ def fit(
     model learns each chunk's task times per kernel and worker, and a worker more than
     ``adapt_threshold`` (a fraction, 0.25) off its prediction re-sizes the shards of a
     data-parallel run (``DataParallel("auto")``: one per worker; ``DataParallel(S)``: S shards
-    re-weighted) and re-places every strategy's tasks. Each change is a line on the
-    ``pnngraph`` logger. ``TrainingResult.shards`` holds every chunk's samples per worker.
+    re-weighted) and re-places every strategy's tasks; so does a re-size of the shards that
+    the refined model predicts to save more than ``adapt_threshold`` of a step, where no
+    worker drifted. Each change is a line on the ``pnngraph`` logger.
+    ``TrainingResult.shards`` holds every chunk's samples per worker.
     """
     options = PlacementOptions(scheduler, devices)
     inputs = prepare_inputs(

@@ -80,6 +80,43 @@ def test_corrections_by_kernel_shape_win_over_the_phase():
     assert refined.without(["sim-cpu-0"]).history == {}
 
 
+def test_a_re_size_the_refined_model_prices_shorter_is_made_without_a_drift():
+    """No worker drifted, but what the run learned says the shards as they are (a few samples
+    on a worker whose own update is slow) make a step far longer than a re-size would: the
+    re-size is made; one that would save less than the threshold of a step is not."""
+    from pnngraph.compile.cost import stage_costs
+    from pnngraph.compile.spec import prepare
+    from pnngraph.plan.placement import PlacementOptions, exchange_seconds, predicted_step
+    from pnngraph.run.adapt import DEFAULT_THRESHOLD, _gain, refit
+    from pnngraph.run.pipeline import Run
+
+    model, (X, y) = make_model(), make_data()
+    spec, _, _ = prepare(model, X, y, batch_size=600, steps=4, strategy=DataParallel("auto"))
+    sig = stage_costs(model, [(0, len(model.layers))], spec.optimizer, spec.loss).sigs[0]
+    c = simulated_cluster(cpus=3, gpus=0)
+    a, b, slow = c.addresses
+    lines = {}  # seconds = calls * first + rows * second
+    for w, grad, update in ((a, 1e-4, 0.01), (b, 1e-4, 0.01), (slow, 3e-4, 0.2)):
+        lines[f"grad:{sig}|{w}"], lines[f"update:{sig}|{w}"] = (0.002, grad), (update, 0.0)
+    c = c.with_kernels(lines)
+    run = Run(model, replace(spec, strategy=DataParallel([298, 298, 4])), (None, None),
+              PlacementOptions(), cluster=c, shard_workers=(a, b, slow))
+    as_they_are = predicted_step(c, model, spec, {a: 298, b: 298, slow: 4})
+    overhead = c.task_overhead_seconds  # a task's, twice a step: the gradient and the update
+    assert as_they_are == pytest.approx(0.002 + 4 * 3e-4 + 0.2 + 2 * overhead +
+                                        exchange_seconds(c, model, [a, b, slow]))
+    fixed = refit(run, DataParallel("auto"))
+    gain = _gain(run, fixed, None, DEFAULT_THRESHOLD)
+    assert gain is not None
+    (now, before), (then, after) = gain
+    assert now == pytest.approx(as_they_are) and before == {a: 298, b: 298, slow: 4}
+    assert set(after) == {a, b} and then < (1 - DEFAULT_THRESHOLD) * now  # the slow one left out
+    assert _gain(fixed, refit(fixed, DataParallel("auto")), None, 0.01) is None  # no churn
+    close = replace(run, spec=replace(spec, strategy=DataParallel([299, 301])),
+                    shard_workers=(a, b))
+    assert _gain(close, fixed, None, DEFAULT_THRESHOLD) is None  # too little saved
+
+
 # ------------------------------------------------------------------------------ on clusters
 @pytest.mark.slow
 @pytest.mark.cluster
