@@ -59,7 +59,7 @@ def check_threshold(value: Any) -> float:
 
 def shard_sizes(graph: Any, batch: int) -> dict[str, int]:
     """Worker -> samples of a full batch its shards hold in ``graph`` (its first step's
-    gradient tasks; ``"?"`` for a shard the plan left to Dask)."""
+    gradient tasks, or its fused steps; ``"?"`` for a shard the plan left to Dask)."""
     strategy = graph.strategy
     if not isinstance(strategy, DataParallel) or strategy.auto:
         return {}
@@ -67,7 +67,7 @@ def shard_sizes(graph: Any, batch: int) -> dict[str, int]:
     where: dict[int, str] = {}
     workers = graph.placement_value.workers
     for key, node in graph.abstract.nodes(data=True):
-        if node.get("kind") in ("grad", "train_steps"):  # one shard's steps may be fused
+        if node.get("kind") in ("grad", "steps"):  # one shard's steps may be fused
             where.setdefault(int(node.get("shard") or 0), workers.get(key, "?"))
     out: dict[str, int] = {}
     for j, n in enumerate(sizes):

@@ -80,6 +80,23 @@ def test_corrections_by_kernel_shape_win_over_the_phase():
     assert refined.without(["sim-cpu-0"]).history == {}
 
 
+def test_shard_sizes_name_the_worker_of_fused_steps():
+    """A tiny model's one shard runs its steps fused (one task of kind "steps"): its samples
+    are recorded under the worker the plan pinned it to; unpinned (no plan), under "?"."""
+    from pnngraph import build
+    from pnngraph.run.adapt import shard_sizes
+
+    tiny = Sequential([Dense(4, 2)], input_shape=(4,), seed=0)
+    X = np.random.default_rng(0).standard_normal((64, 4))
+    y = (X[:, 0] > 0).astype(int)
+    kw = {"strategy": DataParallel(1), "steps": 6, "batch_size": 16}
+    planned = build(tiny, (X, y), cluster=simulated_cluster(cpus=2, gpus=0), **kw)
+    assert {n.get("kind") for _, n in planned.abstract.nodes(data=True)} >= {"steps"}
+    (worker,) = shard_sizes(planned, 16)
+    assert worker in planned.cluster.addresses and shard_sizes(planned, 16)[worker] == 16
+    assert shard_sizes(build(tiny, (X, y), **kw), 16) == {"?": 16}
+
+
 def test_a_re_size_the_refined_model_prices_shorter_is_made_without_a_drift():
     """No worker drifted, but what the run learned says the shards as they are (a few samples
     on a worker whose own update is slow) make a step far longer than a re-size would: the
