@@ -362,6 +362,8 @@ def _no_cluster(opts):
     (["--strategy", "pipeline", "--microbatches", "64"],
      "--microbatches: expected at most the smallest shard's 30 samples, got 64"),
     (["--emulate-gpu"], "--emulate-gpu: expected --gpu-workers N (the GPU workers to emulate)"),
+    (["--adapt-threshold", "0"],
+     "--adapt-threshold: expected a fraction > 0 (0.25: 25 % off), got 0"),
     (["--strategy", "serial", "--resume"], "--resume: expected a run on a cluster"),
     (["--lr-schedule", "step:two"],
      "--lr-schedule: expected constant, cosine or step:EPOCHS[:GAMMA] with EPOCHS a positive "

@@ -38,6 +38,7 @@ FLAGS = {  # library arguments -> the flags that set them, for errors a user can
     "microbatches": "--microbatches",
     "batch_size": "--batch-size",
     "data": "--data",
+    "adapt_threshold": "--adapt-threshold",
 }
 TINY_STEP_FLOPS = 1e8  # below this a step is ~10 ms: one fused shard beats any split
 

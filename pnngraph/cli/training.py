@@ -159,11 +159,15 @@ def _resumed_options(opts: dict[str, Any], run_dir: Path) -> None:
 
 def _check_run(opts: dict[str, Any], model: Any, train_set: Any, optimizer: Any,
                run_dir: Path, per_epoch: int) -> int:
-    """What can be refused without a cluster: a run directory in use, a strategy the model or
-    the batches cannot be split for, a checkpoint of another run (or of other data). Returns
+    """What can be refused without a cluster: a drift threshold not above 0, a run directory
+    in use, a strategy the model or the batches cannot be split for, a checkpoint of another
+    run (or of other data). Returns
     the step a resumed run continues from (0 for a new run)."""
+    from pnngraph.run.adapt import check_threshold
     from pnngraph.run.checkpoint import CheckpointPolicy, data_fingerprint, newest_usable
 
+    with flags():
+        check_threshold(opts["adapt_threshold"])
     checkpoints = run_dir / "checkpoints"
     used = (run_dir / "run.json").exists() or (checkpoints.is_dir()
                                                and any(checkpoints.iterdir()))
