@@ -203,10 +203,11 @@ def test_a_re_size_that_would_not_fit_in_memory_is_not_made(no_stealing, caplog)
         slow_down(client, slow, 1.0)
     kept = [r.getMessage() for r in caplog.records if "would not fit" in r.getMessage()]
     assert any(slow in line and "shards kept as they are" in line for line in kept)
-    # re-sized to its speed, the slowed worker would hold a few dozen samples; the plans that
-    # fit leave it about a third (a small re-size that fits may come from the first chunk)
+    # re-sized to its speed (a fifth of the others'), the slowed worker would hold far fewer; the
+    # plans that fit leave it more than 200 (the fast workers' shards fit up to about 470
+    # samples: a small re-size that fits, from the first chunks, may leave it 260-300)
     assert sorted(result.shards[0]["sizes"].values()) == [400, 400, 400]
-    assert min(chunk["sizes"][slow] for chunk in result.shards) > 300
+    assert min(chunk["sizes"][slow] for chunk in result.shards) > 200
     ref = train_serial(wide(), X, y, steps=10, batch_size=1200, lr=0.05)
     for a, b in zip(result.params, ref.params, strict=True):
         for k in a:
