@@ -60,18 +60,33 @@ def profile(client: Any, cluster: ClusterModel, abstract: nx.DiGraph,
             model: Sequential) -> ClusterModel:
     """``cluster`` with the kernel times of ``abstract`` (an abstract training graph of
     ``model``) measured on every worker that lacks them (each kernel a worker lacks is measured
-    on every worker lacking one, the others keep theirs)."""
+    on every worker lacking one, the others keep theirs).
+
+    A worker of ``cluster`` that is gone (it left or died since the model was made, or while
+    it measured) is measured nothing: the planner prices its nodes by the roofline, and an
+    adaptive run drops it from the model after the chunk (:mod:`pnngraph.run.adapt`)."""
+    from pnngraph.run.session import live_workers
+
     todo = wanted(abstract, cluster)
     if not todo:
         return cluster
     specs = _stage_specs(abstract)
     jobs = {sig: (specs[entry["stage"]], entry) for sig, entry in todo.items()}
     backends = {w.address: w.backend for w in cluster.workers}
+    live = live_workers(client)
     lacking = [a for a in cluster.addresses  # a worker that joined a run, say: only it
-               if any(f"{sig}|{a}" not in cluster.kernels for sig in todo)]
-    results = client.run(_measure, model.config(), jobs, backends, workers=lacking)
-    lines = {f"{sig}|{address}": ab for address, found in results.items()
-             for sig, ab in found.items()}
+               if a in live and any(f"{sig}|{a}" not in cluster.kernels for sig in todo)]
+    if not lacking:
+        return cluster
+    results = client.run(_measure, model.config(), jobs, backends, workers=lacking,
+                         on_error="return")
+    lines = {}
+    for address, found in results.items():
+        if isinstance(found, OSError):  # the connection to a worker that died while measured
+            continue
+        if isinstance(found, BaseException):
+            raise found
+        lines.update({f"{sig}|{address}": ab for sig, ab in found.items()})
     return cluster.with_kernels(lines)
 
 

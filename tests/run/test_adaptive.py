@@ -237,6 +237,33 @@ def test_a_worker_that_joins_gets_work_from_a_later_chunk(no_stealing):
         assert_serial(result, 10)
 
 
+@pytest.mark.slow  # up to Dask's 30 s connect timeout where the dead worker is still listed
+@pytest.mark.cluster
+def test_kernels_are_measured_on_the_workers_alive_only():
+    """The cluster model still names a worker just killed (a run's next chunk is planned
+    before the membership is looked at again): its kernels are not measured and nothing
+    fails; the live worker's are measured. Whether the scheduler has noticed the death yet or
+    not, both ways end alike."""
+    import distributed
+
+    from pnngraph import build
+    from pnngraph.run.calibrate import calibrate
+    from pnngraph.run.profile import profile, wanted
+
+    with cluster(2) as lc, distributed.Client(lc) as client:
+        measured = calibrate(client)
+        graph = build(make_model(), make_data(), strategy=DataParallel(2), steps=2,
+                      cluster=measured, batch_size=600, lr=0.05)
+        todo = wanted(graph.to_networkx(), measured)
+        assert todo
+        dead, alive = measured.addresses
+        os.kill(client.run(os.getpid)[dead], signal.SIGKILL)
+        profiled = profile(client, measured, graph.to_networkx(), make_model())
+    for sig in todo:
+        assert f"{sig}|{alive}" in profiled.kernels
+        assert f"{sig}|{dead}" not in profiled.kernels
+
+
 @pytest.mark.slow
 @pytest.mark.cluster
 def test_workers_that_leave_or_die_cost_no_restart(no_stealing):
