@@ -161,8 +161,7 @@ def _check_run(opts: dict[str, Any], model: Any, train_set: Any, optimizer: Any,
                run_dir: Path, per_epoch: int) -> int:
     """What can be refused without a cluster: a drift threshold not above 0, a run directory
     in use, a strategy the model or the batches cannot be split for, a checkpoint of another
-    run (or of other data). Returns
-    the step a resumed run continues from (0 for a new run)."""
+    run (or of other data). Returns the step a resumed run continues from (0 for a new run)."""
     from pnngraph.run.adapt import check_threshold
     from pnngraph.run.checkpoint import CheckpointPolicy, data_fingerprint, newest_usable
 

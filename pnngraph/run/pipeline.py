@@ -249,9 +249,10 @@ def _profiled(run: Run) -> Run:
     if run.client is None or run.cluster is None or run.options.scheduler == "dask":
         return run
     workers = run.cluster.usable(run.options.devices)
-    sig = stage_costs(run.model, [(0, len(run.model.layers))], run.spec.optimizer,
-                      run.spec.loss).sigs[0]
-    if all(f"{kernel}:{sig}|{a}" in run.cluster.kernels for kernel in ("grad", "update")
+    costs = stage_costs(run.model, [(0, len(run.model.layers))], run.spec.optimizer,
+                        run.spec.loss)
+    sigs = (costs.grad(0, 1)["sig"], costs.update(0, 1)["sig"])
+    if all(run.cluster.kernel_seconds(sig, a, 1, 1) is not None for sig in sigs
            for a in workers):
         return run  # measured already (an earlier chunk of an adaptive run, say)
     equal = DataParallel(min(len(workers), run.spec.batch_size))
