@@ -51,7 +51,7 @@ import networkx as nx
 
 from pnngraph.compile.strategies import DataParallel, Hybrid, Pipeline, Strategy
 from pnngraph.plan.cluster import ClusterModel
-from pnngraph.plan.planner import SOURCES
+from pnngraph.plan.planner import source_workers
 
 BASELINE_BYTES = 88e6  # measured: RSS of an idle Dask worker after a small pnngraph run (84 MiB)
 PAUSE_FRACTION = 0.8  # distributed.worker.memory.pause: a worker above it stops running tasks
@@ -66,12 +66,7 @@ def peak_bytes(abstract: nx.DiGraph, plan: Any, cluster: ClusterModel, *,
     slots = plan.predicted.slots
     end = plan.predicted.makespan
     nodes, succ, pred = abstract.nodes, abstract.succ, abstract.pred
-    in_graph = {}  # a value that travels in the graph's message -> its worker (pinned there)
-    for k, d in nodes(data=True):
-        if d["kind"] in SOURCES and not d["source"].external:
-            first = min((slots[c] for c in succ[k] if c in slots),
-                        key=lambda s: (s.start, str(s.processor)), default=None)
-            in_graph[k] = None if first is None else first.processor
+    in_graph = source_workers(abstract, plan)  # a value in the graph's message -> its worker
     events: dict[str, list[tuple[float, float]]] = {}
 
     def hold(worker: str, t0: float, t1: float, nbytes: float) -> None:
@@ -98,7 +93,7 @@ def peak_bytes(abstract: nx.DiGraph, plan: Any, cluster: ClusterModel, *,
             # (kernels._adopt; a copy sent on to another worker arrives aligned)
             work = float(node.get("work_bytes") or 0) + sum(
                 float(nodes[p].get("bytes") or 0) for p in pred[key]
-                if p in in_graph and in_graph[p] == worker)
+                if in_graph.get(p) == str(worker))
             hold(str(worker), here.start, here.finish, work)
             if not _shares(abstract, slots, key, worker):
                 hold(str(worker), here.start, max(last, here.finish), out)

@@ -5,9 +5,11 @@
 :class:`PlacementOptions`, it returns a :class:`Placement`, which the lowering turns into
 per-key annotations. The options name one scheduler::
 
-    a list scheduler ("heft", "peft", ...)  needs a cluster model; pins every node, orders them
-                                            by the plan's start times, picks each node's array
-                                            library, predicts the timeline (``Placement.plan``)
+    a list scheduler ("heft", "peft", ...)  needs a cluster model; pins every node (the data
+                                            and initial states in the graph next to their
+                                            first reader), orders them by the plan's start
+                                            times, picks each node's array library, predicts
+                                            the timeline (``Placement.plan``)
     "static"                                shard j of stage k on worker (j K + k) mod W; needs
                                             only the workers (a cluster model adds a prediction)
     "dask"                                  no pins: Dask decides (a cluster model adds a
@@ -47,6 +49,7 @@ from pnngraph.plan.planner import (
     make_plan,
     scheduler_name,
     scheduling_graph,
+    source_workers,
 )
 from pnngraph.plan.static import static_placement
 
@@ -132,7 +135,10 @@ def place(
                      devices=options.devices, shard_workers=shard_workers)  # type: ignore[arg-type]
     if not plan.pinned:  # Dask places: every task may land anywhere, so every task is numpy
         return Placement(plan=plan)
-    return Placement(dict(plan.placement), dict(plan.priorities), dict(plan.backends), plan)
+    # a source in the graph's message sits where its first reader runs (else Dask puts it
+    # anywhere, and the worker that reads it first copies it: kernels._adopt)
+    pins = {**source_workers(abstract, plan), **plan.placement}
+    return Placement(pins, dict(plan.priorities), dict(plan.backends), plan)
 
 
 def size_shards(

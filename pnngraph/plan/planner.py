@@ -158,6 +158,22 @@ def computing_nodes(abstract: nx.DiGraph, cluster: ClusterModel, devices: str = 
             if n["kind"] not in SOURCES or n.get("home") in allowed]
 
 
+def source_workers(abstract: nx.DiGraph, plan: Plan) -> dict[Any, str]:
+    """The worker of each source in ``abstract``'s graph message (data and initial states that
+    are not external) under ``plan``: its first consumer's (the highest priority), where
+    pinning it puts its value, and the copy a kernel makes of it (kernels._adopt), next to
+    the first task that reads it."""
+    out = {}
+    for key, node in abstract.nodes(data=True):
+        if node["kind"] not in SOURCES or node["source"].external or key in plan.placement:
+            continue
+        readers = [c for c in abstract.succ[key] if c in plan.placement]
+        if readers:
+            first = max(readers, key=lambda c: plan.priorities.get(c, 0))
+            out[key] = plan.placement[first]
+    return out
+
+
 def scheduling_graph(
     abstract: nx.DiGraph, cluster: ClusterModel, *, dtype: str = "float64", devices: str = "any",
     nodes: Sequence[Any] | None = None,
