@@ -53,6 +53,14 @@ def host_key(key: Key) -> Key:
     return f"tohost-{key}"
 
 
+def value_key(key: Key) -> Key:
+    """Key of the value of a pinned data or initial-state node (the lowering's unpinned root
+    that the pinned node's task takes): ``value-`` before its name."""
+    if isinstance(key, tuple):
+        return (f"value-{key[0]}", *key[1:])
+    return f"value-{key}"
+
+
 def phase_of(key: Any) -> str:
     """The phase of a key (the first dash-separated word of its name), else ``"other"``.
 

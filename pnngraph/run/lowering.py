@@ -33,7 +33,7 @@ from dask.task_spec import DataNode, List, Task, TaskRef
 from pnngraph.collect import without_gc
 from pnngraph.compile import kernels
 from pnngraph.compile.graph import Ref, WorkerBackend, refs_in
-from pnngraph.compile.keys import Key, host_key
+from pnngraph.compile.keys import Key, host_key, value_key
 from pnngraph.plan.placement import Placement
 
 
@@ -73,7 +73,12 @@ def lower(
         if key in handles:
             continue
         if node["fn"] is None:
-            tasks.tasks[key] = DataNode(key, node["source"].value)
+            if key in tasks.workers:  # pinned: a task that waits for an unpinned root
+                anchor = value_key(key)
+                tasks.tasks[anchor] = DataNode(anchor, None)
+                tasks.tasks[key] = Task(key, _same, node["source"].value, TaskRef(anchor))
+            else:
+                tasks.tasks[key] = DataNode(key, node["source"].value)
             continue
         backend = backends.get(key, "numpy")
         args = [_arg(a, handles, tasks, backend) for a in node["args"]]
@@ -87,6 +92,17 @@ def lower(
             dependencies[lname] = set(dep_graph.dependencies.get(lname, set()))
             dependencies[name].add(lname)
     return HighLevelGraph(layers, dependencies), keys
+
+
+def _same(value: Any, anchor: None) -> Any:
+    """A pinned source's task: its value (which travels in the task, to its worker only).
+    Dask keeps a task with worker restrictions, loose or not, in ``no-worker`` while no worker
+    it names is alive, and does not look at it again when another joins
+    (``bulk_schedule_unrunnable_after_adding_worker`` checks only the named workers): a pinned
+    root task would wait forever once every worker was lost. So the pinned source is no root:
+    it waits for ``anchor``, an unpinned root holding ``None`` (``value-`` before the source's
+    name), and Dask places it loosely when that is ready."""
+    return value
 
 
 def _arg(a: Any, handles: Mapping[Key, Any], tasks: _Tasks, backend: str) -> Any:
