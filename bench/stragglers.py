@@ -16,7 +16,10 @@ Per-step time: the median over the chunks of a run's second half (each chunk's w
 the chunk before ended, per step), then the median over rounds. A second scenario starts with no
 straggler and slows a worker once half the steps are done (an ``on_chunk`` hook): the per-step
 times of the chunks before and after, for the equal split and the adaptive run, when the
-adaptive run re-sized, and its shard sizes per chunk (``--svg`` draws them).
+adaptive run re-sized, and its shard sizes per chunk (``--svg`` draws them). A third starts
+slowed and recovers half-way through twice the steps (the adaptive run left the straggler out
+and measures it again now and then): the same figures, and the adaptive run's per-step time
+after the recovery over the equal split's (the best split once all workers are equal).
 
     python bench/stragglers.py                       # 2 rounds, 40 steps
     python bench/stragglers.py --quick               # a smoke run (tiny sizes, one round)
@@ -150,14 +153,14 @@ def main() -> None:
         def equal(**more: Any) -> Any:
             t0 = time.perf_counter()
             out = fit(make_model(args.hidden), (X, y), strategy=DataParallel(3),
-                      scheduler="static", client=client, **kw, **more)
+                      scheduler="static", client=client, **{**kw, **more})
             note("equal split", t0)
             return out
 
         def adaptive(**more: Any) -> Any:
             t0 = time.perf_counter()
             out = fit(make_model(args.hidden), (X, y), strategy=DataParallel("auto"),
-                      adapt=True, client=client, **kw, **more)
+                      adapt=True, client=client, **{**kw, **more})
             note("adaptive", t0)
             return out
 
@@ -211,46 +214,59 @@ def main() -> None:
         print("\nadaptive run, samples per worker per chunk:")
         print(chunk_table(sizes, workers, slow))
 
-        # ---------------------------------------------- scenario 2: slow from mid-run
-        slow_down(client, slow, 1.0)
-        os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="pnngraph-bench-")  # unslowed
-        half = args.steps // 2
+        def change_mid_run(title: str, first: float, then: float, steps: int) -> Any:
+            """Equal split and adaptive, the slow worker at ``first`` x until half the steps,
+            then at ``then``: per-step seconds before and after; the adaptive run."""
+            os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="pnngraph-bench-")
+            half = steps // 2
 
-        def hook(report: Any) -> None:
-            if report.step == half:
-                slow_down(client, slow, args.factor)
+            def hook(report: Any) -> None:
+                if report.step == half:
+                    slow_down(client, slow, then)
 
-        print(f"\nscenario 2: worker {slow} slowed x{args.factor} after step {half} "
-              "(s per step: median over the chunks before, and over those from three chunks "
-              "after on)")
-        print("\n| run | before | after | after / before |")
-        print("|---|---|---|---|")
-        for name, make in (("equal split", equal), ("adaptive", adaptive)):
+            print(f"\n{title} (s per step: median over the chunks before, and over those "
+                  "from three chunks after on)")
+            print("\n| run | before | after | after / before |")
+            print("|---|---|---|---|")
+            out: dict[str, Any] = {}
+            for name, make in (("equal split", equal), ("adaptive", adaptive)):
+                slow_down(client, slow, first)
+                del changes.lines[:]
+                t0 = time.perf_counter()
+                result = make(on_chunk=hook, steps=steps)
+                wall = time.perf_counter() - t0
+                s = list(result.step_seconds)
+                c = args.chunk
+                before = statistics.median(s[c:half:c] or s[:half])
+                after = statistics.median(s[half + 3 * c::c] or s[half:])  # once re-sized
+                print(f"| {name} | {before:.3f} | {after:.3f} | {after / before:.2f} |"
+                      f" <!-- wall {wall:.1f} s -->")
+                out[name] = after
+                if name == "adaptive":
+                    mid, lines = result, list(changes.lines)
             slow_down(client, slow, 1.0)
-            del changes.lines[:]
-            t0 = time.perf_counter()
-            result = make(on_chunk=hook)
-            wall = time.perf_counter() - t0
-            s = list(result.step_seconds)
-            c = args.chunk
-            before = statistics.median(s[c:half:c] or s[:half])
-            after = statistics.median(s[half + 3 * c::c] or s[half:])  # once re-sized
-            print(f"| {name} | {before:.3f} | {after:.3f} | {after / before:.2f} |"
-                  f" <!-- wall {wall:.1f} s -->")
-            if name == "adaptive":
-                mid = result
-                lines = list(changes.lines)
-        slow_down(client, slow, 1.0)
-        print("\nadaptive run's log:")
-        for line in lines:
-            print("  " + line)
-        print("\nadaptive run, samples per worker per chunk:")
-        print(chunk_table(mid.shards, workers, slow))
+            print(f"\nafter the change, adaptive / equal split: "
+                  f"{out['adaptive'] / out['equal split']:.2f}")
+            print("\nadaptive run's log:")
+            for line in lines:
+                print("  " + line)
+            print("\nadaptive run, samples per worker per chunk:")
+            print(chunk_table(mid.shards, workers, slow))
+            return mid
+
+        # ---------------------------------------------- scenario 2: slow from mid-run
+        half = args.steps // 2
+        mid = change_mid_run(f"scenario 2: worker {slow} slowed x{args.factor} after step "
+                             f"{half}", 1.0, args.factor, args.steps)
         if args.svg:
             with open(args.svg, "w") as f:
                 f.write(svg_of(mid.shards, slow, f"Samples per worker per chunk; {slow} "
                                f"slowed x{args.factor} after step {half}") + "\n")
             print(f"\nwrote {args.svg}")
+        # ---------------------------------------------- scenario 3: a straggler recovers
+        # twice the steps: a worker left out is measured again after 2, 4, 8 ... chunks
+        change_mid_run(f"scenario 3: worker {slow} slowed x{args.factor} until step "
+                       f"{args.steps}, then at full speed", args.factor, 1.0, 2 * args.steps)
 
 
 def chunk_table(chunks: list[dict[str, Any]], workers: list[str], slow: str) -> str:

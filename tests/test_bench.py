@@ -120,3 +120,4 @@ def test_stragglers_benchmark_prints_its_tables():
     out = run("stragglers.py", "--quick")
     assert "| equal split, DataParallel(3) |" in out and "adaptive / best split" in out
     assert "scenario 2" in out and "samples per worker per chunk" in out
+    assert "scenario 3" in out and "after the change, adaptive / equal split" in out

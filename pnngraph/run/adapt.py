@@ -1,6 +1,6 @@
 """Adaptive runs: ``fit(..., adapt=True)`` re-plans between chunks from the live cluster.
 
-After each chunk, :meth:`Adapter.after` looks at three things and returns the run the next
+After each chunk, :meth:`Adapter.after` looks at four things and returns the run the next
 chunk is built from::
 
     membership   the workers running now (live_workers) against the run's cluster model: a
@@ -9,13 +9,20 @@ chunk is built from::
     drift        each worker's measured task seconds in the chunk over the model's prediction
                  (history.drift), over the median of all workers' (a machine busier for
                  everyone is no straggler); the model learns every chunk, per kernel signature
-                 and worker (the node's shape, history.learn(by_shape=True)), and a worker off
-                 by more than ``threshold`` (0.25: 25 %) re-plans the run
+                 and worker (the node's shape, history.learn(by_shape=True)), halfway to what
+                 the chunk measured, and a worker off by more than ``threshold`` (0.25: 25 %)
+                 re-plans the run, its corrections taken as measured (its speed changed: half
+                 of a 5x slow-down would leave it off again after the re-size)
     gain         no drift, but the refined model prices a data-parallel step with the shards
                  re-sized shorter than with the shards as they are (placement.predicted_step)
                  by more than ``threshold`` of a step: the shards are re-sized (what the run
                  learned changed the best split while every worker kept to its prediction: a
                  worker with a few samples whose own update is slow, say)
+    probe        a worker the shards leave out (``DataParallel("auto")`` gives a straggler none)
+                 gets a few samples again (``PROBE_SHARE`` of an equal shard) once it has
+                 been left out for ``PROBE_AFTER`` chunks, the wait doubling after each probe:
+                 nothing else would measure it, and a straggler that recovered would stay out;
+                 one still slow costs one chunk of a small shard per probe, ever rarer
 
 When any of them changed something, the strategy is fixed again from the refined model
 (:func:`refit`): one shard per worker for ``DataParallel("auto")``, ``S`` shards for a given
@@ -41,7 +48,7 @@ from typing import Any
 
 from pnngraph.compile.strategies import DataParallel, Strategy
 from pnngraph.exceptions import MemoryPlanError, check_number
-from pnngraph.plan.cluster import ClusterModel
+from pnngraph.plan.cluster import ClusterModel, refine
 from pnngraph.plan.placement import predicted_step, step_terms
 from pnngraph.plan.planner import balanced_shares
 from pnngraph.run import history
@@ -49,6 +56,8 @@ from pnngraph.run import history
 log = logging.getLogger("pnngraph")
 
 DEFAULT_THRESHOLD = 0.25
+PROBE_AFTER = 2  # chunks a worker is left out before it is measured again (doubling each time)
+PROBE_SHARE = 0.125  # of an equal shard: what a probed worker gets
 
 
 def check_threshold(value: Any) -> float:
@@ -84,10 +93,60 @@ class Adapter:
     def __init__(self, asked: Strategy, threshold: float) -> None:
         self.asked, self.threshold = asked, check_threshold(threshold)
         self.changes: list[dict[str, Any]] = []
+        self.idle: dict[str, int] = {}  # worker -> chunks planned without it since it had work
+        self.wait: dict[str, int] = {}  # worker -> chunks it waits for its next probe
+        self.probes: dict[str, int] = {}  # worker -> samples its last probe gave it
 
     def after(self, run: Any, chunk: Any, stream: Sequence[Mapping[str, Any]]) -> Any:
         """The run the next chunk is built from, after ``chunk`` (its task stream
         ``stream``)."""
+        return self._probed(self._refined(run, chunk, stream), chunk)
+
+    def _probed(self, run: Any, chunk: Any) -> Any:
+        """``run``, or where a worker it leaves out has waited its turn, ``run`` with a small
+        shard on that worker (taken from the largest): the next chunk measures it again. Only
+        ``DataParallel("auto")`` leaves workers out of its own accord."""
+        from pnngraph.run.pipeline import _copies
+
+        sizes = _planned(run)
+        if not (isinstance(self.asked, DataParallel) and self.asked.auto) or not sizes:
+            return run
+        due = []
+        for w in run.cluster.usable(run.options.devices):
+            if sizes.get(w, 0) > 0:  # measured; back in the plan (not only probed): no wait
+                self.idle[w] = 0
+                if sizes[w] > self.probes.get(w, 0):
+                    self.wait[w] = PROBE_AFTER
+                continue
+            self.idle[w] = self.idle.get(w, 0) + 1
+            if self.idle[w] >= self.wait.setdefault(w, PROBE_AFTER):
+                due.append(w)
+        if not due:
+            return run
+        batch = run.spec.batch_size
+        share = max(1, round(PROBE_SHARE * batch / (len(sizes) + len(due))))
+        probe = dict(sizes)
+        for w in due:
+            largest = max(probe, key=lambda a: (probe[a], a))
+            if probe[largest] <= share:
+                return run  # a batch too small to spare a shard
+            probe[largest] -= share
+            probe[w] = share
+        owners = tuple(probe)
+        strategy = DataParallel([float(probe[w]) for w in owners])
+        probed = replace(run, spec=replace(run.spec, strategy=strategy), shard_workers=owners,
+                         copies=_copies(strategy, run.options, run.cluster, run.client))
+        if _memory_miss(probed) is not None:
+            return run
+        for w in due:
+            self.idle[w], self.wait[w], self.probes[w] = 0, 2 * self.wait[w], share
+        what = f"chunk (steps {chunk.lo}-{chunk.hi}): {_workers(due)} left out, measured " \
+               f"again with {share} samples; shards {_sizes(sizes)} -> {_sizes(probe)}"
+        log.info(what)
+        self.changes.append({"step": chunk.hi, "message": what})
+        return probed
+
+    def _refined(self, run: Any, chunk: Any, stream: Sequence[Mapping[str, Any]]) -> Any:
         from pnngraph.run.calibrate import extend
         from pnngraph.run.session import live_workers
 
@@ -110,9 +169,12 @@ class Adapter:
             common = statistics.median(drifts.values())
             drifts = {w: r / common for w, r in drifts.items()}
         off = {w: r for w, r in drifts.items() if abs(r - 1.0) > self.threshold}
-        if samples:
-            cluster = history.learn(cluster, chunk.graph, stream, samples=samples,
-                                    weight=0.5, by_shape=True)
+        if samples:  # halfway to what this chunk measured; a worker that drifted: all the way
+            cluster = history.learn(cluster, chunk.graph, stream, weight=0.5, by_shape=True,
+                                    samples=[s for s in samples if s[1] not in off])
+            jumped = [s for s in samples if s[1] in off]
+            if jumped:
+                cluster = refine(cluster, jumped, weight=1.0, by_shape=True)
         why += [f"worker {w} took {r:.2f}x its prediction (relative to the others)"
                 for w, r in off.items()]
         learned = replace(run, cluster=cluster)

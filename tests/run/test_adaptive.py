@@ -134,6 +134,41 @@ def test_a_re_size_the_refined_model_prices_shorter_is_made_without_a_drift():
     assert _gain(close, fixed, None, DEFAULT_THRESHOLD) is None  # too little saved
 
 
+def test_a_worker_left_out_is_measured_again_ever_more_rarely():
+    """DataParallel("auto") leaves a slow worker out, and then nothing measures it: after two
+    chunks without it, it gets a small shard for one chunk, then after four, then after
+    eight; back in the plan with more than a probe's share, it waits two again."""
+    from types import SimpleNamespace
+
+    from pnngraph.compile.spec import prepare
+    from pnngraph.plan.placement import PlacementOptions
+    from pnngraph.run.adapt import PROBE_AFTER, Adapter, _planned
+    from pnngraph.run.pipeline import Run
+
+    model, (X, y) = make_model(), make_data()
+    spec, _, _ = prepare(model, X, y, batch_size=600, steps=4, strategy=DataParallel("auto"))
+    c = simulated_cluster(cpus=3, gpus=0)
+    a, b, slow = c.addresses
+    out = Run(model, replace(spec, strategy=DataParallel([300, 300])), (None, None),
+              PlacementOptions(), cluster=c, shard_workers=(a, b))
+    adapter = Adapter(DataParallel("auto"), 0.25)
+    chunk = SimpleNamespace(lo=0, hi=2)
+    probed = [i for i in range(1, 16) if adapter._probed(out, chunk) is not out]
+    assert PROBE_AFTER == 2 and probed == [2, 6, 14]
+    adapter = Adapter(DataParallel("auto"), 0.25)
+    adapter._probed(out, chunk)
+    first = adapter._probed(out, chunk)
+    assert _planned(first) == {a: 300, b: 275, slow: 25}  # 1/8 of an equal shard, off the largest
+    assert [m["message"] for m in adapter.changes] == [
+        f"chunk (steps 0-2): worker {slow} left out, measured again with 25 samples; "
+        "shards 300/300 -> 300/275/25"]
+    assert adapter._probed(first, chunk) is first  # probed: no wait reset, no second probe
+    back = replace(out, spec=replace(spec, strategy=DataParallel([200, 200, 200])),
+                   shard_workers=(a, b, slow))
+    assert adapter._probed(back, chunk) is back and adapter.wait[slow] == PROBE_AFTER
+    assert Adapter(DataParallel(2), 0.25)._probed(out, chunk) is out  # S shards: as asked
+
+
 # ------------------------------------------------------------------------------ on clusters
 @pytest.mark.slow
 @pytest.mark.cluster
@@ -166,6 +201,31 @@ def test_a_straggler_gets_smaller_shards_and_the_result_stays_serial(no_stealing
                    resume=True, **RUN)
         slow_down(client, slow, 1.0)
         assert_serial(more, 14)
+
+
+@pytest.mark.slow
+@pytest.mark.cluster
+def test_a_straggler_left_out_gets_work_back_once_it_recovers(no_stealing, caplog):
+    import distributed
+
+    with cluster(3) as lc, distributed.Client(lc) as client:
+        slow = list(live_workers(client))[-1]
+        slow_down(client, slow, 5.0)
+
+        def hook(report):
+            if report.step == 8:
+                slow_down(client, slow, 1.0)
+
+        with caplog.at_level(logging.INFO, logger="pnngraph"):
+            result = fit(make_model(), make_data(), strategy=DataParallel("auto"), steps=40,
+                         chunk_steps=2, client=client, adapt=True, on_chunk=hook, **RUN)
+        slow_down(client, slow, 1.0)
+    sizes = [chunk["sizes"].get(slow, 0) for chunk in result.shards]
+    assert 0 in sizes[:4]  # left out while slow
+    assert any(f"worker {slow} left out, measured again" in r.getMessage()
+               for r in caplog.records)
+    assert min(sizes[-3:]) >= 100  # back in, near its third of the batch of 600
+    assert_serial(result, 40)
 
 
 @pytest.mark.slow
