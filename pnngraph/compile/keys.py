@@ -54,8 +54,8 @@ def host_key(key: Key) -> Key:
 
 
 def value_key(key: Key) -> Key:
-    """Key of the value of a pinned data or initial-state node (the lowering's unpinned root
-    that the pinned node's task takes): ``value-`` before its name."""
+    """Key of the unpinned root that a pinned data or initial-state node's task waits for
+    (the lowering's: it holds ``None``): ``value-`` before its name."""
     if isinstance(key, tuple):
         return (f"value-{key[0]}", *key[1:])
     return f"value-{key}"
