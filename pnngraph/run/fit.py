@@ -89,6 +89,7 @@ from pnngraph.run.collection import (
 from pnngraph.run.pipeline import chunk_graph, initial_states, prepare_inputs, start_run
 
 MAX_CHUNK_STEPS = 1000  # a chunk is one epoch by default, at most this many steps
+BLOCKS_MEMORY_FRACTION = 0.25  # of a worker's memory limit: a default chunk's dask-array blocks
 
 
 def fit(
@@ -131,13 +132,15 @@ def fit(
     window its plan scheduled while the costs stay (:mod:`pnngraph.plan.periodic`): a later
     chunk only tiles it.
 
-    ``chunk_steps`` defaults to one epoch (at most 1000 steps). ``chunk_seconds`` shortens
-    chunks to about that many seconds each (by the first chunk's plan, then by the measured
-    time per step), so that what watches the chunks (the display, ``on_chunk``) moves at least
-    that often; chunk ends change nothing in the results. With ``progress``, standard error
-    shows on a terminal one line that moves as steps finish (steps, epoch, the loss of the
-    newest chunk, samples per second; ``chunk_seconds`` defaults to 1 then), elsewhere one line
-    per epoch with the epoch's mean loss and samples per second. ``TrainingResult.step_seconds``
+    ``chunk_steps`` defaults to one epoch (at most 1000 steps; for a dask array X on workers
+    with memory limits, at most the steps whose blocks fit in a quarter of the smallest limit).
+    ``chunk_seconds`` shortens chunks to about that many seconds each (by the first chunk's
+    plan, then by the measured time per step), so that what watches the chunks (the display,
+    ``on_chunk``) moves at least that often; chunk ends change nothing in the results. With
+    ``progress``, standard error shows on a terminal one line that moves as steps finish
+    (steps, epoch, the loss of the newest chunk, samples per second; ``chunk_seconds``
+    defaults to 1 then), elsewhere one line per epoch with the epoch's mean loss and samples
+    per second. ``TrainingResult.step_seconds``
     holds each chunk's wall time spread over its steps (zero for steps done before a resume).
     ``optimizer_options`` are the optimizer's (``lr``, ``momentum``, ...): any other keyword
     is a ``TypeError`` (:class:`~pnngraph.exceptions.OptionError`) naming ``fit``.
@@ -212,6 +215,8 @@ def fit(
     if adapter is not None and run.cluster is None:
         raise ConfigError("adapt", "a run planned from a cluster model (a list scheduler such "
                           "as 'heft', or DataParallel('auto'))", run.options.scheduler)
+    if chunk_steps is None:
+        pace.limit = min(pace.limit, _blocks_chunk(inputs, run))
     start = 0 if ckpt is None else ckpt.step
     states: list[Any] = (
         initial_states(model, run.spec) if ckpt is None else initial_states(
@@ -579,6 +584,27 @@ def _stopped(lost: str, chunk: ChunkRun | None, lo: int, loop: _Loop,
 def _line(err: BaseException) -> str:
     text = " ".join(str(err).split())
     return text if len(text) <= 160 else text[:157] + "..."
+
+
+def _blocks_chunk(inputs: Any, run: Any) -> int:
+    """The most steps a chunk holds by default where X is a dask array and the workers' memory
+    limits are known: the blocks a chunk reads fit in ``BLOCKS_MEMORY_FRACTION`` of the
+    smallest limit. Dask runs a graph's reads (root tasks) whenever a worker has a thread free,
+    long before the steps that read them, and keeps each block until those steps ran: with the
+    whole run in one chunk, a worker could hold far more blocks than it has room for (paused,
+    then restarted by its nanny)."""
+    X, y, spec = inputs.X, inputs.y, inputs.spec
+    if not hasattr(X, "chunks") or run.client is None:
+        return MAX_CHUNK_STEPS
+    limits = [w.memory_limit_bytes for w in run.cluster.workers] if run.cluster is not None \
+        else [w.get("memory_limit") for w in run.client.scheduler_info()["workers"].values()]
+    known = [float(m) for m in limits if m]
+    if not known:
+        return MAX_CHUNK_STEPS
+    blocks = len(X.chunks[0])
+    block_bytes = (X.nbytes + getattr(y, "nbytes", 0)) / blocks
+    budget = BLOCKS_MEMORY_FRACTION * min(known) / block_bytes - spec.window  # blocks
+    return max(1, int(budget * X.shape[0] / blocks / spec.batch_size))
 
 
 class _Pace:

@@ -118,3 +118,28 @@ def test_blocks_held_by_a_worker_are_planned_there():
         result = client.compute(graph).result()
     reference = pnngraph.train_serial(model, X_host, y_host, block_rows=(1000,) * 4, **run)
     assert max_rel_diff(result.params, reference.params) <= 1e-12
+
+
+def test_a_default_chunk_reads_blocks_that_fit_a_quarter_of_the_smallest_worker():
+    """Dask reads a chunk's blocks ahead of its steps and keeps them until those ran: fit's
+    default chunk holds the steps whose blocks (X's and y's) fit in a quarter of the smallest
+    memory limit, less the window's."""
+    from types import SimpleNamespace
+
+    from pnngraph.plan.cluster import simulated_cluster
+    from pnngraph.run.fit import MAX_CHUNK_STEPS, _blocks_chunk
+
+    X = da.zeros((BLOCK * BLOCKS, FEATURES), chunks=(BLOCK, FEATURES))
+    y = da.zeros(BLOCK * BLOCKS, dtype=np.int64, chunks=BLOCK)
+    inputs = SimpleNamespace(X=X, y=y, spec=SimpleNamespace(window=2, batch_size=12_500))
+
+    def run(memory_gb):
+        return SimpleNamespace(client=object(), cluster=simulated_cluster(
+            cpus=2, gpus=0, memory_gb=memory_gb))
+
+    # 300 MiB: 78.6 MB for blocks of 12.6 MB, 6.2 blocks, less 2: 4.2 blocks of 15,625 rows
+    assert _blocks_chunk(inputs, run(300 * 2**20 / 1e9)) == 5
+    assert _blocks_chunk(inputs, run(0.05)) == 1  # never fewer than one step
+    assert _blocks_chunk(inputs, run(None)) == MAX_CHUNK_STEPS  # no limit known
+    host = SimpleNamespace(X=np.zeros((10, 2)), y=np.zeros(10), spec=inputs.spec)
+    assert _blocks_chunk(host, run(0.05)) == MAX_CHUNK_STEPS
