@@ -140,8 +140,8 @@ def fit(
     ``progress``, standard error shows on a terminal one line that moves as steps finish
     (steps, epoch, the loss of the newest chunk, samples per second; ``chunk_seconds``
     defaults to 1 then), elsewhere one line per epoch with the epoch's mean loss and samples
-    per second. ``TrainingResult.step_seconds``
-    holds each chunk's wall time spread over its steps (zero for steps done before a resume).
+    per second. ``TrainingResult.step_seconds`` holds each chunk's wall time spread over its
+    steps (zero for steps done before a resume).
     ``optimizer_options`` are the optimizer's (``lr``, ``momentum``, ...): any other keyword
     is a ``TypeError`` (:class:`~pnngraph.exceptions.OptionError`) naming ``fit``.
 
