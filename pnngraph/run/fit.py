@@ -87,6 +87,7 @@ from pnngraph.run.collection import (
     losses_of,
 )
 from pnngraph.run.pipeline import chunk_graph, initial_states, prepare_inputs, start_run
+from pnngraph.run.session import live_workers
 
 MAX_CHUNK_STEPS = 1000  # a chunk is one epoch by default, at most this many steps
 BLOCKS_MEMORY_FRACTION = 0.25  # of a worker's memory limit: a default chunk's dask-array blocks
@@ -596,8 +597,10 @@ def _blocks_chunk(inputs: Any, run: Any) -> int:
     X, y, spec = inputs.X, inputs.y, inputs.spec
     if not hasattr(X, "chunks") or run.client is None:
         return MAX_CHUNK_STEPS
-    limits = [w.memory_limit_bytes for w in run.cluster.workers] if run.cluster is not None \
-        else [w.get("memory_limit") for w in run.client.scheduler_info()["workers"].values()]
+    if run.cluster is not None:
+        limits = [w.memory_limit_bytes for w in run.cluster.workers]
+    else:  # a run Dask places measures nothing: the scheduler's own records
+        limits = [w.get("memory_limit") for w in live_workers(run.client).values()]
     known = [float(m) for m in limits if m]
     if not known:
         return MAX_CHUNK_STEPS

@@ -143,3 +143,20 @@ def test_a_default_chunk_reads_blocks_that_fit_a_quarter_of_the_smallest_worker(
     assert _blocks_chunk(inputs, run(None)) == MAX_CHUNK_STEPS  # no limit known
     host = SimpleNamespace(X=np.zeros((10, 2)), y=np.zeros(10), spec=inputs.spec)
     assert _blocks_chunk(host, run(0.05)) == MAX_CHUNK_STEPS
+
+
+@pytest.mark.cluster
+def test_a_default_chunk_reads_the_limits_from_the_scheduler_where_nothing_was_measured():
+    from types import SimpleNamespace
+
+    from pnngraph.run.fit import _blocks_chunk
+
+    X = da.zeros((BLOCK * BLOCKS, FEATURES), chunks=(BLOCK, FEATURES))
+    y = da.zeros(BLOCK * BLOCKS, dtype=np.int64, chunks=BLOCK)
+    inputs = SimpleNamespace(X=X, y=y, spec=SimpleNamespace(window=2, batch_size=12_500))
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  memory_limit=LIMIT, dashboard_address=None, host="127.0.0.1",
+                                  scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}
+                                  ) as cluster, \
+            distributed.Client(cluster) as client:
+        assert _blocks_chunk(inputs, SimpleNamespace(client=client, cluster=None)) == 5
