@@ -2,7 +2,8 @@
 
 For each configuration a fresh cluster of two worker processes (one thread each, a
 ``memory_limit``) is started, warmed up with a tiny run, and its workers' idle RSS read; then
-the run is built on it (``graph.plan.peak_bytes``, :mod:`pnngraph.plan.memory`), each worker's
+the run is built on it (``graph.plan.peak_bytes``, :mod:`pnngraph.plan.memory`; the plan may
+be placed otherwise, or changed, to fit: :func:`pnngraph.run.auto.fit_in_memory`), each worker's
 peak RSS counter is reset (``/proc/self/clear_refs``), the graph runs, and its peak RSS
 (``VmHWM``) is read back. The table prints both per worker and their ratio (target: within
 20 %), and the idle RSS beside the model's ``BASELINE_BYTES``.
@@ -66,6 +67,9 @@ def configurations(quick: bool) -> list[dict[str, Any]]:
          "strategy": pnngraph.Pipeline(2, 1)},
         {"name": "Pipeline(2, 4), MLP 512-2048x2, Adam, batch 4096", **wide,
          "strategy": pnngraph.Pipeline(2, 4)},
+        {"name": "Pipeline(2, 4), MLP 64-1280x5, Adam, batch 128, 660 MiB",
+         "model": (64, 1280 // s, 5), "batch": 128, "optimizer": "adam",
+         "strategy": pnngraph.Pipeline(2, 4), "limit": "660MiB"},
         {"name": "auto near the limit: MLP 512-2560x2, Adam, 1000 MiB",
          "model": (512, 2560 // s, 2), "batch": 2048 // s, "optimizer": "adam",
          "strategy": "auto", "limit": "1000MiB"},
@@ -110,10 +114,15 @@ def measure(config: dict[str, Any], steps: int, stealing: bool = False) -> list[
         client.gather(futures)
         measured = client.run(read_peak)
         plan = graph.plan
+        name = config["name"]
+        if plan.alternatives:
+            name += f" -> {plan.alternatives[0][0]}"
+        elif graph.strategy != config["strategy"]:  # changed so that it fits
+            name += f" -> {graph.strategy!r}"
+        name += f", placed by {plan.algorithm}"
         for worker in sorted(measured):
-            rows.append((config["name"] + f" -> {plan.alternatives[0][0]}"
-                         if plan.alternatives else config["name"], worker, idle[worker],
-                         plan.peak_bytes.get(worker, 0.0), measured[worker]))
+            rows.append((name, worker, idle[worker], plan.peak_bytes.get(worker, 0.0),
+                         measured[worker]))
     return rows
 
 
@@ -123,6 +132,13 @@ def main() -> None:
 
     args = _setup.arguments(__doc__, steps=3, rounds=1, more=more)
     env = _setup.settle(args)
+    import logging
+
+    guard = logging.StreamHandler()  # what the guard changed so that a plan fits
+    guard.setFormatter(logging.Formatter("  (%(message)s)"))
+    log = logging.getLogger("pnngraph")
+    log.addHandler(guard)
+    log.setLevel(logging.INFO)
     from pnngraph.plan.memory import BASELINE_BYTES
 
     mib = 2**20

@@ -194,29 +194,42 @@ MAX_REMEDIES = 12
 
 def remedies(strategy: Strategy, *, workers: int, n_layers: int, batch: int) -> list[Strategy]:
     """What to try, in order, when ``strategy`` does not fit: a pipeline's or a hybrid's
-    micro-batches doubled (up to the samples of a shard), then for a pipeline one stage more
-    at a time (up to the workers and the layers), each with those micro-batch counts; for data
-    parallelism the shards doubled (up to the batch). At most :data:`MAX_REMEDIES`.
+    micro-batches doubled (up to the samples of a shard: each holds fewer activations), then
+    halved (down to 1: each keeps a gradient of its stage until they are summed, which for a
+    model of large layers and a small batch weighs more), then for a pipeline one stage more
+    at a time (up to the workers and the layers), each with the micro-batch counts asked and
+    more; for data parallelism the shards doubled (up to the batch). At most
+    :data:`MAX_REMEDIES`.
 
     >>> [s.layout for s in remedies(Pipeline(2, 2), workers=3, n_layers=4, batch=8)]
-    [(1, 2, 4), (1, 2, 8), (1, 3, 2), (1, 3, 4), (1, 3, 8)]
+    [(1, 2, 4), (1, 2, 8), (1, 2, 1), (1, 3, 2), (1, 3, 4), (1, 3, 8)]
     >>> [s.shards for s in remedies(DataParallel(2), workers=2, n_layers=2, batch=10)]
     [4, 8]
     """
     out: list[Strategy] = []
     if isinstance(strategy, Pipeline):
         micro = _doublings(strategy.microbatches, batch)
-        out += [Pipeline(strategy.layer_counts or strategy.stages, m) for m in micro[1:]]
+        fewer = _halvings(strategy.microbatches)
+        out += [Pipeline(strategy.layer_counts or strategy.stages, m)
+                for m in micro[1:] + fewer[1:]]
         for k in range(strategy.stages + 1, min(workers, n_layers) + 1):
             out += [Pipeline(k, m) for m in micro]
     elif isinstance(strategy, Hybrid):
         per_shard = batch // max(strategy.data.shards, 1)
         p = strategy.pipeline
         out += [Hybrid(strategy.data, Pipeline(p.layer_counts or p.stages, m))
-                for m in _doublings(p.microbatches, per_shard)[1:]]
+                for m in _doublings(p.microbatches, per_shard)[1:] + _halvings(p.microbatches)[1:]]
     elif isinstance(strategy, DataParallel) and not strategy.auto:
         out += [DataParallel(s) for s in _doublings(strategy.shards, batch)[1:]]
     return out[:MAX_REMEDIES]
+
+
+def _halvings(n: int) -> list[int]:
+    """``n, n // 2, n // 4, ...`` down to 1."""
+    out = [n]
+    while out[-1] > 1:
+        out.append(out[-1] // 2)
+    return out
 
 
 def _doublings(n: int, most: int) -> list[int]:

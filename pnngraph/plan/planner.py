@@ -345,7 +345,7 @@ def make_plan(
         priorities = {k: len(by_start) - i for i, k in enumerate(by_start)}
     backend_of = {w.address: w.backend for w in cluster.workers}
     return Plan(
-        algorithm=schedule.algorithm or scheduler,
+        algorithm=scheduler if scheduler == "static" else schedule.algorithm or scheduler,
         schedule=schedule,
         predicted=predicted,
         placement={k: str(p) for k, p in placement.items()},

@@ -17,9 +17,10 @@ see the whole batch): those candidates drop out like any split that does not fit
 Memory (:mod:`pnngraph.plan.memory`): where the cluster model knows the workers' limits, each
 candidate is first planned for two steps without the client, and one whose predicted peak does
 not fit is dropped (listed last, with ``inf`` seconds and why); where none fits, pipelines of
-more stages are tried, then :class:`~pnngraph.exceptions.MemoryPlanError`. A strategy given by
-the user goes through :func:`fit_in_memory`: more micro-batches, stages or shards where it does
-not fit.
+more stages are tried, then :class:`~pnngraph.exceptions.MemoryPlanError`. A candidate with
+stages is also tried with its stages one per worker (:func:`spread`). A strategy given by the
+user goes through :func:`fit_in_memory`: its stages one per worker, other micro-batch counts,
+more stages or shards where it does not fit.
 
 ``fan_in="auto"`` (asked for; the default is 8) is fixed the same way, once the strategy is:
 each fan-in of :func:`fan_in_candidates` is compiled and planned for one step, and the fastest
@@ -34,14 +35,18 @@ fan-in given by the user is kept as it is: it decides the bits.
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
 from pnngraph.compile.strategies import Pipeline
 from pnngraph.exceptions import MemoryPlanError
 from pnngraph.plan.memory import Shortfall, remedies, shortfall, usable_bytes
+from pnngraph.plan.placement import UNPLANNED
+
+log = logging.getLogger("pnngraph")
 
 FAN_INS = (8, 2, 4, 16)  # then the number of shards: one flat sum
 MAX_FLAT_EDGES = 2**16  # a flat sum into every copy's update: copies x shards edges at most
@@ -82,15 +87,26 @@ def choose(run: Any, fix: Callable[..., Any], plan_chunk: Callable[..., Any],
                 name += " (shards sized to the workers)"
             miss = memory_check(trial, plan_chunk, initial_states)
             if miss is not None:
+                trial, miss = spread(trial, miss, plan_chunk, initial_states)
+            if trial.options.scheduler != run.options.scheduler:
+                name += " (stages one per worker)"
+            if miss is not None:
                 misses.append(miss)
                 dropped.append((f"{name} (does not fit in memory: {miss.describe()})", math.inf))
                 return
             horizon = min(spec.steps, FUSED_HORIZON if trial.spec.strategy.fusable else HORIZON)
             graph = plan_chunk(trial, 0, horizon, initial_states(model, trial.spec))
+            cluster = graph.cluster
+            if cluster is not trial.cluster:  # its kernels profiled: checked on their times
+                miss = memory_check(replace(trial, cluster=cluster), plan_chunk, initial_states)
+                if miss is not None:
+                    misses.append(miss)
+                    dropped.append((f"{name} (does not fit in memory with its kernels as "
+                                    f"profiled: {miss.describe()})", math.inf))
+                    return
         except ValueError as err:
             failure = err
             return
-        cluster = graph.cluster
         plan = graph.plan
         seconds = plan.terms["submit"] + plan.terms["gather"] \
             + plan.terms["steps"] * spec.steps / horizon
@@ -130,30 +146,81 @@ def memory_check(run: Any, plan_chunk: Callable[..., Any],
     return None if plan is None else shortfall(plan.peak_bytes, plan.limit_bytes)
 
 
+def spread(run: Any, miss: Shortfall, plan_chunk: Callable[..., Any],
+           initial_states: Callable[..., Any]) -> tuple[Any, Shortfall | None]:
+    """``run``, whose plan misses ``miss``, with its stages one per worker (the ``"static"``
+    rule) where it has stages placed by a list scheduler and that plan fits: ``(that run,
+    None)``. HEFT keeps the stages of a small model together where a transfer costs more than
+    running them side by side saves, and with them their whole state. Else ``(run, the
+    smaller of the two shortfalls)``."""
+    if run.spec.strategy.layout[1] < 2 or run.options.scheduler in UNPLANNED:
+        return run, miss
+    static = replace(run, options=replace(run.options, scheduler="static"))
+    other = memory_check(static, plan_chunk, initial_states)
+    if other is None:
+        return static, None
+    return run, min(miss, other, key=lambda m: m.missing_bytes)
+
+
 def fit_in_memory(run: Any, fix: Callable[..., Any], plan_chunk: Callable[..., Any],
                   initial_states: Callable[..., Any]) -> Any:
     """``run`` as it is where its plan fits in the workers' memory (or their limits are not
-    known), else with the first of :func:`pnngraph.plan.memory.remedies` that fits (more
-    micro-batches, stages or shards: the same large-batch SGD, so the result equals the serial
-    trainer's all the same), else :class:`~pnngraph.exceptions.MemoryPlanError` naming the
-    worker that misses the most in the plan that missed the least."""
-    best = memory_check(run, plan_chunk, initial_states)
-    if best is None:
-        return run
-    tried = [repr(run.spec.strategy)]
-    workers = len(run.cluster.usable(run.options.devices))
-    for strategy in remedies(run.spec.strategy, workers=workers, n_layers=len(run.model.layers),
-                             batch=run.spec.batch_size):
-        try:
-            trial = fix(run, strategy)
-            miss = memory_check(trial, plan_chunk, initial_states)
-        except ValueError:  # a split that does not fit this batch or model
-            continue
-        tried.append(repr(strategy))
+    known), else placed or changed so that it fits: the same strategy with its stages one per
+    worker (:func:`spread`), else the first of :func:`pnngraph.plan.memory.remedies` that
+    fits (other micro-batch counts, more stages or shards: the same large-batch SGD, so the
+    result equals the serial trainer's all the same), each as planned, then spread; else
+    :class:`~pnngraph.exceptions.MemoryPlanError` naming the worker that misses the most in
+    the plan that missed the least. What changed is one line on the ``pnngraph`` logger
+    (INFO).
+
+    With a client, the plan found is then planned once more with its kernels profiled on the
+    workers (each fits: its plan did), and where their measured times give a plan that does
+    not fit (the timeline, so what is alive at once, changed), the search runs again on those
+    times."""
+    fitted, change = _fitted(run, fix, plan_chunk, initial_states)
+    if run.client is not None and run.cluster is not None and usable_bytes(run.cluster):
+        steps = min(run.spec.steps, MEMORY_HORIZON)
+        profiled = plan_chunk(fitted, 0, steps, initial_states(run.model, fitted.spec)).cluster
+        if profiled is not fitted.cluster:
+            fitted, change = _fitted(replace(run, cluster=profiled), fix, plan_chunk,
+                                     initial_states)
+    if change:
+        log.info(change)
+    return fitted
+
+
+def _fitted(run: Any, fix: Callable[..., Any], plan_chunk: Callable[..., Any],
+            initial_states: Callable[..., Any]) -> tuple[Any, str]:
+    """:func:`fit_in_memory` on ``run``'s cluster model as it is: the run that fits, and what
+    changed (``""``: nothing)."""
+    first = memory_check(run, plan_chunk, initial_states)
+    if first is None:
+        return run, ""
+
+    def trials() -> Iterator[tuple[Any, Shortfall | None]]:
+        yield run, first
+        workers = len(run.cluster.usable(run.options.devices))
+        for strategy in remedies(run.spec.strategy, workers=workers,
+                                 n_layers=len(run.model.layers), batch=run.spec.batch_size):
+            try:
+                trial = fix(run, strategy)
+                miss = memory_check(trial, plan_chunk, initial_states)
+            except ValueError:  # a split that does not fit this batch or model
+                continue
+            yield trial, miss
+
+    best, tried = first, []
+    for trial, miss in trials():
+        tried.append(repr(trial.spec.strategy))
+        if miss is not None:
+            trial, miss = spread(trial, miss, plan_chunk, initial_states)
         if miss is None:
-            return trial
-        if miss.missing_bytes < best.missing_bytes:
-            best = miss
+            how = "" if trial.options.scheduler == run.options.scheduler else \
+                f", its stages one per worker (scheduler 'static', not " \
+                f"{run.options.scheduler!r})"
+            return trial, f"{run.spec.strategy!r} does not fit in the workers' memory as " \
+                f"planned ({first.describe()}); it runs as {trial.spec.strategy!r}{how}"
+        best = min(best, miss, key=lambda m: m.missing_bytes)
     raise MemoryPlanError(best.worker, best.need_bytes, best.has_bytes, tried)
 
 

@@ -14,6 +14,7 @@ from pnngraph.exceptions import MemoryPlanError
 from pnngraph.nn import Dense, ReLU, Sequential
 from pnngraph.plan.cluster import ClusterModel, cluster_from_spec, simulated_cluster
 from pnngraph.plan.memory import BASELINE_BYTES, PAUSE_FRACTION, remedies, shortfall
+from tests.graph.conftest import max_rel_diff
 
 X = np.random.default_rng(0).standard_normal((4096, 64))
 Y = np.random.default_rng(1).integers(0, 10, 4096)
@@ -73,6 +74,43 @@ def test_a_plan_that_does_not_fit_gets_more_micro_batches():
             np.testing.assert_allclose(got[k], want[k], rtol=1e-12, atol=1e-14)
 
 
+def large_layers() -> Sequential:  # 6.7 M parameters: 152 MiB of state with Adam's moments
+    layers: list = [Dense(64, 1280), ReLU()]
+    for _ in range(4):
+        layers += [Dense(1280, 1280), ReLU()]
+    return Sequential([*layers, Dense(1280, 10)], input_shape=(64,), seed=0)
+
+
+def two_workers(memory_gb: float) -> ClusterModel:
+    return cluster_from_spec({"workers": [{"name": "cpu", "gflops": 50, "count": 2,
+                                           "memory_gb": memory_gb}]})
+
+
+def test_a_pipeline_heft_keeps_on_one_worker_gets_its_stages_one_per_worker(caplog):
+    run = {"steps": 2, "batch_size": 128, "optimizer": "adam", "lr": 1e-3}
+    with caplog.at_level("INFO", logger="pnngraph"):
+        graph = pnngraph.build(large_layers(), (X, Y), strategy=Pipeline(2, 4),
+                               cluster=two_workers(0.75), **run)
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "pnngraph"]
+    assert "does not fit in the workers' memory as planned" in line  # HEFT's plan missed
+    assert "its stages one per worker (scheduler 'static', not 'heft')" in line
+    assert graph.strategy == Pipeline(2, 4) and graph.plan.algorithm == "static"
+    assert set(graph.plan.placement.values()) == {"cpu-0", "cpu-1"}
+    assert shortfall(graph.plan.peak_bytes, graph.plan.limit_bytes) is None
+    result, = dask.compute(graph, scheduler="sync")
+    reference = pnngraph.train_serial(large_layers(), X, Y, **run)
+    assert max_rel_diff(result.params, reference.params) <= 1e-12
+
+
+def test_fewer_micro_batches_where_each_keeps_a_gradient_too_many():
+    # large layers, a small batch: four micro-batches' gradients of a stage weigh more than
+    # the activations they save; two fit where four do not
+    graph = pnngraph.build(large_layers(), (X, Y), strategy=Pipeline(2, 4), steps=2,
+                           batch_size=128, optimizer="adam", cluster=two_workers(0.6))
+    assert graph.strategy == Pipeline(2, 2)
+    assert shortfall(graph.plan.peak_bytes, graph.plan.limit_bytes) is None
+
+
 def test_auto_trains_a_model_too_large_for_one_worker_as_a_pipeline():
     model = wide(512)
     whole = max(peaks(DataParallel(1), model=model, batch=16).values())
@@ -105,7 +143,8 @@ def test_unknown_limits_are_not_checked():
 
 
 def test_remedies_stay_within_the_batch_and_the_workers():
-    assert remedies(Pipeline(2, 4), workers=2, n_layers=5, batch=8) == [Pipeline(2, 8)]
+    assert remedies(Pipeline(2, 4), workers=2, n_layers=5, batch=8) == \
+        [Pipeline(2, 8), Pipeline(2, 2), Pipeline(2, 1)]
     assert [s.layout for s in remedies(Pipeline(2, 1), workers=3, n_layers=3, batch=2)] == \
         [(1, 2, 2), (1, 3, 1), (1, 3, 2)]
     assert remedies(DataParallel(4), workers=2, n_layers=1, batch=7) == []
