@@ -224,6 +224,21 @@ def test_plan_from_a_cluster_file(tmp_path):
     assert out.exists() and "Bokeh" in out.read_text()[:20000]
 
 
+def test_plan_says_what_the_memory_guard_changed(tmp_path):
+    spec = tmp_path / "cluster.yaml"
+    spec.write_text("workers:\n  - {name: cpu, gflops: 50, count: 2, memory_gb: 0.75}\n")
+    args = ("plan", "--cluster-file", str(spec), "--hidden", "1280,1280,1280,1280,1280",
+            "--strategy", "pipeline", "--stages", "2", "--microbatches", "4", "--optimizer",
+            "adam", "--batch-size", "128", "--output", str(tmp_path / "plan.html"))
+    for _ in range(2):  # a second command in the same process writes to its own streams
+        result = run(*args)
+        assert result.exit_code == 0, result.output
+        assert "pnngraph: Pipeline(stages=2, layer_counts=None, microbatches=4) does not fit " \
+            "in the workers' memory as planned" in result.stderr
+        assert "its stages one per worker (scheduler 'static', not 'heft')" in result.stderr
+        assert "plan: static, predicted wall time" in result.stdout
+
+
 def test_plan_of_a_model_file_with_batchnorm(tmp_path):
     """BatchNorm's rounds and statistics are priced and placed like every other task."""
     pytest.importorskip("sklearn")

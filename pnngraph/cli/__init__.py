@@ -32,7 +32,7 @@ from pnngraph.cli.options import (
     prepare,
     strategy_of,
 )
-from pnngraph.cli.training import render, train
+from pnngraph.cli.training import log_changes, render, train
 from pnngraph.exceptions import ConfigError
 
 
@@ -66,6 +66,7 @@ def plan(**opts: Any) -> None:
 
     if opts["strategy"] == "serial":
         raise ConfigError("--strategy", "a parallel strategy to plan", "serial")
+    log_changes()  # what the memory guard changed so that the plan fits
     if not opts["cluster_file"]:
         check_devices(opts)
     model, train_set, _, optimizer = prepare(opts)
@@ -92,7 +93,7 @@ def plan(**opts: Any) -> None:
             with flags():
                 graph = pnngraph.build(model, train_set, strategy=strategy, client=client,
                                        cluster=cluster, **kw)
-    click.echo(f"{graph!r}; strategy {strategy!r}")
+    click.echo(f"{graph!r}; strategy {graph.strategy!r}")
     if graph.plan is None:
         click.echo(f"scheduler {opts['scheduler']!r}: no cluster model, nothing to predict")
         return
@@ -104,7 +105,8 @@ def plan(**opts: Any) -> None:
         _echo_ring_bound(graph, model, opts["batch_size"], cluster, optimizer)
     out = render_report(opts["output"], title="pnngraph plan",
                         planned=records_from_slots(graph.plan.predicted.slots),
-                        meta={"strategy": repr(strategy), "scheduler": graph.plan.algorithm})
+                        meta={"strategy": repr(graph.strategy),
+                              "scheduler": graph.plan.algorithm})
     click.echo(f"Gantt chart written to {out}")
 
 

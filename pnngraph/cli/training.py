@@ -68,8 +68,7 @@ def train(**opts: Any) -> None:
     from pnngraph.nn.train import steps_per_epoch
 
     run_dir = _run_dir(opts)
-    if opts["adapt"]:  # each re-plan of the run is a line on standard error
-        _log_changes()
+    log_changes()  # what the memory guard changed, and each re-plan of an adaptive run
     if opts["resume"]:
         _resumed_options(opts, run_dir)
     opts.setdefault("schedule_epochs", opts["epochs"])  # a cosine spans the first run's epochs
@@ -91,17 +90,21 @@ def train(**opts: Any) -> None:
                        start // per_epoch)
 
 
-def _log_changes() -> None:
-    """The ``pnngraph`` logger's INFO lines (an adaptive run's changes) on standard error."""
-    import logging
-
+def log_changes() -> None:
+    """The ``pnngraph`` logger's INFO lines on standard error: what the memory guard changed
+    so that a plan fits, and an adaptive run's changes."""
     log = logging.getLogger("pnngraph")
-    if not any(getattr(h, "pnngraph_cli", False) for h in log.handlers):
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("pnngraph: %(message)s"))
-        handler.pnngraph_cli = True  # type: ignore[attr-defined]
-        log.addHandler(handler)
+    if not any(isinstance(h, _Stderr) for h in log.handlers):
+        log.addHandler(_Stderr())
     log.setLevel(logging.INFO)
+
+
+class _Stderr(logging.Handler):
+    """``pnngraph: <message>`` on the standard error of the moment (``click.echo``: one
+    process may run several commands, each with its own streams)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(f"pnngraph: {record.getMessage()}", err=True)
 
 
 def _run_dir(opts: dict[str, Any]) -> Path:
