@@ -102,6 +102,15 @@ def test_a_pipeline_heft_keeps_on_one_worker_gets_its_stages_one_per_worker(capl
     assert max_rel_diff(result.params, reference.params) <= 1e-12
 
 
+def test_auto_names_a_candidate_that_fits_only_with_its_stages_one_per_worker():
+    graph = pnngraph.build(large_layers(), (X, Y), strategy="auto", steps=2, batch_size=128,
+                           optimizer="adam", cluster=two_workers(0.75))
+    name, seconds = graph.plan.alternatives[0]
+    assert isinstance(graph.strategy, Pipeline) and graph.plan.algorithm == "static"
+    assert name == f"{graph.strategy!r} (stages one per worker)" and seconds < float("inf")
+    assert shortfall(graph.plan.peak_bytes, graph.plan.limit_bytes) is None
+
+
 def test_fewer_micro_batches_where_each_keeps_a_gradient_too_many():
     # large layers, a small batch: four micro-batches' gradients of a stage weigh more than
     # the activations they save; two fit where four do not

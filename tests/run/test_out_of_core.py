@@ -120,6 +120,16 @@ def test_blocks_held_by_a_worker_are_planned_there():
     assert max_rel_diff(result.params, reference.params) <= 1e-12
 
 
+def blocks_inputs():
+    """What ``_blocks_chunk`` reads of a run's inputs: the test's X and y blocks, a batch of
+    12,500 rows and a window of 2."""
+    from types import SimpleNamespace
+
+    X = da.zeros((BLOCK * BLOCKS, FEATURES), chunks=(BLOCK, FEATURES))
+    y = da.zeros(BLOCK * BLOCKS, dtype=np.int64, chunks=BLOCK)
+    return SimpleNamespace(X=X, y=y, spec=SimpleNamespace(window=2, batch_size=12_500))
+
+
 def test_a_default_chunk_reads_blocks_that_fit_a_quarter_of_the_smallest_worker():
     """Dask reads a chunk's blocks ahead of its steps and keeps them until those ran: fit's
     default chunk holds the steps whose blocks (X's and y's) fit in a quarter of the smallest
@@ -129,9 +139,7 @@ def test_a_default_chunk_reads_blocks_that_fit_a_quarter_of_the_smallest_worker(
     from pnngraph.plan.cluster import simulated_cluster
     from pnngraph.run.fit import MAX_CHUNK_STEPS, _blocks_chunk
 
-    X = da.zeros((BLOCK * BLOCKS, FEATURES), chunks=(BLOCK, FEATURES))
-    y = da.zeros(BLOCK * BLOCKS, dtype=np.int64, chunks=BLOCK)
-    inputs = SimpleNamespace(X=X, y=y, spec=SimpleNamespace(window=2, batch_size=12_500))
+    inputs = blocks_inputs()
 
     def run(memory_gb):
         return SimpleNamespace(client=object(), cluster=simulated_cluster(
@@ -151,9 +159,7 @@ def test_a_default_chunk_reads_the_limits_from_the_scheduler_where_nothing_was_m
 
     from pnngraph.run.fit import _blocks_chunk
 
-    X = da.zeros((BLOCK * BLOCKS, FEATURES), chunks=(BLOCK, FEATURES))
-    y = da.zeros(BLOCK * BLOCKS, dtype=np.int64, chunks=BLOCK)
-    inputs = SimpleNamespace(X=X, y=y, spec=SimpleNamespace(window=2, batch_size=12_500))
+    inputs = blocks_inputs()
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   memory_limit=LIMIT, dashboard_address=None, host="127.0.0.1",
                                   scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}
